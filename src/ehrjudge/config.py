@@ -119,7 +119,7 @@ def config_from_dict(cls, data: dict, prefix: str = ""):
         if key not in names:
             close = [n for n in names if n.startswith(key[:4])]
             hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
-            raise ConfigError(f"unknown config key {prefix}{raw_key!r}{hint}")
+            raise ConfigError(f"unknown config key {prefix + str(raw_key)!r}{hint}")
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     try:
         return cls(**kwargs)

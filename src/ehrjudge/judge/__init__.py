@@ -1,0 +1,1 @@
+"""The LLM judge: model loading, prompt, exact label distribution, constrained generation, baseline."""
