@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/default
 
-.PHONY: setup run run-quick test bench clean
+.PHONY: setup browser run run-quick test bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,13 @@ run: setup
 run-quick: setup
 	$(BIN)/ehrjudge run --profile quick --out runs/quick
 
-test: setup
+# The report test renders in headless Chromium (Debian's package); without it that one test is skipped.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) ; } || \
+	  echo "chromium not installed: the report rendering test will be skipped"
+
+test: setup browser
 	$(BIN)/python -m pytest -q -n 2 --timeout 900
 
 clean:

@@ -1,0 +1,142 @@
+"""Registry gate: a generator's output is registered only if the trained judge finds it realistic enough.
+
+This is the original design's gatekeeping of generator checkpoints. The synthetic set is scored by
+the judge (mean expected score must reach `threshold`) and by the verifiable scorer's near-copy flag
+(the share of records that sit closer to a real patient than held-out real patients do must stay
+under `max_near_copy_rate`: a generator that copies real records leaks privacy however realistic it
+looks). An accepted set is logged to MLflow and registered as a new version of model `name`, a
+pyfunc that samples records from it; a refused set is logged with the reasons and registers nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from ehrjudge.config import option, to_dict
+from ehrjudge.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class GateConfig:
+    threshold: float = option(6.0, "minimum mean judge score (expected score, 1-10) for acceptance")
+    max_near_copy_rate: float = option(0.05, "maximum share of records flagged as near-copies of real patients")
+    reference: str | None = option(None, "reference cohort dir for the near-copy check (default: the judge's dataset reference)")
+    batch_size: int = option(16, "judge batch size")
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite in --registry-dir)")
+    registry_dir: str = option("mlruns", "folder of the local MLflow store when no tracking URI is set")
+    experiment: str = option("ehrjudge-gate", "MLflow experiment for gate decisions")
+
+
+@dataclasses.dataclass
+class GateDecision:
+    accepted: bool
+    reasons: list[str]
+    mean_judge_score: float
+    near_copy_rate: float
+    n_records: int
+    version: str | None = None  # registered model version when accepted
+
+
+def decide(mean_judge_score: float, near_copy_rate: float, config: GateConfig, n_records: int) -> GateDecision:
+    """Pure decision rule, separate from scoring and registration so it can be tested by itself."""
+    reasons = []
+    if mean_judge_score < config.threshold:
+        reasons.append(f"mean judge score {mean_judge_score:.2f} is below the threshold {config.threshold:.2f}")
+    if near_copy_rate > config.max_near_copy_rate:
+        reasons.append(f"near-copy rate {near_copy_rate:.3f} exceeds the limit {config.max_near_copy_rate:.3f}")
+    return GateDecision(not reasons, reasons, mean_judge_score, near_copy_rate, n_records)
+
+
+def find_reference(judge_dir: Path, config: GateConfig) -> Path:
+    """The cohort the near-copy check compares with: explicit, else recorded with the judge checkpoint."""
+    if config.reference:
+        return Path(config.reference)
+    info = judge_dir / "ehrjudge.json"
+    if info.exists():
+        dataset = json.loads(info.read_text()).get("dataset")
+        if dataset and (Path(dataset) / "reference").is_dir():
+            return Path(dataset) / "reference"
+    raise InputError("no reference cohort for the near-copy check: pass --reference DIR", file=judge_dir)
+
+
+def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Judge scores and verifiable scores (with near-copy flags) of every record in `synthetic`."""
+    from ehrjudge.cohort.schema import Cohort, load_records
+    from ehrjudge.judge.model import load_judge
+    from ehrjudge.judge.prompt import PromptConfig
+    from ehrjudge.judge.scoring import judge_records
+    from ehrjudge.scoring.realism import ScoreConfig, score_records
+
+    judge_dir = Path(judge)
+    reference = Cohort.load(find_reference(judge_dir, config))
+    records = load_records(synthetic, reference.schema)
+    if "record_id" not in records.columns:
+        records.insert(0, "record_id", [f"record-{i}" for i in range(len(records))])
+    prompt_config = _saved_prompt_config(judge_dir) or PromptConfig()
+    model, tokenizer = load_judge(str(judge_dir))
+    judged = judge_records(model, tokenizer, records, reference.schema, prompt_config, batch_size=config.batch_size)
+    verifiable = score_records(reference, records, ScoreConfig())
+    return judged, verifiable
+
+
+def _saved_prompt_config(judge_dir: Path):
+    from ehrjudge.config import config_from_dict
+    from ehrjudge.judge.prompt import PromptConfig
+
+    info = judge_dir / "ehrjudge.json"
+    if info.exists():
+        prompt = json.loads(info.read_text()).get("prompt")
+        if prompt:
+            return config_from_dict(PromptConfig, prompt)
+    return None
+
+
+def register(decision: GateDecision, synthetic: Path, name: str, config: GateConfig, details: dict) -> GateDecision:
+    """Log the decision to MLflow; register the synthetic set as a new model version if accepted."""
+    import mlflow
+
+    from ehrjudge.pipeline.sampler import SyntheticSampler
+    from ehrjudge.tracking import setup_mlflow
+
+    setup_mlflow(config.registry_dir, config.experiment, config.tracking_uri)
+    with mlflow.start_run(run_name=f"gate-{name}") as run:
+        mlflow.log_params({f"gate/{k}": v for k, v in to_dict(config).items() if v is not None})
+        mlflow.log_metrics({"gate/mean_judge_score": decision.mean_judge_score,
+                            "gate/near_copy_rate": decision.near_copy_rate,
+                            "gate/n_records": decision.n_records,
+                            "gate/accepted": float(decision.accepted)})
+        mlflow.set_tags({"gate.name": name, "gate.accepted": str(decision.accepted),
+                         "gate.reasons": "; ".join(decision.reasons) or "none"})
+        mlflow.log_dict({**dataclasses.asdict(decision), **details}, "gate_decision.json")
+        if not decision.accepted:
+            return decision
+        staging = Path(tempfile.mkdtemp(prefix="ehrjudge-gate-"))
+        try:
+            data = staging / synthetic.name
+            shutil.copy2(synthetic, data)
+            info = mlflow.pyfunc.log_model(name="generator", python_model=SyntheticSampler(),
+                                           artifacts={"records": str(data)})
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        version = mlflow.register_model(info.model_uri, name, tags={"gate.run_id": run.info.run_id})
+    return dataclasses.replace(decision, version=str(version.version))
+
+
+def run_gate(judge: str, synthetic: str, name: str, config: GateConfig) -> GateDecision:
+    synthetic_path = Path(synthetic)
+    judged, verifiable = score_synthetic(judge, synthetic_path, config)
+    mean_score = float(judged["expected_score"].mean())
+    near_copy_rate = float(verifiable["near_copy"].mean())
+    decision = decide(mean_score, near_copy_rate, config, len(judged))
+    details = {"judge": str(judge), "synthetic": str(synthetic_path),
+               "mean_realism_score": float(verifiable["realism_score"].mean())}
+    return register(decision, synthetic_path, name, config, details)

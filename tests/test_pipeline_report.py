@@ -1,0 +1,78 @@
+"""The HTML report: built from a small run folder, it has every section, and renders in Chromium."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehrjudge.pipeline.browser_check import find_chromium, inspect_report, screenshot
+from ehrjudge.pipeline.report import render_report, write_report
+
+
+def make_run(root):
+    """A miniature run folder in the layout `ehrjudge run` writes (seeded random contents)."""
+    rng = np.random.default_rng(0)
+    (root / "cohort").mkdir(parents=True)
+    features = [{"name": n, "group": g, "kind": k, "description": n, "code": None}
+                for n, g, k in [("gender", "demographics", "binary"), ("age", "demographics", "continuous"),
+                                ("dx_E11", "diagnoses", "count"), ("lab_K", "labs", "count")]]
+    (root / "cohort" / "schema.json").write_text(json.dumps({"source": "test", "settings": {}, "features": features}))
+    vectors = pd.DataFrame({"subject_id": range(20), "gender": rng.integers(0, 2, 20), "age": rng.uniform(20, 90, 20),
+                            "dx_E11": rng.poisson(0.5, 20), "lab_K": rng.poisson(2, 20)}).astype(float)
+    vectors.to_parquet(root / "cohort" / "vectors.parquet")
+    (root / "dataset").mkdir()
+    (root / "evaluation").mkdir()
+    summary = {"splits": {}, "verifiable": {}, "training": {"wall_seconds": 90.0}}
+    for split in ("train", "val", "test", "test_unseen"):
+        scores = rng.integers(1, 11, 40)
+        frame = pd.DataFrame({"record_id": [f"{split}-{i}" for i in range(40)],
+                              "generator": rng.choice(["copula", "noisy_copy"], 40),
+                              "strength": rng.choice([0.0, 0.5], 40), "realism_score": scores})
+        frame.to_parquet(root / "dataset" / f"{split}.parquet")
+        if split.startswith("test"):
+            trained = np.clip(scores + rng.integers(-1, 2, 40), 1, 10)
+            frame.assign(trained_score=trained, trained_expected=trained + 0.1, zero_shot_score=5,
+                         zero_shot_expected=5.2, summary="record text").to_parquet(root / "evaluation" / f"{split}.parquet")
+            metrics = {"mean": 5.0, "std": 2.0, "pearson": 0.9, "pearson_ci": [0.8, 0.95], "spearman": 0.88,
+                       "spearman_ci": [0.8, 0.93], "mae": 0.6, "within_1": 0.9}
+            summary["splits"][split] = {"zero_shot": {**metrics, "pearson": 0.01}, "trained": metrics}
+            summary["verifiable"][split] = {"mean": float(scores.mean()), "std": float(scores.std())}
+    (root / "summary.json").write_text(json.dumps(summary))
+    (root / "suite").mkdir()
+    (root / "suite" / "suite.json").write_text(json.dumps(
+        {"copula": {"correlation_distance": {"value": 0.1, "goal": "minimize", "range": [0, 1]}},
+         "noisy_copy": {"correlation_distance": {"value": 0.3, "goal": "minimize", "range": [0, 1]}}}))
+    (root / "train").mkdir()
+    (root / "train" / "history.jsonl").write_text("\n".join(json.dumps(
+        {"step": s, "reward/mean": 0.5 + s / 100, "train/kl": 0.01 * s, **({"eval/spearman": s / 20} if s % 5 == 0 else {})})
+        for s in range(1, 16)))
+    return root
+
+
+def test_report_has_every_section(tmp_path):
+    # Setup
+    run = make_run(tmp_path / "run")
+    # Run
+    page = render_report(run)
+    # Assert
+    for heading in ("Reference cohort", "Synthetic records and score histograms", "Dataset-level evaluation suite",
+                    "Zero-shot judge vs trained judge", "Training curves", "Largest disagreements"):
+        assert heading in page
+    assert page.count("data:image/png;base64,") == 4  # histograms, 2 scatter+confusion grids, training curves
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Debian's chromium is not installed")
+def test_report_renders_in_chromium(tmp_path):
+    # Setup
+    run = make_run(tmp_path / "run")
+    report = write_report(run)
+    # Run
+    seen = inspect_report(report)
+    png = screenshot(report, tmp_path / "report.png", height=900)
+    # Assert
+    assert "ehrjudge run report" in seen["headings"] and "Training curves" in seen["headings"]
+    assert seen["tables"] >= 5
+    assert len(seen["images"]) == 4 and all(w > 100 and h > 100 for w, h in seen["images"])
+    assert png.stat().st_size > 10_000
