@@ -1,0 +1,145 @@
+"""Judge throughput on CPU: records/s of the default SmolLM2-135M judge at the default prompt length.
+
+    python benchmarks/judge_throughput.py [--threads 2] [--records 32] [--out benchmarks/results/judge_throughput.json]
+
+Measures, on real records of the default cohort: records/s for batch sizes 1/8/32 with and without the cached shared
+prompt prefix, fp32 and bf16 (this CPU's avx512_bf16); tokens per record; the cost of the label continuation step
+relative to the prompt forward; and the compute bound: FLOPs per record ~= 2 x non-embedding params x tokens
+(Kaplan et al. 2020, eq. 2.1; attention adds 2 x n_layer x context x d_attn per token) vs measured matmul FLOP/s.
+The machine's cores are shared with other jobs, so timings are noisy; each figure is the median of repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ehrjudge.cohort.clinosim import default_cohort
+from ehrjudge.cohort.schema import Cohort
+from ehrjudge.judge.labels import LabelScorer
+from ehrjudge.judge.model import load_judge
+from ehrjudge.judge.scoring import record_prompts
+
+RESULTS = Path(__file__).parent / "results" / "judge_throughput.json"
+
+
+def matmul_flops_per_second(dtype: torch.dtype, repeats: int = 20) -> float:
+    """Achieved FLOP/s of a transformer-shaped matmul (tokens x hidden @ hidden x 4 hidden)."""
+    a, b = torch.randn(1024, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * 1024 * 576 * 1536 * repeats / (time.perf_counter() - start)
+
+
+def records_per_second(model, scorer, prompts, batch_size, reuse_prefix, repeats) -> float:
+    times = []
+    with torch.no_grad():
+        prefix = scorer.shared_prefix(model, prompts) if reuse_prefix else None
+        scorer.log_probs(model, prompts[:batch_size], prefix=prefix)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for i in range(0, len(prompts), batch_size):
+                scorer.log_probs(model, prompts[i:i + batch_size], prefix=prefix)
+            times.append(time.perf_counter() - start)
+    return len(prompts) / statistics.median(times)
+
+
+def continuation_share(model, scorer, prompts, repeats: int) -> dict:
+    """Time of the full scoring vs the prompt forward alone (logits_to_keep=1, cache on)."""
+    batch = scorer.encode(prompts, "cpu")
+    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    forward, full = [], []
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(**batch, position_ids=positions, use_cache=True, logits_to_keep=1)
+            forward.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            scorer.sequence_log_probs(model, prompts)
+            full.append(time.perf_counter() - start)
+    forward_s, full_s = statistics.median(forward), statistics.median(full)
+    return {"prompt_forward_s": forward_s, "full_scoring_s": full_s,
+            "continuation_over_forward": (full_s - forward_s) / forward_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--records", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cohort = Cohort.load(default_cohort())
+    records = cohort.vectors.rename(columns={cohort.id_column: "record_id"})
+    rng = np.random.default_rng(0)
+    records = records.iloc[rng.choice(len(records), args.records, replace=False)].reset_index(drop=True)
+
+    results: dict = {"threads": args.threads, "records": args.records, "cpu": platform.processor() or platform.machine(),
+                     "cpu_count": os.cpu_count(), "torch": torch.__version__, "note":
+                     "CPU shared with other jobs during the run: timings are noisy", "runs": []}
+    distributions = {}
+    for dtype_name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        model, tokenizer = load_judge(dtype=dtype_name, device="cpu")
+        scorer = LabelScorer(tokenizer)
+        prompts = record_prompts(records, cohort.schema, tokenizer)
+        lengths = [len(x) for x in scorer.tokenize(prompts)]
+        results["tokens_per_record"] = {"mean": float(np.mean(lengths)), "min": int(min(lengths)),
+                                        "max": int(max(lengths)),
+                                        "shared_prefix": len(scorer.shared_prefix(model, prompts).token_ids)}
+        order = np.argsort(lengths, kind="stable")
+        prompts = [prompts[i] for i in order]
+        with torch.no_grad():
+            distributions[dtype_name] = scorer.log_probs(model, prompts, batch_size=8).exp().double()
+        for batch_size in (1, 8, 32):
+            for reuse_prefix in (False, True):
+                rate = records_per_second(model, scorer, prompts, batch_size, reuse_prefix, args.repeats)
+                run = {"dtype": dtype_name, "batch_size": batch_size, "reuse_prefix": reuse_prefix,
+                       "records_per_second": rate}
+                results["runs"].append(run)
+                print(json.dumps(run))
+        results[f"continuation_{dtype_name}_batch8"] = continuation_share(model, scorer, prompts[:8], args.repeats)
+        results[f"matmul_gflops_{dtype_name}"] = matmul_flops_per_second(dtype) / 1e9
+        non_embedding = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
+        results["non_embedding_params"] = non_embedding
+
+    config = model.config
+    tokens = results["tokens_per_record"]["mean"]
+    attention = 2 * config.num_hidden_layers * tokens * config.hidden_size  # per token, mean context ~ tokens/2 x 2
+    flops = 2 * results["non_embedding_params"] * tokens + attention * tokens
+    difference = (distributions["bfloat16"] - distributions["float32"]).abs()
+    best = max(results["runs"], key=lambda r: r["records_per_second"])
+    results.update({
+        "flops_per_record": flops,
+        "compute_bound_records_per_second": {
+            name: results[f"matmul_gflops_{name}"] * 1e9 / flops for name in ("float32", "bfloat16")},
+        "bf16_vs_fp32": {"max_abs_probability_difference": float(difference.max()),
+                         "argmax_agreement": float((distributions["bfloat16"].argmax(1)
+                                                    == distributions["float32"].argmax(1)).double().mean())},
+        "best": best,
+    })
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"tokens/record: {results['tokens_per_record']}")
+    print(f"FLOPs/record: {flops / 1e9:.1f} GFLOP; matmul fp32 {results['matmul_gflops_float32']:.0f} GFLOP/s, "
+          f"bf16 {results['matmul_gflops_bfloat16']:.0f} GFLOP/s -> compute bound "
+          + ", ".join(f"{k} {v:.2f} rec/s" for k, v in results["compute_bound_records_per_second"].items()))
+    print(f"continuation / prompt forward (batch 8): fp32 "
+          f"{results['continuation_float32_batch8']['continuation_over_forward']:.1%}, "
+          f"bf16 {results['continuation_bfloat16_batch8']['continuation_over_forward']:.1%}")
+    print(f"bf16 vs fp32 label distribution: {results['bf16_vs_fp32']}")
+    print(f"best: {best}  (noisy: CPU shared)  -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

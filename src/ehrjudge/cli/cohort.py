@@ -1,0 +1,80 @@
+"""`ehrjudge cohort` (build patient vectors from a source) and `ehrjudge show` (one record as judge text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ehrjudge.cli.app import CONFIG_COMMAND, app
+from ehrjudge.config import describe, load_config
+
+
+
+@app.command("cohort", context_settings=CONFIG_COMMAND)
+def cohort_command(
+    ctx: typer.Context,
+    source: str = typer.Option("clinosim", help="clinosim (built-in simulator), mimic (MIMIC-IV folder) or fhir"),
+    out: Path = typer.Option(..., help="Output cohort directory (written atomically)"),
+    path: Optional[Path] = typer.Option(None, help="Source folder/file: MIMIC-IV root, FHIR bundles/NDJSON, "
+                                                   "or an existing clinosim output"),
+    patients: Optional[int] = typer.Option(None, help="clinosim: patients with records (default 500); "
+                                                      "mimic/fhir: keep the first N subject ids (default all)"),
+    seed: int = typer.Option(42, help="clinosim simulator seed"),
+    config: Optional[Path] = typer.Option(None, help="YAML with FeatureConfig settings"),
+    schema_from: Optional[Path] = typer.Option(None, "--schema-from",
+                                               help="Re-apply this cohort dir's schema (same columns)"),
+) -> None:
+    """Build DIR/vectors.parquet + DIR/schema.json + DIR/raw/ from a source. Extra --key value flags set
+    FeatureConfig fields (--dx-top-k, --lab-top-k, --min-patients, --threads, --memory-limit, ...)."""
+    from ehrjudge.cohort.build import build_cohort
+    from ehrjudge.cohort.featurize import FeatureConfig
+    from ehrjudge.cohort.schema import Schema
+
+    if ctx.args and ctx.args[0] in ("--list-settings",):
+        typer.echo(describe(FeatureConfig))
+        raise typer.Exit(0)
+    feature_config = load_config(FeatureConfig, config, ctx.args)
+    if patients is None and source == "clinosim" and path is None:
+        patients = 500
+    schema = Schema.load(Path(schema_from) / "schema.json") if schema_from else None
+    cohort = build_cohort(source, out, path=path, patients=patients, seed=seed, config=feature_config, schema=schema)
+    matrix = cohort.matrix()
+    sparsity = float((matrix == 0).mean()) if matrix.size else 0.0
+    typer.echo(f"wrote {out}: {len(cohort)} patients x {matrix.shape[1]} features (source {source}, "
+               f"{sparsity:.1%} zeros)")
+
+
+@app.command("show")
+def show_command(
+    cohort: Path = typer.Option(..., help="Cohort directory"),
+    record: str = typer.Option(..., help="subject_id (or record_id) of the record to show"),
+    format: str = typer.Option("compact", help="compact (non-zero features, readable) or csv (original table)"),
+    max_tokens: Optional[int] = typer.Option(None, help="Token budget (counted with the judge's tokenizer "
+                                                        "when --tokenizer is given, else whitespace words)"),
+    tokenizer: Optional[str] = typer.Option(None, help="HF tokenizer folder/name used to count tokens"),
+) -> None:
+    """Print one record of a cohort as the judge's table text."""
+    from ehrjudge.cohort.schema import Cohort
+    from ehrjudge.cohort.text import record_to_text
+    from ehrjudge.errors import InputError
+
+    data = Cohort.load(cohort)
+    ids = data.vectors[data.id_column].astype(str)
+    hits = data.vectors[ids == str(record)]
+    if hits.empty:
+        raise InputError(f"record {record!r} not found (first ids: {list(ids[:5])})", file=cohort,
+                         column=data.id_column)
+    count_tokens = None
+    if max_tokens is not None:
+        if tokenizer:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(tokenizer)
+            count_tokens = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+        else:
+            count_tokens = lambda text: len(text.split())  # noqa: E731
+    row = hits.iloc[0]
+    typer.echo(record_to_text(row.to_dict(), data.schema, fmt=format, max_tokens=max_tokens,
+                              count_tokens=count_tokens, record_id=row[data.id_column]))

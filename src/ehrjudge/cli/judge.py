@@ -1,0 +1,124 @@
+"""`ehrjudge judge` (score records with the LLM judge) and `ehrjudge baseline` (zero-shot agreement report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ehrjudge.cli.app import CONFIG_COMMAND, app
+from ehrjudge.config import describe, load_config, parse_flags
+
+FLOAT_FORMAT = "%.10g"
+
+
+def _judge_help() -> str:
+    from ehrjudge.judge.scoring import JudgeConfig
+
+    return ("Judge every synthetic record with the LLM: one CSV row per record with record_id, judge_score "
+            "(argmax label), expected_score (sum k p_k), entropy and the exact label probabilities p_1..p_10. "
+            "The resolved config (with the chat template) is written beside the CSV (.config.yaml).\n\n"
+            "More settings (--key value, after a YAML --config):\n\n" + describe(JudgeConfig).replace("\n", "\n\n"))
+
+
+def _overrides(ctx_args: list[str], **explicit) -> dict:
+    flags = parse_flags(ctx_args)
+    for key, value in explicit.items():
+        if value is not None:
+            flags[key] = value
+    return flags
+
+
+@app.command("judge", context_settings=CONFIG_COMMAND, help=_judge_help())
+def judge_command(
+    ctx: typer.Context,
+    reference: Path = typer.Option(..., "--reference", help="reference cohort directory (for the schema)"),
+    synthetic: Path = typer.Option(..., "--synthetic", help="synthetic records (parquet/CSV with record_id)"),
+    out: Path = typer.Option(..., "--out", help="output CSV"),
+    model: Optional[str] = typer.Option(None, "--model", help="model dir / hub id / ehrjudge checkpoint"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter directory"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="records per forward pass"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of JudgeConfig settings"),
+) -> None:
+    from ehrjudge.cohort.schema import Schema, load_records
+    from ehrjudge.io import write_csv
+    from ehrjudge.judge.model import load_judge
+    from ehrjudge.judge.scoring import JudgeConfig, judge_records, save_judge_config
+
+    judge_config = load_config(JudgeConfig, config,
+                               _overrides(ctx.args, model=model, adapter=adapter, batch_size=batch_size))
+    schema = Schema.load(Path(reference) / "schema.json")
+    records = load_records(synthetic, schema)
+    judge_model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,
+                                        judge_config.adapter)
+    scores = judge_records(judge_model, tokenizer, records, schema, judge_config.prompt, judge_config.batch_size,
+                           judge_config.reuse_prefix)
+    write_csv(out, scores, float_format=FLOAT_FORMAT)
+    save_judge_config(judge_config, tokenizer, out.with_suffix(".config.yaml"))
+    console = Console()
+    console.print(f"judged {len(scores)} records -> {out}")
+    counts = scores["judge_score"].value_counts().reindex(range(1, 11), fill_value=0)
+    console.print("judge_score histogram (1..10): " + " ".join(str(c) for c in counts))
+    console.print(f"mean expected_score {scores['expected_score'].mean():.3f}; "
+                  f"mean entropy {scores['entropy'].mean():.3f} nats")
+
+
+def _baseline_help() -> str:
+    from ehrjudge.judge.baseline import BaselineConfig
+
+    return ("Zero-shot agreement of the judge with the verifiable realism score on a judge dataset split, "
+            "beside a plain regressor trained on the train split. Writes report.json, report.md, "
+            "judge_scores.csv and config.yaml to --out.\n\nMore settings (--key value):\n\n"
+            + describe(BaselineConfig).replace("\n", "\n\n"))
+
+
+@app.command("baseline", context_settings=CONFIG_COMMAND, help=_baseline_help())
+def baseline_command(
+    ctx: typer.Context,
+    dataset: Path = typer.Option(..., "--dataset", help="judge dataset directory (reference/, train.parquet, ...)"),
+    out: Path = typer.Option(..., "--out", help="output directory"),
+    split: Optional[str] = typer.Option(None, "--split", help="split to evaluate (default test)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="evaluate at most this many records"),
+    model: Optional[str] = typer.Option(None, "--model", help="model dir / hub id / ehrjudge checkpoint"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter directory"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of BaselineConfig settings"),
+) -> None:
+    from ehrjudge.judge.baseline import BaselineConfig, run_baseline
+
+    flags = _overrides(ctx.args, split=split, limit=limit)
+    judge_flags = flags.setdefault("judge", {})
+    judge_flags.update({k: v for k, v in (("model", model), ("adapter", adapter)) if v is not None})
+    baseline_config = load_config(BaselineConfig, config, flags)
+    report = run_baseline(dataset, out, baseline_config)
+    _print_report(report, out)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _print_report(report: dict, out: Path) -> None:
+    console = Console()
+    table = Table(title=f"Zero-shot judge vs verifiable score ({report['n_records']} records, {report['split']})")
+    for column in ("Realism Score Metric", "Mean", "Std", "Min", "Max"):
+        table.add_column(column, justify="left" if column.startswith("Realism") else "right")
+    for row in report["score_table"]:
+        table.add_row(row["metric"], *(_fmt(row[k], 2) for k in ("mean", "std", "min", "max")))
+    console.print(table)
+    agreement_table = Table(title="Agreement with the verifiable realism_score")
+    for column in ("Scorer", "Pearson [95% CI]", "Spearman [95% CI]", "MAE", "Exact", "Within 1"):
+        agreement_table.add_column(column)
+    for name, metrics in report["agreement"].items():
+        cells = []
+        for kind in ("pearson", "spearman"):
+            ci = metrics[f"{kind}_ci"]
+            cells.append("n/a" if metrics[kind] is None else
+                         f"{metrics[kind]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+        agreement_table.add_row(name, *cells, _fmt(metrics["mae"]), _fmt(metrics["exact"]),
+                                _fmt(metrics["within_1"]))
+    console.print(agreement_table)
+    console.print(f"report -> {out / 'report.md'}, {out / 'report.json'}")
+

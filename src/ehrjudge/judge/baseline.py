@@ -1,0 +1,187 @@
+"""Zero-shot baseline: how well the untrained judge agrees with the verifiable realism score (the original's Part 3).
+
+Reports, on one split of a judge dataset: the score table (mean/std/min/max of the verifiable score, the judge's
+argmax and expected scores, and a plain regressor's), agreement metrics (judge.agreement), the 5 largest
+disagreements with their record text, and the regressor as the non-LLM reference a user could pick instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from ehrjudge.cohort.schema import META_COLUMNS, Schema, validate_vectors
+from ehrjudge.config import option, save_config, to_dict
+from ehrjudge.errors import InputError
+from ehrjudge.io import atomic_dir, read_table, write_csv, write_json, write_text
+from ehrjudge.judge.agreement import agreement
+from ehrjudge.judge.scoring import JudgeConfig, judge_records, record_texts, save_judge_config
+
+log = logging.getLogger(__name__)
+TRUE_SCORE = "realism_score"
+SPLITS = ("train", "val", "test", "test_unseen")
+
+
+@dataclasses.dataclass
+class BaselineConfig:
+    """Zero-shot agreement report settings."""
+
+    split: str = option("test", "dataset split to evaluate: train, val, test or test_unseen")
+    limit: int | None = option(None, "evaluate a seeded random subset of at most this many records; None = all")
+    seed: int = option(0, "seed for the subset and the bootstrap intervals")
+    n_bootstrap: int = option(1000, "bootstrap resamples for the correlation intervals")
+    regressor: Literal["hist_gradient_boosting", "ridge"] = option(
+        "hist_gradient_boosting", "reference regressor on the patient vectors, trained on the train split")
+    n_disagreements: int = option(5, "largest judge/verifiable disagreements listed with their record text")
+    judge: JudgeConfig = option(JudgeConfig(), "the judge")
+
+
+def load_split(dataset: Path, split: str, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
+    """(validated records with meta columns, true realism scores) of one dataset split."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = dataset / f"{split}.parquet"
+    frame = read_table(path)
+    if TRUE_SCORE not in frame.columns:
+        raise InputError("split has no realism_score column", file=path, column=TRUE_SCORE)
+    keep = [c for c in frame.columns if c in META_COLUMNS] + schema.names
+    missing = [n for n in schema.names if n not in frame.columns]
+    if missing:
+        raise InputError(f"split lacks {len(missing)} schema feature(s), e.g. {missing[:5]}", file=path,
+                         column=missing[0])
+    records = validate_vectors(frame[keep], schema, file=path)
+    return records, frame[TRUE_SCORE].to_numpy(dtype=float)
+
+
+def fit_regressor(kind: str, features: np.ndarray, target: np.ndarray, seed: int):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "ridge":
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    else:
+        model = HistGradientBoostingRegressor(random_state=seed)
+    return model.fit(features, target)
+
+
+def score_row(name: str, values: np.ndarray) -> dict:
+    return {"metric": name, "mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)),
+            "min": float(np.min(values)), "max": float(np.max(values))}
+
+
+def largest_disagreements(table: pd.DataFrame, texts: list[str], n: int) -> list[dict]:
+    """Rows with the largest |judge_score - realism_score|, ties broken by |expected_score - realism_score|."""
+    gap = (table["judge_score"] - table[TRUE_SCORE]).abs()
+    soft_gap = (table["expected_score"] - table[TRUE_SCORE]).abs()
+    order = np.lexsort((-soft_gap.to_numpy(), -gap.to_numpy()))[:n]
+    rows = []
+    for i in order:
+        row = table.iloc[i]
+        rows.append({"record_id": str(row["record_id"]),
+                     "generator": str(row["generator"]) if "generator" in table.columns else None,
+                     "strength": float(row["strength"]) if "strength" in table.columns else None,
+                     "realism_score": int(row[TRUE_SCORE]), "judge_score": int(row["judge_score"]),
+                     "expected_score": float(row["expected_score"]), "record_text": texts[i]})
+    return rows
+
+
+def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | None = None) -> dict:
+    """Judge one split zero-shot, compare with the verifiable score and a regressor; write the report to `out`."""
+    from ehrjudge.judge.model import load_judge
+
+    config = config or BaselineConfig()
+    dataset, out = Path(dataset), Path(out)
+    schema = Schema.load(dataset / "reference" / "schema.json")
+    records, true_scores = load_split(dataset, config.split, schema)
+    if config.limit is not None and config.limit < len(records):
+        chosen = np.sort(np.random.default_rng(config.seed).choice(len(records), config.limit, replace=False))
+        records, true_scores = records.iloc[chosen].reset_index(drop=True), true_scores[chosen]
+    if len(records) < 500:
+        log.warning("baseline on %d records; the report is meant for >= 500", len(records))
+    train_records, train_scores = load_split(dataset, "train", schema)
+
+    model, tokenizer = load_judge(config.judge.model, config.judge.device, config.judge.dtype, config.judge.adapter)
+    start = time.perf_counter()
+    judged = judge_records(model, tokenizer, records, schema, config.judge.prompt, config.judge.batch_size,
+                           config.judge.reuse_prefix)
+    judge_seconds = time.perf_counter() - start
+    regressor = fit_regressor(config.regressor, train_records[schema.names].to_numpy(), train_scores, config.seed)
+    regressor_scores = np.clip(np.rint(regressor.predict(records[schema.names].to_numpy())), 1, 10)
+
+    table = judged.copy()
+    for column in ("generator", "strength"):
+        if column in records.columns:
+            table.insert(1, column, records[column].to_numpy())
+    table[TRUE_SCORE] = true_scores.astype(int)
+    table["regressor_score"] = regressor_scores.astype(int)
+    texts = record_texts(records, schema, tokenizer, config.judge.prompt)
+    regressor_name = f"Regressor ({config.regressor}) on patient vectors"
+    report = {
+        "dataset": str(dataset), "split": config.split, "n_records": int(len(records)),
+        "n_train": int(len(train_records)),
+        "judge_model": config.judge.model or "SmolLM2-135M-Instruct (default)",
+        "judge_seconds": judge_seconds, "judge_records_per_second": len(records) / max(judge_seconds, 1e-9),
+        "score_table": [score_row("Verifiable realism_score", true_scores),
+                        score_row("Judge score (argmax)", table["judge_score"].to_numpy()),
+                        score_row("Judge expected score", table["expected_score"].to_numpy()),
+                        score_row(regressor_name, regressor_scores)],
+        "agreement": {
+            "Judge score (argmax)": agreement(table["judge_score"], true_scores, config.seed, config.n_bootstrap),
+            "Judge expected score": agreement(table["expected_score"], true_scores, config.seed, config.n_bootstrap),
+            regressor_name: agreement(regressor_scores, true_scores, config.seed, config.n_bootstrap),
+        },
+        "judge_score_histogram": {str(k): int((table["judge_score"] == k).sum()) for k in range(1, 11)},
+        "mean_entropy_nats": float(table["entropy"].mean()),
+        "largest_disagreements": largest_disagreements(table, texts, config.n_disagreements),
+        "config": to_dict(config),
+    }
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "report.json", report)
+        write_text(tmp / "report.md", report_markdown(report))
+        write_csv(tmp / "judge_scores.csv", table, float_format="%.10g")
+        save_judge_config(config.judge, tokenizer, tmp / "judge_config.yaml")
+        save_config(config, tmp / "config.yaml")
+    return report
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def report_markdown(report: dict) -> str:
+    lines = [f"# Zero-shot judge baseline ({report['split']} split, {report['n_records']} records)", "",
+             f"Judge: {report['judge_model']}; dataset: `{report['dataset']}`; "
+             f"{report['judge_records_per_second']:.2f} records/s.", "",
+             "| Realism Score Metric | Mean | Std | Min | Max |", "|---|---:|---:|---:|---:|"]
+    for row in report["score_table"]:
+        lines.append(f"| {row['metric']} | " + " | ".join(_fmt(row[k], 2) for k in ("mean", "std", "min", "max"))
+                     + " |")
+    lines += ["", "## Agreement with the verifiable realism_score", "",
+              "Pearson/Spearman: higher is better, [-1, 1], 95% bootstrap intervals. MAE: lower is better. "
+              "Exact / within 1: higher is better, [0, 1].", "",
+              "| Scorer | Pearson [95% CI] | Spearman [95% CI] | MAE | Exact | Within 1 |",
+              "|---|---|---|---:|---:|---:|"]
+    for name, m in report["agreement"].items():
+        cells = []
+        for kind in ("pearson", "spearman"):
+            ci = m[f"{kind}_ci"]
+            cells.append(f"n/a ({m['undefined'][kind]})" if m[kind] is None else
+                         f"{m[kind]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {_fmt(m['mae'])} | {_fmt(m['exact'])} | "
+                     f"{_fmt(m['within_1'])} |")
+    histogram = ", ".join(f"{k}: {v}" for k, v in report["judge_score_histogram"].items())
+    lines += ["", f"Judge score histogram: {histogram}. Mean entropy {report['mean_entropy_nats']:.3f} nats "
+              "(uniform = 2.303).", "", "## Largest disagreements", ""]
+    for i, row in enumerate(report["largest_disagreements"], 1):
+        lines += [f"{i}. `{row['record_id']}` (generator {row['generator']}, strength {row['strength']}): "
+                  f"verifiable {row['realism_score']}, judge {row['judge_score']} "
+                  f"(expected {row['expected_score']:.2f})", "", "```", row["record_text"], "```", ""]
+    return "\n".join(lines)

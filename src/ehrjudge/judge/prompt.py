@@ -1,0 +1,47 @@
+"""The judge prompt: the original auditor instruction, the record as table text, "Rating (1-10):", via the chat template."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ehrjudge.config import option
+
+AUDITOR_INSTRUCTION = ("You are a clinical data auditor. Given the synthetic patient record below, rate how realistic "
+                       "it is. Return ONLY a single integer from 1 to 10.")
+
+
+@dataclasses.dataclass
+class PromptConfig:
+    """How a record becomes the judge's prompt."""
+
+    system_prompt: str | None = option(None, "system message; None keeps the chat template's own default")
+    instruction: str = option(AUDITOR_INSTRUCTION, "the task instruction placed before the record")
+    suffix: str = option("Rating (1-10):", "text after the record, right before the assistant turn")
+    record_format: Literal["compact", "csv"] = option("compact", "record text layout (ehrjudge.cohort.text)")
+    max_record_tokens: int | None = option(384, "truncate the record text to this many tokens; None = no limit")
+    chat_template: str | None = option(None, "Jinja chat template; None uses the tokenizer's own")
+
+
+def user_message(text: str, config: PromptConfig) -> str:
+    return f"{config.instruction}\n\n{text}\n\n{config.suffix}"
+
+
+def resolved_chat_template(tokenizer, config: PromptConfig | None = None) -> str:
+    """The template string actually used, to be saved with every run."""
+    config = config or PromptConfig()
+    template = config.chat_template or tokenizer.chat_template
+    if not template:
+        raise ValueError("the tokenizer has no chat template; set PromptConfig.chat_template")
+    return template
+
+
+def build_prompt(text: str, tokenizer, template: PromptConfig | None = None) -> str:
+    """The full prompt string (chat template applied, generation prompt added) for one record text."""
+    config = template or PromptConfig()
+    messages = []
+    if config.system_prompt is not None:
+        messages.append({"role": "system", "content": config.system_prompt})
+    messages.append({"role": "user", "content": user_message(text, config)})
+    return tokenizer.apply_chat_template(messages, chat_template=resolved_chat_template(tokenizer, config),
+                                         tokenize=False, add_generation_prompt=True)

@@ -1,0 +1,1 @@
+"""Metrics comparing pairs of columns (correlation structure)."""

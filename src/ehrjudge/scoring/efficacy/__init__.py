@@ -1,0 +1,1 @@
+"""Efficacy (downstream utility): train on synthetic, test on real."""

@@ -1,0 +1,1 @@
+"""Privacy: membership and attribute inference attacks against the synthetic set."""

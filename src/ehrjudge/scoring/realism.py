@@ -1,0 +1,255 @@
+"""The verifiable per-record realism score (1..10) of synthetic patient vectors against a real reference.
+
+    realism_continuous = (w_maha * s_maha + w_knn * s_knn) / (w_maha + w_knn)     in [1, 10]
+    realism_score      = round-half-up(realism_continuous)                          in 1..10
+s_maha maps the shrinkage-Mahalanobis distance of the record to the reference distribution (closer = better)
+minus `offsupport_penalty` per column that is constant in the reference but not in the record; s_knn maps
+the mean distance to the k nearest reference records (further = better privacy, capped). Both distances
+live in the reference-standardized space with reference-constant columns dropped. See docs/scoring.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from ehrjudge.cohort.schema import Cohort
+from ehrjudge.config import option
+from ehrjudge.errors import ConfigError, InputError
+from ehrjudge.io import check_finite
+from ehrjudge.scoring.knn import ExactKNN
+from ehrjudge.scoring.mahalanobis import ShrunkMahalanobis
+from ehrjudge.scoring.mapping import linear_score, quantile_knn_anchors, quantile_maha_anchors
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ["mahalanobis", "knn_distance", "nn_distance", "n_offsupport", "s_maha", "s_knn",
+                 "realism_continuous", "realism_scaled", "realism_score", "near_copy"]
+CONSTANT_TOLERANCE = 1e-12  # a column is constant when std <= tol * max(1, |mean|)
+
+
+@dataclasses.dataclass
+class ScoreConfig:
+    """Settings of the realism score; every field is a `--key value` flag of `ehrjudge score`."""
+
+    covariance: Literal["ledoit_wolf", "oas"] = option("ledoit_wolf", "shrinkage covariance estimator (sklearn)")
+    k: int = option(5, "neighbours averaged in knn_distance")
+    w_maha: float = option(0.85, "weight of the Mahalanobis component")
+    w_knn: float = option(0.15, "weight of the kNN (privacy) component")
+    mapping: Literal["fixed", "quantile"] = option(
+        "quantile", "distance -> 1..10 mapping: calibrated on held-out real records, or fixed anchors")
+    standardize: Literal["zscore", "none"] = option("zscore", "scale columns by the reference std first")
+    maha_anchor_good: float = option(1.0, "fixed: per-column Mahalanobis d/sqrt(p) that scores 10")
+    maha_anchor_bad: float = option(4.0, "fixed: per-column Mahalanobis d/sqrt(p) that scores 1")
+    knn_anchor_copy: float = option(0.0, "fixed: per-column kNN distance d/sqrt(p) that scores 1")
+    knn_anchor_private: float = option(0.5, "fixed: per-column kNN distance d/sqrt(p) that scores 10 (cap)")
+    quantile_good: float = option(0.5, "quantile: held-out Mahalanobis quantile that scores 10")
+    quantile_tail: float = option(0.95, "quantile: held-out Mahalanobis quantile that scores tail_score")
+    tail_score: float = option(8.0, "quantile: score of a held-out real record at quantile_tail")
+    knn_private_quantile: float = option(0.5, "quantile: held-out kNN-distance quantile that scores 10 (cap)")
+    offsupport_penalty: float = option(0.5, "points off s_maha per column constant in the reference "
+                                            "on which the record differs (0 = off)")
+    calibration_fraction: float = option(0.2, "share of the reference held out for calibration when no "
+                                              "holdout is given")
+    calibration_seed: int = option(0, "seed of that calibration split")
+    near_copy_percentile: float = option(5.0, "near copy: nn_distance <= this percentile of held-out "
+                                              "real-to-reference nearest distances")
+    chunk_size: int = option(2048, "synthetic records per chunk (bounds memory: chunk x n_reference floats)")
+
+    def __post_init__(self):
+        checks = [
+            (self.k >= 1, "k must be >= 1"),
+            (self.w_maha >= 0 and self.w_knn >= 0 and self.w_maha + self.w_knn > 0,
+             "weights must be >= 0 with a positive sum"),
+            (self.maha_anchor_good != self.maha_anchor_bad, "maha anchors must differ"),
+            (self.knn_anchor_copy != self.knn_anchor_private, "knn anchors must differ"),
+            (0 < self.quantile_good < self.quantile_tail < 1, "need 0 < quantile_good < quantile_tail < 1"),
+            (1 < self.tail_score < 10, "tail_score must lie in (1, 10)"),
+            (0 < self.knn_private_quantile < 1, "knn_private_quantile must lie in (0, 1)"),
+            (self.offsupport_penalty >= 0, "offsupport_penalty must be >= 0"),
+            (0 < self.calibration_fraction < 1, "calibration_fraction must lie in (0, 1)"),
+            (0 <= self.near_copy_percentile <= 100, "near_copy_percentile must lie in [0, 100]"),
+            (self.chunk_size >= 1, "chunk_size must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"ScoreConfig: {message}")
+
+
+def _as_matrix(values, name: str, n_columns: int | None = None) -> np.ndarray:
+    matrix = np.asarray(values, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        raise InputError(f"{name} must be a non-empty 2-D array, got shape {matrix.shape}")
+    if n_columns is not None and matrix.shape[1] != n_columns:
+        raise InputError(f"{name} has {matrix.shape[1]} columns, the reference has {n_columns}")
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"{name} holds a non-finite value", column=str(column), row=row)
+    return matrix
+
+
+class RealismScorer:
+    """`RealismScorer(config).fit(reference, holdout).score(records)` -> one row of scores per record."""
+
+    def __init__(self, config: ScoreConfig | None = None):
+        self.config = config or ScoreConfig()
+
+    def fit(self, reference: np.ndarray, holdout: np.ndarray | None = None) -> "RealismScorer":
+        """Fit standardization, covariance and kNN index on `reference`; calibrate on `holdout`
+        (or, when None, on a seeded `calibration_fraction` split of the reference, which is then left out)."""
+        cfg = self.config
+        reference = _as_matrix(reference, "reference")
+        if holdout is None:
+            reference, calibration = self._split(reference)
+        else:
+            calibration = _as_matrix(holdout, "holdout", reference.shape[1])
+        if reference.shape[0] < cfg.k:
+            raise InputError(f"reference has {reference.shape[0]} records, fewer than k={cfg.k}")
+        self.n_features_ = reference.shape[1]
+        self.mean_ = reference.mean(axis=0)
+        std = reference.std(axis=0)
+        self.constant_ = std <= CONSTANT_TOLERANCE * np.maximum(1.0, np.abs(self.mean_))  # (p,)
+        if self.constant_.all():
+            raise InputError("every column is constant in the reference; nothing to score against")
+        self.scale_ = std[~self.constant_] if cfg.standardize == "zscore" else np.ones(int((~self.constant_).sum()))
+        standardized = self._standardize(reference)
+        self.mahalanobis_ = ShrunkMahalanobis(cfg.covariance, cfg.chunk_size).fit(standardized)
+        self.knn_ = ExactKNN(standardized, cfg.chunk_size)
+        self._calibrate(self._distances(calibration))
+        return self
+
+    def _split(self, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        n = reference.shape[0]
+        n_calibration = max(2, int(round(cfg.calibration_fraction * n)))
+        if n - n_calibration < cfg.k:
+            raise InputError(f"reference has {n} records: after holding out {n_calibration} for calibration, "
+                             f"fewer than k={cfg.k} remain")
+        order = np.random.default_rng(cfg.calibration_seed).permutation(n)
+        calibration = np.sort(order[:n_calibration])
+        kept = np.sort(order[n_calibration:])
+        return reference[kept], reference[calibration]
+
+    def _standardize(self, matrix: np.ndarray) -> np.ndarray:
+        used = ~self.constant_
+        return (matrix[:, used] - self.mean_[used]) / self.scale_  # (n, p_used)
+
+    def _distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        """Distances of each record, computed chunk by chunk so memory stays O(chunk x (p + n_reference))."""
+        step = self.config.chunk_size
+        parts = [self._chunk_distances(records[start:start + step]) for start in range(0, len(records), step)]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    def _chunk_distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        standardized = self._standardize(records)
+        knn, _ = self.knn_.kneighbors(standardized, self.config.k)  # (n, k)
+        deviates = np.abs(records[:, self.constant_] - self.mean_[self.constant_]) > (
+            CONSTANT_TOLERANCE * np.maximum(1.0, np.abs(self.mean_[self.constant_])))
+        return {
+            "mahalanobis": self.mahalanobis_.distance(standardized),
+            "knn_distance": knn.mean(axis=1),
+            "nn_distance": knn[:, 0],
+            "n_offsupport": deviates.sum(axis=1).astype(np.int64),
+        }
+
+    def _calibrate(self, held_out: dict[str, np.ndarray]) -> None:
+        cfg = self.config
+        root_p = float(np.sqrt(self.scale_.shape[0]))
+        if cfg.mapping == "fixed":
+            self.maha_anchors_ = (cfg.maha_anchor_bad * root_p, cfg.maha_anchor_good * root_p)
+            self.knn_anchors_ = (cfg.knn_anchor_copy * root_p, cfg.knn_anchor_private * root_p)
+        else:
+            self.maha_anchors_ = quantile_maha_anchors(held_out["mahalanobis"], cfg.quantile_good,
+                                                       cfg.quantile_tail, cfg.tail_score)
+            self.knn_anchors_ = quantile_knn_anchors(held_out["knn_distance"], cfg.knn_private_quantile)
+        self.near_copy_threshold_ = float(np.percentile(held_out["nn_distance"], cfg.near_copy_percentile))
+        self.calibration_ = {
+            "mapping": cfg.mapping,
+            "n_reference": int(self.knn_.reference.shape[0]),
+            "n_calibration": int(held_out["nn_distance"].shape[0]),
+            "n_features": int(self.n_features_),
+            "n_constant_columns": int(self.constant_.sum()),
+            "shrinkage": self.mahalanobis_.shrinkage_,
+            "maha_anchors": {"score_1": self.maha_anchors_[0], "score_10": self.maha_anchors_[1],
+                             "scale": "log distance" if cfg.mapping == "quantile" else "distance"},
+            "knn_anchors": {"score_1": self.knn_anchors_[0], "score_10": self.knn_anchors_[1]},
+            "near_copy_threshold": self.near_copy_threshold_,
+            "holdout_mahalanobis_median": float(np.median(held_out["mahalanobis"])),
+            "holdout_knn_median": float(np.median(held_out["knn_distance"])),
+            "holdout_offsupport_mean": float(held_out["n_offsupport"].mean()),
+        }
+        log.info("score/calibration %s", self.calibration_)
+
+    def score(self, records: np.ndarray) -> pd.DataFrame:
+        """One row per record with the SCORE_COLUMNS (distances, component scores, final score, near_copy)."""
+        cfg = self.config
+        if not hasattr(self, "calibration_"):
+            raise InputError("RealismScorer.score called before fit")
+        records = _as_matrix(records, "records", self.n_features_)
+        distances = self._distances(records)
+        maha = distances["mahalanobis"]
+        if cfg.mapping == "quantile":
+            maha = np.log(np.maximum(maha, np.finfo(np.float64).tiny))
+        s_maha = linear_score(maha, *self.maha_anchors_)
+        s_maha = np.clip(s_maha - cfg.offsupport_penalty * distances["n_offsupport"], 1.0, 10.0)
+        s_knn = linear_score(distances["knn_distance"], *self.knn_anchors_)
+        continuous = (cfg.w_maha * s_maha + cfg.w_knn * s_knn) / (cfg.w_maha + cfg.w_knn)
+        continuous = np.clip(continuous, 1.0, 10.0)
+        scaled = attainable_scale(continuous, cfg.w_maha, cfg.w_knn)
+        frame = pd.DataFrame(distances)
+        frame["s_maha"] = s_maha
+        frame["s_knn"] = s_knn
+        frame["realism_continuous"] = continuous
+        frame["realism_scaled"] = scaled
+        frame["realism_score"] = np.clip(np.floor(scaled + 0.5), 1, 10).astype(np.int64)
+        frame["near_copy"] = distances["nn_distance"] <= self.near_copy_threshold_
+        return frame[SCORE_COLUMNS]
+
+
+def attainable_scale(continuous: np.ndarray, w_maha: float, w_knn: float) -> np.ndarray:
+    """Spread the attainable range of the combination over 1..10.
+
+    A record that copies no real patient has s_knn = 10 (further is better, capped), so the worst
+    realism it can reach is floor = (w_maha·1 + w_knn·10)/(w_maha + w_knn), e.g. 2.35 with the default
+    0.85/0.15 weights, and the label 1 would never occur. The integer score therefore maps
+    [floor, 10] linearly onto [1, 10]; only a record that is both an outlier and a copy falls below
+    the floor and clips to 1. The map is monotone, so rank correlations are unchanged.
+    """
+    floor = (w_maha + 10.0 * w_knn) / (w_maha + w_knn)
+    if floor >= 10.0:  # w_maha = 0: the kNN component alone, already spanning 1..10
+        return np.asarray(continuous, dtype=np.float64)
+    return np.clip(1.0 + 9.0 * (np.asarray(continuous) - floor) / (10.0 - floor), 1.0, 10.0)
+
+
+def score_records(reference: Cohort, records: pd.DataFrame, config: ScoreConfig | None = None,
+                  holdout: Cohort | None = None, *, records_file=None) -> pd.DataFrame:
+    """Score synthetic `records` (record_id + the reference schema's columns) -> record_id then SCORE_COLUMNS."""
+    config = config or ScoreConfig()
+    names = reference.schema.names
+    if len(records) == 0:
+        raise InputError("no synthetic records", file=records_file)
+    if "record_id" not in records.columns:
+        raise InputError("synthetic records need a record_id column", file=records_file, column="record_id")
+    reference.schema.check_columns(records, file=records_file)
+    check_finite(records, names, file=records_file)
+    scorer = fit_scorer(reference, config, holdout)
+    scores = scorer.score(records[names].to_numpy(dtype=np.float64))
+    scores.insert(0, "record_id", records["record_id"].to_numpy())
+    return scores
+
+
+def fit_scorer(reference: Cohort, config: ScoreConfig | None = None, holdout: Cohort | None = None) -> RealismScorer:
+    """A scorer fitted on a reference cohort (for scoring many record sets against the same reference)."""
+    holdout_matrix = None
+    if holdout is not None:
+        if holdout.schema.names != reference.schema.names:
+            mismatch = next((a for a, b in zip(holdout.schema.names, reference.schema.names) if a != b),
+                            "(different column count)")
+            raise InputError("holdout cohort columns differ from the reference", column=mismatch)
+        holdout_matrix = holdout.matrix()
+    return RealismScorer(config or ScoreConfig()).fit(reference.matrix(), holdout_matrix)

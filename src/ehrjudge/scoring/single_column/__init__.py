@@ -1,0 +1,1 @@
+"""Metrics comparing one column at a time, real vs synthetic."""

@@ -1,0 +1,1 @@
+"""Metrics over the whole table: sparsity, clinical rule violations."""

@@ -1,0 +1,261 @@
+"""Synthetic patient vectors along a realism ladder: one function per generator family.
+
+Every family takes `strength` in [0, 1]: 0 is its most realistic setting, 1 its most broken, and the records'
+realism falls monotonically in between (measured in docs/synth.md). Records keep the reference's kinds: count
+columns stay non-negative integers, binary columns 0/1, non-negative continuous columns non-negative.
+
+    frame = generate("noisy_copy", reference_cohort, n=200, strength=0.3, seed=7)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.neighbors import NearestNeighbors
+
+from ehrjudge.cohort.schema import Cohort, Schema
+from ehrjudge.errors import InputError
+from ehrjudge.synth.copula import GaussianCopula, fit_copula
+
+CODE_GROUPS = ("diagnoses", "procedures", "prescriptions", "labs")
+CODE_PREFIXES = ("dx_", "px_", "rx_", "lab_")
+AGGREGATE_SUFFIXES = ("_count", "_mean", "_min", "_max", "_std", "_sum", "_total", "_days", "_n")
+
+# ICD-10 chapters/blocks that are impossible for one sex or age band (WHO ICD-10 chapter XV, XVI; N40-N53, N70-N98).
+FEMALE_ONLY = re.compile(r"^(O\d|Z3[2-9]|N7\d|N8\d|N9[0-8]|C5[1-8]|D2[5-8])")
+MALE_ONLY = re.compile(r"^(N4[0-9]|N5[0-3]|C6[0-3]|D29)")
+PERINATAL = re.compile(r"^P\d")  # conditions originating in the perinatal period: impossible for adults
+PREGNANCY = re.compile(r"^(O\d|Z3[3-9])")  # impossible before 10 or after 60
+
+
+@dataclasses.dataclass
+class Reference:
+    """The reference cohort as arrays, with the column roles the generators need."""
+
+    matrix: np.ndarray  # (n_ref, d)
+    schema: Schema
+    holdout: np.ndarray | None  # (n_hold, d) real patients kept out of the reference
+
+    def __post_init__(self):
+        kinds = np.array([f.kind for f in self.schema.features])
+        self.is_count, self.is_binary = kinds == "count", kinds == "binary"
+        self.std = self.matrix.std(axis=0)  # (d,)
+        self.nonnegative = self.matrix.min(axis=0) >= 0
+        self.codes = code_columns(self.schema)
+        names = [n.lower() for n in self.schema.names]
+        demo = [i for i, f in enumerate(self.schema.features) if f.group == "demographics"]
+        self.sex = next((i for i in demo if re.search(r"gender|sex|male", names[i])
+                         and self.schema.features[i].kind == "binary"), None)
+        self.age = next((i for i in demo if re.search(r"(^|_)age($|_)", names[i])), None)
+
+    @property
+    def copula(self) -> GaussianCopula:
+        return fit_copula(self.matrix, self.is_count | self.is_binary)
+
+    def conform(self, records: np.ndarray) -> np.ndarray:
+        """Round counts and binaries back onto their support; keep non-negative columns non-negative."""
+        out = records.copy()
+        out[:, self.is_count] = np.maximum(np.rint(out[:, self.is_count]), 0.0)
+        out[:, self.is_binary] = np.clip(np.rint(out[:, self.is_binary]), 0.0, 1.0)
+        out[:, self.nonnegative] = np.maximum(out[:, self.nonnegative], 0.0)
+        return out
+
+
+def code_columns(schema: Schema) -> np.ndarray:
+    """Indices of per-code count/binary columns (diagnoses, procedures, drugs, labs), not aggregates."""
+    features = schema.features
+    coded = [i for i, f in enumerate(features) if f.code is not None and f.kind != "continuous"]
+    if coded:
+        return np.array(coded, dtype=np.int64)
+    return np.array([i for i, f in enumerate(features) if f.kind != "continuous" and f.group in CODE_GROUPS
+                     and f.name.startswith(CODE_PREFIXES) and not f.name.endswith(AGGREGATE_SUFFIXES)],
+                    dtype=np.int64)
+
+
+def gaussian_copula(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Copula sample; strength flattens the correlation towards independence and shifts each marginal."""
+    shift = rng.normal(0.0, 2.5 * strength, size=ref.matrix.shape[1])  # per-column quantile shift, in SDs of z
+    return ref.conform(ref.copula.sample(n, rng, flatten=strength, marginal_shift=shift))
+
+
+def independent_marginals(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Each column resampled on its own; a fraction `strength` of cells replaced by flat noise over the column's
+    range stretched by (1 + 30 strength^2)."""
+    n_ref, d = ref.matrix.shape
+    records = ref.matrix[rng.integers(n_ref, size=(n, d)), np.arange(d)[None, :]]  # (n, d)
+    low, high = ref.matrix.min(axis=0), ref.matrix.max(axis=0)
+    width = (high - low) * (1.0 + 30.0 * strength**2) + ref.is_count  # +1 so the top count can be drawn
+    noise = low + rng.random((n, d)) * width
+    noise[:, ref.is_count] = np.floor(noise[:, ref.is_count])
+    replace = rng.random((n, d)) < strength
+    records[replace] = noise[replace]
+    return ref.conform(records)
+
+
+def noisy_copy(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Reference records plus Gaussian noise of 20 strength^2 column SDs (at least 0.5 for counts, so rounding
+    does not erase it); strength 0 is an exact copy (a privacy leak)."""
+    n_ref, d = ref.matrix.shape
+    rows = rng.permutation(n_ref)[:n] if n <= n_ref else rng.integers(n_ref, size=n)
+    scale = np.where(ref.is_count, np.maximum(ref.std, 0.5), ref.std)  # (d,)
+    records = ref.matrix[rows] + rng.standard_normal((n, d)) * (20.0 * strength**2 * scale)[None, :]
+    flip = (rng.random((n, d)) < 0.5 * strength) & ref.is_binary[None, :]
+    records[flip] = 1.0 - ref.matrix[rows][flip]
+    return ref.conform(records)
+
+
+def interpolation(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """a + t (b - a) for pairs of real records; strength widens t beyond [0, 1] and pairs distant records."""
+    n_ref = ref.matrix.shape[0]
+    scale = np.where(ref.std > 0, ref.std, 1.0)
+    k = min(5, n_ref - 1)
+    neighbours = NearestNeighbors(n_neighbors=k + 1).fit(ref.matrix / scale).kneighbors(
+        ref.matrix / scale, return_distance=False)[:, 1:]  # (n_ref, k) nearest others
+    first = rng.integers(n_ref, size=n)
+    second = neighbours[first, rng.integers(k, size=n)]
+    distant = rng.random(n) < strength
+    second[distant] = rng.integers(n_ref, size=int(distant.sum()))
+    reach = 30.0 * strength**2
+    t = rng.uniform(-reach, 1.0 + reach, size=n)[:, None]  # (n, 1)
+    a, b = ref.matrix[first], ref.matrix[second]
+    return ref.conform(a + t * (b - a))
+
+
+def mode_collapse(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """k-means prototypes repeated with tiny noise; k = n_ref^(1 - strength), so strength 1 is one prototype."""
+    n_ref, d = ref.matrix.shape
+    k = max(1, int(round(n_ref ** (1.0 - strength))))
+    if k >= n_ref:
+        prototypes = ref.matrix
+    else:
+        scale = np.where(ref.std > 0, ref.std, 1.0)
+        seed = int(rng.integers(2**31 - 1))
+        centers = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(ref.matrix / scale).cluster_centers_
+        prototypes = ref.conform(centers * scale)
+    records = prototypes[rng.integers(len(prototypes), size=n)]
+    return ref.conform(records + rng.standard_normal((n, d)) * (0.02 * ref.std)[None, :])
+
+
+def clinical_inconsistency(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Copula records with a fraction `strength` of code cells shuffled across patients, demographics swapped
+    and sex- or age-impossible ICD-10 codes injected."""
+    records = ref.conform(ref.copula.sample(n, rng))
+    codes = ref.codes
+    if len(codes):
+        shuffled = rng.random((n, len(codes))) < strength
+        donors = rng.integers(n, size=(n, len(codes)))
+        block = records[:, codes]
+        block[shuffled] = block[donors, np.arange(len(codes))[None, :]][shuffled]
+        records[:, codes] = block
+    for column in (ref.sex, ref.age):
+        if column is not None:
+            swap = rng.random(n) < strength
+            records[swap, column] = records[rng.integers(n, size=int(swap.sum())), column]
+    inject = np.flatnonzero(rng.random(n) < strength)
+    for row in inject:  # 1 + 5 strength impossible codes, each 1 + Poisson(8 strength) times
+        impossible = impossible_codes(ref, records[row])
+        if len(impossible):
+            size = min(len(impossible), 1 + int(round(5 * strength)))
+            chosen = rng.choice(impossible, size=size, replace=False)
+            records[row, chosen] += 1.0 + rng.poisson(8.0 * strength, size=size)
+    return ref.conform(records)
+
+
+def impossible_codes(ref: Reference, record: np.ndarray) -> np.ndarray:
+    """Column indices of diagnosis codes impossible for this record's sex and age."""
+    out = []
+    age = record[ref.age] if ref.age is not None else None
+    male = None
+    if ref.sex is not None:
+        name = ref.schema.features[ref.sex].name.lower()
+        male = bool(record[ref.sex] >= 0.5) if "female" not in name else bool(record[ref.sex] < 0.5)
+    for i in ref.codes:
+        code = (ref.schema.features[i].code or "").upper().split(":")[-1]  # "ICD10:Z34" -> "Z34"
+        if ref.schema.features[i].group != "diagnoses" or not code:
+            continue
+        if male is True and FEMALE_ONLY.match(code) or male is False and MALE_ONLY.match(code):
+            out.append(i)
+        elif age is not None and (age >= 18 and PERINATAL.match(code) or
+                                  (age < 10 or age > 60) and PREGNANCY.match(code)):
+            out.append(i)
+    return np.array(out, dtype=np.int64)
+
+
+def sparsity_distortion(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Copula records with too few (codes thinned) or too many (extra codes) codes; the sign is drawn per record."""
+    records = ref.conform(ref.copula.sample(n, rng))
+    codes = ref.codes
+    if not len(codes):
+        raise InputError("sparsity_distortion needs per-code columns (dx_/rx_/px_/lab_ counts); the schema has none")
+    block = records[:, codes]  # (n, n_codes)
+    thin = rng.random(n) < 0.5
+    kept = rng.binomial(block[thin].astype(np.int64), 1.0 - strength)
+    block[thin] = kept
+    # Extra codes: Poisson(20 * strength^2 * mean codes per patient), spread by prevalence plus a uniform share.
+    prevalence = ref.matrix[:, codes].mean(axis=0)
+    probs = prevalence / max(prevalence.sum(), 1e-12) * 0.7 + 0.3 / len(codes)
+    extra_total = rng.poisson(20.0 * strength**2 * max(ref.matrix[:, codes].sum(axis=1).mean(), 1.0),
+                              size=int((~thin).sum()))
+    block[~thin] += np.stack([rng.multinomial(total, probs) for total in extra_total]) if len(extra_total) else 0.0
+    records[:, codes] = block
+    return ref.conform(records)
+
+
+def holdout_real(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Real patients that were kept out of the reference (strength is ignored): the realism ceiling."""
+    if ref.holdout is None:
+        raise InputError("generator 'holdout_real' needs a holdout cohort (real patients not in the reference)")
+    n_hold = len(ref.holdout)
+    rows = rng.permutation(n_hold)[:n] if n <= n_hold else np.concatenate(
+        [rng.permutation(n_hold), rng.integers(n_hold, size=n - n_hold)])
+    return ref.holdout[rows].copy()
+
+
+Generator = Callable[[Reference, int, float, np.random.Generator], np.ndarray]
+GENERATORS: dict[str, Generator] = {
+    "gaussian_copula": gaussian_copula,
+    "independent_marginals": independent_marginals,
+    "noisy_copy": noisy_copy,
+    "interpolation": interpolation,
+    "mode_collapse": mode_collapse,
+    "clinical_inconsistency": clinical_inconsistency,
+    "sparsity_distortion": sparsity_distortion,
+    "holdout_real": holdout_real,
+}
+
+
+def generate(name: str, reference: Cohort, n: int, strength: float, seed: int,
+             holdout: Cohort | None = None) -> pd.DataFrame:
+    """`n` records of generator `name`: record_id, generator, strength, then the reference's feature columns."""
+    if name not in GENERATORS:
+        raise InputError(f"unknown generator {name!r}; choose one of {', '.join(GENERATORS)}")
+    if not 0.0 <= strength <= 1.0:
+        raise InputError(f"strength must lie in [0, 1], got {strength}")
+    if n < 1:
+        raise InputError(f"n must be at least 1, got {n}")
+    if seed < 0:
+        raise InputError(f"seed must be non-negative, got {seed}")
+    if len(reference) < 2:
+        raise InputError("the reference cohort needs at least 2 patients")
+    holdout_matrix = None
+    if holdout is not None:
+        if holdout.schema.names != reference.schema.names:
+            raise InputError("holdout cohort columns differ from the reference's")
+        holdout_matrix = holdout.matrix()
+    if name == "holdout_real":
+        strength = 0.0
+    ref = Reference(reference.matrix(), reference.schema, holdout_matrix)
+    rng = np.random.default_rng([seed, list(GENERATORS).index(name), int(round(strength * 1000))])
+    records = GENERATORS[name](ref, n, float(strength), rng)  # (n, d)
+    frame = pd.DataFrame(records, columns=reference.schema.names)
+    meta = pd.DataFrame({
+        "record_id": [f"{name}-{strength:.3g}-{seed}-{i}" for i in range(n)],
+        "generator": name,
+        "strength": float(strength),
+    })
+    return pd.concat([meta, frame], axis=1)

@@ -1,0 +1,76 @@
+"""TrainConfig: one typed config for the three RLVR trainers (expected, reinforce, grpo).
+
+Defaults, then YAML, then `--key value` flags (`ehrjudge.config.load_config`); unknown keys fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ehrjudge.config import option
+from ehrjudge.judge.prompt import PromptConfig
+
+Method = Literal["expected", "reinforce", "grpo"]
+RewardShape = Literal["quadratic", "absolute", "exact"]
+Advantage = Literal["raw", "batch_mean"]
+Prediction = Literal["expected", "argmax"]
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    method: Method = option("expected", "expected = exact expected reward over the 10 labels (one forward, no "
+                                        "sampling); reinforce = the original sampled policy gradient; grpo = group-"
+                                        "normalized advantages with a PPO-clipped ratio")
+    model: str | None = option(None, "judge base model: None = the default SmolLM2-135M-Instruct, or a local HF dir")
+    dataset: str | None = option(None, "judge dataset dir (reference/, train/val/test/test_unseen.parquet); "
+                                       "None = the default dataset")
+    output_dir: str = option("runs/train", "run directory: config.yaml, checkpoints/, best/, final/, metrics")
+    device: str = option("auto", "torch device: auto, cpu, cuda")
+    dtype: str = option("auto", "weights dtype: auto (fp32 on CPU), float32, bfloat16")
+
+    lora_r: int = option(16, "LoRA rank; 0 = full fine-tuning (of the top `train_layers` layers if set)")
+    lora_alpha: int = option(32, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = option(0.0, "dropout on the LoRA input")
+    lora_target_modules: list[str] = option(ALL_LINEAR, "module names that get LoRA adapters")
+    train_layers: int = option(4, "adapt only the top N decoder layers (0 = all); the frozen lower layers are "
+                                  "then run once per prompt and cached (see cache_lower_layers)")
+    cache_lower_layers: bool = option(True, "cache the frozen lower layers' hidden states per record and reuse "
+                                            "them every epoch (needs train_layers > 0)")
+
+    kl_coef: float = option(0.01, "beta in loss = -J + beta * KL(pi || pi_ref); 0 = no reference is loaded or "
+                                  "computed at all")
+    reward: RewardShape = option("quadratic", "reward of label j for score s: quadratic 1-(|j-s|/9)^2 (the "
+                                              "original), absolute 1-|j-s|/9, exact 1[j=s]")
+    advantage: Advantage = option("raw", "reinforce baseline: raw = A = r (the original), batch_mean = r - mean(r)")
+    group_size: int = option(4, "grpo: samples per record (G)")
+    clip_eps: float = option(0.2, "grpo: PPO clip range epsilon on the ratio pi/pi_old")
+    grpo_iterations: int = option(1, "grpo: optimizer updates per sampled batch (mu); >1 makes the clip active")
+
+    learning_rate: float = option(3e-4, "AdamW learning rate (peak, after warmup)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_steps: int = option(10, "linear warmup steps, then linear decay to 10% at the last step")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
+    batch_size: int = option(8, "records per micro-batch")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    epochs: int = option(3, "passes over the training split")
+    max_steps: int = option(0, "stop after this many optimizer steps (0 = run all epochs)")
+    max_wall_minutes: float = option(30.0, "stop (and checkpoint) after this much wall time; 0 = no limit")
+    train_records: int = option(0, "use only the first N shuffled training records (0 = all)")
+    val_records: int = option(200, "validate on at most N validation records (0 = all)")
+    eval_every: int = option(50, "validate every N optimizer steps (and at the end)")
+    checkpoint_every: int = option(50, "checkpoint every N optimizer steps (and at the end)")
+    keep_checkpoints: int = option(2, "keep the latest N step checkpoints (best/ is kept separately)")
+    log_every: int = option(5, "log train metrics every N optimizer steps")
+    prediction: Prediction = option("expected", "judge score used for validation: expected = sum_k k*pi(k), "
+                                                "argmax = most likely label")
+    seed: int = option(42, "seed for data order, sampling and LoRA init")
+    tracking: str = option("mlflow,tensorboard", "comma list of trackers (mlflow, tensorboard) or none")
+    debug: bool = option(False, "log per-batch judge scores vs targets, label counts and advantages")
+
+    # A short record text is the main CPU lever: fwd+bwd cost is linear in tokens (~160 tokens/s here).
+    prompt: PromptConfig = option(PromptConfig(max_record_tokens=160),
+                                  "prompt settings (ehrjudge.judge.prompt.PromptConfig), incl. record_format "
+                                  "and the record token budget max_record_tokens")

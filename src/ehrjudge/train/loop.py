@@ -1,0 +1,282 @@
+"""The loop shared by the three trainers: data order, reference, optimizer, validation, checkpoints, tracking.
+
+A trainer module (expected.py, reinforce.py, grpo.py) provides two functions:
+    prepare(log_probs (B,10) detached-use, rewards (B,10), config, generator) -> state   (sampling, advantages)
+    loss(log_probs (B,10), rewards (B,10), ref_log_probs (B,10) | None, state, config) -> (loss, stats)
+Everything else (which records, when to validate, what to save) lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ehrjudge.config import save_config
+from ehrjudge.errors import ConfigError
+from ehrjudge.io import write_json
+from ehrjudge.train import expected, grpo, reinforce
+from ehrjudge.train.checkpoint import load_latest, rng_states, restore_rng, save_checkpoint
+from ehrjudge.train.config import TrainConfig
+from ehrjudge.train.data import load_schema, load_split, resolve_dataset
+from ehrjudge.train.policy import LabelPolicy
+from ehrjudge.train.rewards import entropy, reward_table
+from ehrjudge.train.tracking import Tracker
+from ehrjudge.train.validate import validate
+
+log = logging.getLogger(__name__)
+
+METHODS = {"expected": expected, "reinforce": reinforce, "grpo": grpo}
+COLLAPSE_ENTROPY = 0.05  # nats; log(10) = 2.30 is uniform
+COLLAPSE_SHARE = 0.8  # one label taking > 80% of validation predictions
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint so a resumed run continues identically."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of this epoch's order already consumed
+    best_spearman: float = -math.inf
+    best_step: int = -1
+    seconds: float = 0.0  # training wall time before this process
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def attach_trainable(model, config: TrainConfig):
+    """LoRA adapters on the top `train_layers` layers (PEFT), or full fine-tuning of those layers (lora_r 0)."""
+    n_layers = model.config.num_hidden_layers
+    if config.train_layers < 0 or config.train_layers > n_layers:
+        raise ConfigError(f"train_layers must be in 0..{n_layers}, got {config.train_layers}")
+    layers = list(range(n_layers - config.train_layers, n_layers)) if config.train_layers else None
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    if config.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        adapter = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                             target_modules=list(config.lora_target_modules), layers_to_transform=layers,
+                             task_type="CAUSAL_LM")
+        return get_peft_model(model, adapter)
+    modules = [model.model.layers[i] for i in layers] if layers else [model]
+    for module in modules:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+    return model
+
+
+def schedule(total_updates: int, warmup: int):
+    """Linear warmup to the peak, then linear decay to 10% of it at the last update."""
+
+    def factor(update: int) -> float:
+        if update < warmup:
+            return (update + 1) / warmup
+        span = max(total_updates - warmup, 1)
+        return max(0.1, 1.0 - 0.9 * (update - warmup) / span)
+
+    return factor
+
+
+def batch_indices(progress: Progress, n_records: int, batch_size: int, seed: int) -> list[int]:
+    """The next micro-batch in a per-epoch permutation that depends only on (seed, epoch): resumable."""
+    per_epoch = math.ceil(n_records / batch_size)
+    if progress.batch_in_epoch >= per_epoch:
+        progress.epoch += 1
+        progress.batch_in_epoch = 0
+    order = np.random.default_rng([seed, progress.epoch]).permutation(n_records)
+    start = progress.batch_in_epoch * batch_size
+    progress.batch_in_epoch += 1
+    return order[start:start + batch_size].tolist()
+
+
+def save_model(model, tokenizer, directory: Path) -> None:
+    """An adapter dir (PEFT) or a full checkpoint, loadable by ehrjudge.judge.model.load_judge."""
+    from ehrjudge.io import atomic_dir
+
+    with atomic_dir(directory) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = None, model_and_tokenizer=None,
+          show_progress: bool = True) -> dict:
+    """Train the judge; returns the summary also written to run_dir/summary.json.
+
+    stop_at_step simulates a kill right after that step (tests); model_and_tokenizer injects a model (tests).
+    """
+    from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ehrjudge.judge.model import load_judge
+
+    if config.method not in METHODS:
+        raise ConfigError(f"method must be one of {list(METHODS)}")
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    sampler = seed_everything(config.seed)
+    model, tokenizer = model_and_tokenizer or load_judge(config.model, config.device, config.dtype)
+    model = attach_trainable(model, config)
+    dataset_dir = resolve_dataset(config.dataset)
+    schema = load_schema(dataset_dir)
+    train_split = load_split(dataset_dir, "train", tokenizer, config.prompt, schema, limit=config.train_records)
+    val_split = load_split(dataset_dir, "val", tokenizer, config.prompt, schema, limit=config.val_records)
+    policy = LabelPolicy(model, tokenizer, train_split.prompts + val_split.prompts, config.train_layers,
+                         config.cache_lower_layers)
+    val_indices = list(range(len(train_split), len(train_split) + len(val_split)))
+    method = METHODS[config.method]
+    iterations = config.grpo_iterations if config.method == "grpo" else 1
+    steps_per_epoch = math.ceil(math.ceil(len(train_split) / config.batch_size) / config.grad_accum)
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total_steps * iterations, config.warmup_steps))
+    progress = Progress()
+    if resume:
+        saved = load_latest(run_dir, model)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        restore_rng(saved["rng"], sampler)
+        progress = Progress(**saved["progress"])
+        policy.reference_cache.update(saved["reference_cache"])
+        log.info("resumed from step %d", progress.step)
+    elif config.kl_coef > 0 and config.lora_r == 0:
+        # Full fine-tuning changes the weights the reference is read from: cache pi_ref before any update.
+        for start in range(0, len(train_split), config.batch_size):
+            policy.reference(list(range(start, min(start + config.batch_size, len(train_split)))))
+    tracker = Tracker(run_dir, config.tracking, config, resume=resume)
+    log.info("training %s on %d records (%d val), %d steps of %d x %d, %d trainable parameters",
+             config.method, len(train_split), len(val_split), total_steps, config.batch_size, config.grad_accum,
+             sum(p.numel() for p in parameters))
+    started = time.perf_counter() - progress.seconds
+    scores = torch.tensor(train_split.scores)
+    last_val: dict = {}
+    last_val_step = -1
+    step_seconds: list[float] = []
+
+    def checkpoint() -> None:
+        progress.seconds = time.perf_counter() - started
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": rng_states(sampler), "progress": dataclasses.asdict(progress),
+                 "reference_cache": dict(policy.reference_cache)}
+        save_checkpoint(run_dir, progress.step, model, state, config.keep_checkpoints)
+
+    def run_validation() -> dict:
+        nonlocal last_val, last_val_step
+        model.eval()
+        metrics = validate(policy, val_indices, val_split.scores, config.batch_size, config.prediction)
+        model.train()
+        tracker.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)}, progress.step)
+        if metrics["entropy"] < COLLAPSE_ENTROPY or metrics["top_label_share"] > COLLAPSE_SHARE:
+            log.warning("policy collapse at step %d: mean entropy %.3f nats, label %d takes %.0f%% of validation "
+                        "predictions", progress.step, metrics["entropy"], metrics["top_label"],
+                        100 * metrics["top_label_share"])
+        if metrics["spearman"] > progress.best_spearman:
+            progress.best_spearman, progress.best_step = metrics["spearman"], progress.step
+            save_model(model, tokenizer, run_dir / "best")
+            write_json(run_dir / "best" / "validation.json", {"step": progress.step, **metrics})
+        last_val, last_val_step = metrics, progress.step
+        return metrics
+
+    if progress.step == 0:
+        run_validation()  # the untrained judge: the baseline that training must beat
+    model.train()
+    wall_limit = config.max_wall_minutes * 60 if config.max_wall_minutes > 0 else math.inf
+    stopped_by = "steps"
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Bar(*columns, disable=not show_progress, transient=False) as bar:
+        task = bar.add_task(f"train {config.method}", total=total_steps, completed=progress.step, info="")
+        while progress.step < total_steps:
+            if time.perf_counter() - started > wall_limit:
+                stopped_by = "wall time"
+                log.warning("stopping at step %d: max_wall_minutes %.1f reached", progress.step,
+                            config.max_wall_minutes)
+                break
+            step_start = time.perf_counter()
+            micro_batches = [batch_indices(progress, len(train_split), config.batch_size, config.seed)
+                             for _ in range(config.grad_accum)]
+            stats_sum: dict[str, float] = {}
+            prepared = []
+            for iteration in range(iterations):
+                optimizer.zero_grad(set_to_none=True)
+                for micro, indices in enumerate(micro_batches):
+                    rewards = reward_table(scores[indices], config.reward)  # (B, 10)
+                    ref = policy.reference(indices) if config.kl_coef > 0 else None
+                    log_probs = policy.log_probs(indices)  # (B, 10), with grad
+                    if iteration == 0:
+                        prepared.append(method.prepare(log_probs, rewards, config, sampler))
+                    loss, stats = method.loss(log_probs, rewards, ref, prepared[micro], config)
+                    (loss / config.grad_accum).backward()
+                    if iteration == 0:
+                        stats.update({"train/loss": loss.item(),
+                                      "train/entropy": entropy(log_probs.detach()).mean().item(),
+                                      "train/judge_mean": _judge(log_probs.detach(), config.prediction).mean().item(),
+                                      "train/score_mean": scores[indices].float().mean().item()})
+                        for key, value in stats.items():
+                            stats_sum[key] = stats_sum.get(key, 0.0) + value / config.grad_accum
+                        if config.debug:
+                            _debug(progress.step, micro, log_probs.detach(), scores[indices], prepared[micro], config)
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+            progress.step += 1
+            step_seconds.append(time.perf_counter() - step_start)
+            if progress.step % config.log_every == 0 or progress.step == total_steps:
+                stats_sum["train/lr"] = scheduler.get_last_lr()[0]
+                stats_sum["train/seconds_per_step"] = step_seconds[-1]
+                tracker.log(stats_sum, progress.step)
+            bar.update(task, advance=1, info=f"loss {stats_sum['train/loss']:.3f} "
+                                             f"val rho {last_val.get('spearman', float('nan')):.3f}")
+            if progress.step % config.eval_every == 0:
+                run_validation()
+            if progress.step % config.checkpoint_every == 0:
+                checkpoint()
+            if stop_at_step is not None and progress.step >= stop_at_step:
+                tracker.close()
+                return {"stopped_by": "stop_at_step", "step": progress.step}
+    if last_val_step != progress.step:
+        run_validation()
+    checkpoint()
+    save_model(model, tokenizer, run_dir / "final")
+    tracker.close()
+    summary = {"method": config.method, "steps": progress.step, "epochs_completed": progress.epoch,
+               "stopped_by": stopped_by, "train_seconds": time.perf_counter() - started,
+               "seconds_per_step_median": float(np.median(step_seconds)) if step_seconds else None,
+               "train_records": len(train_split), "val_records": len(val_split),
+               "best_step": progress.best_step, "best_val_spearman": progress.best_spearman,
+               "final_validation": {k: v for k, v in last_val.items()}, "run_dir": str(run_dir),
+               "dataset": str(dataset_dir)}
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _judge(log_probs: torch.Tensor, prediction: str) -> torch.Tensor:
+    from ehrjudge.train.rewards import expected_label
+
+    return expected_label(log_probs) if prediction == "expected" else log_probs.argmax(-1).float() + 1
+
+
+def _debug(step: int, micro: int, log_probs, scores, state: dict, config) -> None:
+    """The original design's debug prints: judge vs target per record, label counts, advantages."""
+    argmax = (log_probs.argmax(-1) + 1).tolist()
+    counts = torch.bincount(log_probs.argmax(-1), minlength=10).tolist()
+    log.info("step %d.%d judge %s | target %s", step, micro, [round(v, 2) for v in _judge(log_probs, "expected")
+                                                            .tolist()], scores.tolist())
+    log.info("step %d.%d argmax labels %s | label counts 1..10 %s", step, micro, argmax, counts)
+    if "actions" in state:
+        log.info("step %d.%d sampled %s | advantages %s", step, micro, (state["actions"] + 1).tolist(),
+                 [round(v, 3) for v in state["advantage"].flatten().tolist()])

@@ -1,0 +1,102 @@
+"""record_to_text: exact CSV and compact renderings, and the documented truncation order under a token budget."""
+
+import pytest
+
+from ehrjudge.cohort.featurize import DEMOGRAPHICS, aggregate_features
+from ehrjudge.cohort.schema import FeatureSpec, Schema
+from ehrjudge.cohort.text import format_value, record_to_text
+from ehrjudge.errors import InputError
+
+SCHEMA = Schema(features=DEMOGRAPHICS + aggregate_features("admissions") + aggregate_features("diagnoses") + [
+    FeatureSpec("dx_icd10_e119", "diagnoses", "count", "Type 2 diabetes mellitus", code="ICD10:E119"),
+    FeatureSpec("dx_icd10_i10", "diagnoses", "count", "Essential hypertension", code="ICD10:I10"),
+    FeatureSpec("dx_icd10_j45", "diagnoses", "count", "Asthma", code="ICD10:J45"),
+] + aggregate_features("labs") + [
+    FeatureSpec("lab_50912", "labs", "count", "Creatinine", code="50912"),
+])
+RECORD = {
+    "gender": 1, "age": 67, "is_dead": 0,
+    "admissions_count": 2, "admissions_los_mean": 3.5, "admissions_los_sum": 7, "admissions_los_max": 5,
+    "admissions_los_min": 2, "admissions_los_std": 2.1213203,
+    "diagnoses_count": 3, "dx_icd10_e119": 2, "dx_icd10_i10": 1, "dx_icd10_j45": 0,
+    "labs_count": 1, "labs_mean": 1.25, "labs_sum": 1.25, "labs_max": 1.25, "labs_min": 1.25, "labs_std": 0,
+    "lab_50912": 1,
+}
+COMPACT = (
+    "Demographics: male, age 67, alive\n"
+    "Admissions: 2 (length of stay mean 3.5 d, sum 7 d, max 5 d, min 2 d, std 2.121 d)\n"
+    "Diagnoses: 3 - Type 2 diabetes mellitus (E119) x2; Essential hypertension (I10) x1\n"
+    "Labs: 1 (value mean 1.25, sum 1.25, max 1.25, min 1.25) - Creatinine (50912) x1"
+)
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_csv_format_is_the_original_table():
+    # Run
+    text = record_to_text(RECORD, SCHEMA, fmt="csv", record_id="10000001")
+    # Assert
+    header, row = text.split("\n")
+    assert header == ("SubjectID,Gender,Age,IsDead,Admissions_count,Admissions_los_mean,Admissions_los_sum,"
+                      "Admissions_los_max,Admissions_los_min,Admissions_los_std,Diagnoses_count,Dx_icd10_e119,"
+                      "Dx_icd10_i10,Dx_icd10_j45,Labs_count,Labs_mean,Labs_sum,Labs_max,Labs_min,Labs_std,Lab_50912")
+    assert row == "10000001,1,67,0,2,3.5,7,5,2,2.121,3,2,1,0,1,1.25,1.25,1.25,1.25,0,1"
+
+
+def test_compact_lists_non_zero_features_by_table():
+    assert record_to_text(RECORD, SCHEMA) == COMPACT
+
+
+def test_compact_female_deceased_without_events():
+    # Setup
+    record = {name: 0 for name in SCHEMA.names} | {"age": 80.5, "is_dead": 1}
+    # Run / Assert
+    assert record_to_text(record, SCHEMA) == "Demographics: female, age 80.5, died"
+
+
+def test_budget_drops_least_informative_codes_first():
+    # Setup: the full text has 53 words; 52 forces one drop (-4 words, +3 for the marker)
+    assert words(COMPACT) == 53
+    # Run
+    text = record_to_text(RECORD, SCHEMA, max_tokens=52, count_tokens=words)
+    # Assert: count-1 codes go before count-2 codes; ties by name (dx_icd10_i10 < lab_50912)
+    assert text == COMPACT.replace("; Essential hypertension (I10) x1", "") + "\n(+1 more codes)"
+
+
+def test_budget_then_drops_summaries_then_lines_never_demographics():
+    # Run
+    after_codes = record_to_text(RECORD, SCHEMA, max_tokens=35, count_tokens=words)
+    tiny = record_to_text(RECORD, SCHEMA, max_tokens=1, count_tokens=words)
+    # Assert
+    # 53 words; without the 3 codes 40; without the labs summary 35 (labs are dropped before admissions)
+    assert after_codes == ("Demographics: male, age 67, alive\n"
+                           "Admissions: 2 (length of stay mean 3.5 d, sum 7 d, max 5 d, min 2 d, std 2.121 d)\n"
+                           "Diagnoses: 3\nLabs: 1\n(+3 more codes; 1 summaries omitted)")
+    assert tiny == "Demographics: male, age 67, alive\n(+3 more codes; 2 summaries omitted; 3 tables omitted)"
+    assert record_to_text(RECORD, SCHEMA, max_tokens=35, count_tokens=words) == after_codes  # deterministic
+
+
+def test_csv_budget_drops_zero_code_columns_first():
+    # Run
+    header_commas = lambda t: t.split("\n")[0].count(",")  # noqa: E731
+    text = record_to_text(RECORD, SCHEMA, fmt="csv", max_tokens=19, count_tokens=header_commas)
+    # Assert: 21 columns -> 20 commas; dropping the zero-valued J45 column (first in the order) leaves 19
+    header, row, marker = text.split("\n")
+    assert "Dx_icd10_j45" not in header and header.count(",") == 19
+    assert marker == "(+1 more columns)"
+
+
+def test_format_value_rules():
+    assert [format_value(v) for v in (3.0, 2.5, 1234.56789, 0.012345, -0.0, 1e-7)] == \
+        ["3", "2.5", "1234.568", "0.0123", "0", "1e-07"]
+
+
+def test_bad_records_raise():
+    with pytest.raises(InputError, match="not a finite number"):
+        record_to_text(RECORD | {"age": float("nan")}, SCHEMA)
+    with pytest.raises(InputError, match="lacks 1 schema feature"):
+        record_to_text({k: v for k, v in RECORD.items() if k != "labs_std"}, SCHEMA)
+    with pytest.raises(InputError, match="unknown text format"):
+        record_to_text(RECORD, SCHEMA, fmt="xml")

@@ -1,0 +1,120 @@
+"""`ehrjudge judge` and `ehrjudge baseline` end to end on a small dataset with a tiny saved model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ehrjudge.cli import app
+from ehrjudge.cohort.schema import Cohort, FeatureSpec, Schema
+from ehrjudge.judge.tiny import save_tiny_judge
+
+FEATURES = [FeatureSpec("gender", "demographics", "binary", "gender"),
+            FeatureSpec("age", "demographics", "continuous", "age"),
+            FeatureSpec("is_dead", "demographics", "binary", "died"),
+            FeatureSpec("admissions_count", "admissions", "count", "admissions"),
+            FeatureSpec("diagnoses_count", "diagnoses", "count", "diagnoses"),
+            FeatureSpec("dx_icd10_i10", "diagnoses", "count", "Essential hypertension", "ICD10:I10"),
+            FeatureSpec("labs_count", "labs", "count", "labs")]
+
+
+def records(n, seed, id_prefix):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"record_id": [f"{id_prefix}{i:04d}" for i in range(n)],
+                          "generator": rng.choice(["gaussian_copula", "noisy_copy"], n),
+                          "strength": rng.uniform(0, 1, n).round(2),
+                          "gender": rng.integers(0, 2, n).astype(float), "age": rng.integers(18, 90, n).astype(float),
+                          "is_dead": (rng.random(n) < 0.1).astype(float),
+                          "admissions_count": rng.integers(0, 6, n).astype(float),
+                          "diagnoses_count": rng.integers(0, 9, n).astype(float),
+                          "dx_icd10_i10": rng.integers(0, 3, n).astype(float),
+                          "labs_count": rng.integers(0, 30, n).astype(float)})
+    frame["realism_score"] = np.clip(10 - frame["admissions_count"] - (frame["age"] > 80) * 3, 1, 10).astype(int)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("judge_cli")
+    data = root / "dataset"
+    (data / "reference").mkdir(parents=True)
+    reference = records(40, 0, "R").drop(columns=["record_id", "generator", "strength", "realism_score"])
+    reference.insert(0, "subject_id", [f"P{i}" for i in range(40)])
+    Cohort(reference, Schema(FEATURES, source="test")).save(data / "reference")
+    records(80, 1, "T").to_parquet(data / "train.parquet", index=False)
+    records(24, 2, "S").to_parquet(data / "test.parquet", index=False)
+    synthetic = records(10, 3, "X").drop(columns=["realism_score"])
+    synthetic.to_parquet(root / "synthetic.parquet", index=False)
+    model = save_tiny_judge(root / "tiny_model", seed=0)
+    return root, data, model
+
+
+def test_judge_command_writes_scores_and_config(dataset):
+    # Setup
+    root, data, model = dataset
+    out = root / "judged.csv"
+    # Run
+    result = CliRunner().invoke(app, ["judge", "--reference", str(data / "reference"), "--synthetic",
+                                      str(root / "synthetic.parquet"), "--model", str(model), "--batch-size", "4",
+                                      "--out", str(out), "--prompt.max-record-tokens", "64"])
+    # Assert
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(out)
+    probabilities = scores[[f"p_{k}" for k in range(1, 11)]].to_numpy()
+    assert list(scores.columns[:4]) == ["record_id", "judge_score", "expected_score", "entropy"]
+    assert scores["record_id"].tolist() == [f"X{i:04d}" for i in range(10)]
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(scores["judge_score"], probabilities.argmax(axis=1) + 1)
+    np.testing.assert_allclose(scores["expected_score"], probabilities @ np.arange(1, 11), atol=1e-6)
+    saved = yaml.safe_load(out.with_suffix(".config.yaml").read_text())
+    assert saved["batch_size"] == 4 and saved["prompt"]["max_record_tokens"] == 64
+    assert "<|im_start|>" in saved["prompt"]["chat_template"]  # the template actually used is saved
+
+
+def test_baseline_command_writes_report(dataset):
+    # Setup
+    root, data, model = dataset
+    out = root / "baseline"
+    # Run
+    result = CliRunner().invoke(app, ["baseline", "--dataset", str(data), "--split", "test", "--limit", "20",
+                                      "--model", str(model), "--out", str(out), "--n-bootstrap", "200",
+                                      "--judge.batch-size", "8"])
+    # Assert
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_records"] == 20 and report["n_train"] == 80
+    assert [row["metric"] for row in report["score_table"]][:3] == [
+        "Verifiable realism_score", "Judge score (argmax)", "Judge expected score"]
+    regressor = report["agreement"]["Regressor (hist_gradient_boosting) on patient vectors"]
+    assert regressor["spearman"] > 0.5  # the score is a simple function of the features
+    assert len(report["largest_disagreements"]) == 5
+    assert all(row["record_text"].startswith("Demographics:") for row in report["largest_disagreements"])
+    gaps = [abs(r["judge_score"] - r["realism_score"]) for r in report["largest_disagreements"]]
+    table = pd.read_csv(out / "judge_scores.csv")
+    assert gaps[0] == (table["judge_score"] - table["realism_score"]).abs().max() and gaps == sorted(gaps)[::-1]
+    markdown = (out / "report.md").read_text()
+    assert "| Realism Score Metric | Mean | Std | Min | Max |" in markdown
+    assert (out / "config.yaml").exists() and (out / "judge_config.yaml").exists()
+
+
+def test_cli_reports_bad_input_as_error_exit_2(dataset, tmp_path):
+    # Setup: a records file lacking a schema column
+    root, data, model = dataset
+    bad = pd.read_parquet(root / "synthetic.parquet").drop(columns=["age"])
+    bad.to_parquet(tmp_path / "bad.parquet", index=False)
+    executable = Path(sys.executable).with_name("ehrjudge")
+    # Run
+    result = subprocess.run([str(executable), "judge", "--reference", str(data / "reference"), "--synthetic",
+                             str(tmp_path / "bad.parquet"), "--model", str(model), "--out", str(tmp_path / "o.csv")],
+                            capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    # Assert
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "'age'" in result.stderr
+    assert not (tmp_path / "o.csv").exists()
