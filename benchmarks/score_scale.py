@@ -7,7 +7,8 @@ Synthetic records are generated and scored in blocks, as a stream (the scorer's 
 chunk_size x (n_reference + features)); generation time is measured apart from scoring time.
 The baseline is scikit-learn NearestNeighbors(algorithm="brute") on the same standardized blocks, for
 the kNN part only (ours: float32 GEMM candidates + exact float64 re-ranking). Writes
-benchmarks/results/score_scale.json. Timings on a shared machine are noisy: note the load printed.
+benchmarks/results/score_scale.json. Timings on a shared machine are noisy: note the load printed; the
+CPU seconds (summed over threads) divided by the core count estimate the wall time on idle cores.
 """
 
 from __future__ import annotations
@@ -56,13 +57,13 @@ def main() -> None:
     load_before = os.getloadavg()
     reference = count_block(args.reference, args.features, args.seed)
     holdout = count_block(args.holdout, args.features, args.seed + 1)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     scorer = RealismScorer(ScoreConfig(chunk_size=args.chunk_size)).fit(reference, holdout)
-    fit_seconds = time.perf_counter() - start
+    fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     print(f"fit: {fit_seconds:.1f} s on {args.reference} x {args.features} "
           f"({scorer.calibration_['n_constant_columns']} constant columns dropped)")
 
-    score_seconds = generate_seconds = 0.0
+    score_seconds = generate_seconds = score_cpu = 0.0
     knn_seconds = 0.0
     mean_scores, nonzero, blocks = [], 0, []
     for block_index, begin in enumerate(range(0, args.synthetic, BLOCK)):
@@ -70,8 +71,10 @@ def main() -> None:
         t0 = time.perf_counter()
         synthetic = count_block(n, args.features, args.seed + 100 + block_index)
         t1 = time.perf_counter()
+        c1 = time.process_time()
         scores = scorer.score(synthetic)
         t2 = time.perf_counter()
+        score_cpu += time.process_time() - c1
         generate_seconds += t1 - t0
         score_seconds += t2 - t1
         nonzero += int(np.count_nonzero(synthetic))
@@ -84,6 +87,7 @@ def main() -> None:
     baseline_records = {"full": args.synthetic, "skip": 0}.get(args.baseline)
     baseline_records = int(args.baseline) if baseline_records is None else baseline_records
     sklearn_seconds, max_difference = 0.0, 0.0
+    knn_cpu = sklearn_cpu = 0.0
     if baseline_records:
         used = ~scorer.constant_
         reference_std = scorer.knn_.reference
@@ -95,11 +99,13 @@ def main() -> None:
             n = min(n, baseline_records - done)
             block = count_block(BLOCK, args.features, args.seed + 100 + block_index)[:n]
             standardized = (block[:, used] - scorer.mean_[used]) / scorer.scale_
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             ours, _ = scorer.knn_.kneighbors(standardized, scorer.config.k)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             theirs, _ = nn.kneighbors(standardized)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
+            knn_cpu += c1 - c0
+            sklearn_cpu += c2 - c1
             knn_seconds += t1 - t0
             sklearn_seconds += t2 - t1
             max_difference = max(max_difference, float(np.abs(ours - theirs).max()))
@@ -109,7 +115,10 @@ def main() -> None:
     result = {
         "synthetic_records": args.synthetic, "reference_records": args.reference, "holdout_records": args.holdout,
         "features": args.features, "density": density, "chunk_size": args.chunk_size,
-        "fit_seconds": fit_seconds, "score_seconds": score_seconds, "total_seconds": fit_seconds + score_seconds,
+        "fit_seconds": fit_seconds, "score_seconds": score_seconds,
+        # CPU seconds summed over threads: on an otherwise idle 2-core machine wall time is about cpu / 2.
+        "fit_cpu_seconds": fit_cpu, "score_cpu_seconds": score_cpu,
+        "knn_ours_cpu_seconds": knn_cpu, "knn_sklearn_cpu_seconds": sklearn_cpu, "total_seconds": fit_seconds + score_seconds,
         "records_per_second": args.synthetic / score_seconds, "generate_seconds": generate_seconds,
         "peak_rss_mb": peak_rss_mb(), "mean_realism_continuous": float(np.mean(mean_scores)),
         "knn_baseline_records": baseline_records, "knn_ours_seconds": knn_seconds,
@@ -127,6 +136,9 @@ def main() -> None:
     if baseline_records:
         print(f"kNN on {baseline_records} records: ours {knn_seconds:.1f} s vs sklearn brute {sklearn_seconds:.1f} s "
               f"(x{result['knn_speedup_vs_sklearn']:.2f}), max |difference| {max_difference:.2e}")
+    print(f"CPU seconds (all threads): fit {fit_cpu:.1f}, score {score_cpu:.1f} "
+          f"-> about {(fit_cpu + score_cpu) / 2:.1f} s wall on 2 idle cores; "
+          f"kNN ours {knn_cpu:.1f} vs sklearn {sklearn_cpu:.1f}")
     print(f"load average before {load_before}, after {result['load_average_after']} on {os.cpu_count()} CPUs "
           f"-> {args.out}")
 

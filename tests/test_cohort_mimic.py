@@ -62,7 +62,7 @@ def test_mimic_vectors_match_hand_computed(tmp_path):
     spec = cohort.schema.by_name()
     assert spec["dx_icd10_e119"].description == "Type 2 diabetes mellitus without complications"
     assert spec["dx_icd10_e119"].code == "ICD10:E119" and spec["dx_icd10_e119"].kind == "count"
-    assert spec["lab_50912"].description == "Creatinine (Blood)"
+    assert spec["lab_50912"].description == "Creatinine, Blood"
     assert spec["gender"].kind == "binary" and spec["age"].kind == "continuous"
 
 

@@ -100,3 +100,29 @@ def test_bad_records_raise():
         record_to_text({k: v for k, v in RECORD.items() if k != "labs_std"}, SCHEMA)
     with pytest.raises(InputError, match="unknown text format"):
         record_to_text(RECORD, SCHEMA, fmt="xml")
+
+
+def test_cli_show_reads_a_synthetic_records_file(tmp_path):
+    from pathlib import Path
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from ehrjudge.cli import app
+    from ehrjudge.cohort.build import build_cohort
+    from ehrjudge.cohort.featurize import FeatureConfig
+
+    # Setup: a synthetic record in the MIMIC fixture cohort's schema
+    fixture = Path(__file__).parent / "fixtures" / "mimic"
+    cohort = build_cohort("mimic", tmp_path / "c", path=fixture, patients=None, config=FeatureConfig(min_patients=1))
+    record = {name: 0.0 for name in cohort.schema.names} | {"gender": 0.0, "age": 30.0, "dx_icd10_i10": 2.0,
+                                                             "diagnoses_count": 2.0}
+    pd.DataFrame([{"record_id": "syn-1", "generator": "test", "strength": 0.5} | record]).to_parquet(
+        tmp_path / "records.parquet")
+    # Run
+    result = CliRunner().invoke(app, ["show", "--cohort", str(tmp_path / "c"), "--records",
+                                      str(tmp_path / "records.parquet"), "--record", "syn-1"])
+    # Assert
+    assert result.exit_code == 0, result.output
+    assert result.output == ("Demographics: female, age 30, alive\n"
+                             "Diagnoses: 2 - Essential (primary) hypertension (I10) x2\n")

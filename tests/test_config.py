@@ -66,3 +66,26 @@ def test_mutable_defaults_are_not_shared():
     first.names.append("b")
     first.inner.k = 1
     assert second.names == ["a"] and second.inner.k == 5
+
+
+@dataclasses.dataclass
+class Parent:
+    inner: Inner = option(Inner(k=11), "nested section whose default differs from Inner()")
+    other: int = option(0, "x")
+
+
+def test_partial_nested_override_keeps_the_parent_default():
+    """Regression (lead): overriding one nested key reset the others to the class defaults."""
+
+    @dataclasses.dataclass
+    class Two:
+        k: int = option(1, "a")
+        j: int = option(2, "b")
+
+    @dataclasses.dataclass
+    class Holder:
+        two: Two = option(Two(k=5, j=6), "section")
+
+    cfg = config_from_dict(Holder, {"two": {"j": 9}})
+    assert (cfg.two.k, cfg.two.j) == (5, 9)
+    assert config_from_dict(Parent, {"other": 1}).inner.k == 11

@@ -51,10 +51,12 @@ def test_distribution_matches_brute_force_and_sums_to_one(judge):
     # Run
     with torch.no_grad():
         sequence_logp = scorer.sequence_log_probs(model, prompts).double()
+        one_pass_logp = scorer.sequence_log_probs(model, prompts, one_pass=True).double()
         label_logp = scorer.log_probs(model, prompts).double()
         expected = torch.stack([brute_force_log_probs(model, tokenizer, scorer, p) for p in prompts])
     # Assert
     torch.testing.assert_close(sequence_logp, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(one_pass_logp, expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(label_logp, torch.log_softmax(expected, dim=-1), atol=1e-4, rtol=0)
     torch.testing.assert_close(label_logp.exp().sum(dim=1), torch.ones(3, dtype=torch.float64))
     assert label_logp.exp().max() > 0.15  # not a degenerate uniform distribution
@@ -77,21 +79,26 @@ def test_batched_with_padding_equals_unbatched(judge):
     torch.testing.assert_close(chunked, single, atol=1e-5, rtol=0)
 
 
-def test_gradients_flow_through_log_probs(judge):
-    # Setup
-    model, tokenizer = judge
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_gradients_flow_through_log_probs(checkpointing):
+    # Setup: a fresh tiny model in training mode, optionally with gradient checkpointing (which disables the cache)
+    model, tokenizer = tiny_judge(seed=0)
     scorer = LabelScorer(tokenizer)
     prompts = [build_prompt(text, tokenizer) for text in RECORDS[:2]]
-    model.zero_grad()
+    with torch.no_grad():
+        inference = scorer.log_probs(model, prompts)
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
     # Run: maximize the log-probability of label 7
-    loss = -scorer.log_probs(model, prompts)[:, 6].sum()
-    loss.backward()
-    # Assert: every layer, the embeddings and the continuation path got a gradient
+    training = scorer.log_probs(model, prompts)
+    (-training[:, 6].sum()).backward()
+    # Assert: same values as inference; every layer, the embeddings and the continuation path got a gradient
+    torch.testing.assert_close(training.detach(), inference, atol=1e-5, rtol=0)
     grads = {name: p.grad for name, p in model.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     assert grads["model.embed_tokens.weight"].abs().sum() > 0
     assert all(grads[f"model.layers.{i}.self_attn.q_proj.weight"].abs().sum() > 0 for i in range(2))
-    model.zero_grad()
 
 
 def test_trie_for_single_token_labels():

@@ -44,7 +44,7 @@ def make_run(root):
         {"copula": {"correlation_distance": {"value": 0.1, "goal": "minimize", "range": [0, 1]}},
          "noisy_copy": {"correlation_distance": {"value": 0.3, "goal": "minimize", "range": [0, 1]}}}))
     (root / "train").mkdir()
-    (root / "train" / "history.jsonl").write_text("\n".join(json.dumps(
+    (root / "train" / "metrics.jsonl").write_text("\n".join(json.dumps(
         {"step": s, "reward/mean": 0.5 + s / 100, "train/kl": 0.01 * s, **({"eval/spearman": s / 20} if s % 5 == 0 else {})})
         for s in range(1, 16)))
     return root

@@ -14,8 +14,8 @@ from ehrjudge.scoring.realism import ScoreConfig
 from ehrjudge.synth.dataset import SPLITS, DatasetConfig, assign_splits, build_dataset, near_duplicate_groups
 from ehrjudge.synth.toy import toy_cohort
 
-# Mahalanobis-only score: its floor is 1, so every bin 1..10 is reachable and the balancing can be checked.
-MAHALANOBIS_ONLY = ScoreConfig(w_maha=1.0, w_knn=0.0)
+# The project default score (Mahalanobis + kNN privacy component, spread over the attainable 1..10).
+DEFAULT_SCORE = ScoreConfig()
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def cohort_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(cohort_dir, tmp_path_factory):
-    config = DatasetConfig(size=600, seed=3, score=MAHALANOBIS_ONLY)
+    config = DatasetConfig(size=600, seed=3, score=DEFAULT_SCORE)
     out = build_dataset(cohort_dir, tmp_path_factory.mktemp("ds") / "dataset", config)
     splits = {name: pd.read_parquet(out / f"{name}.parquet") for name in SPLITS}
     return out, config, splits, json.loads((out / "dataset.json").read_text())

@@ -13,6 +13,15 @@ from ehrjudge.train.loop import train
 from ehrjudge.train.tiny import TINY_PROMPT, tiny_dataset
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny matmuls on 2 OpenMP threads of a busy machine wait on each other: 1 thread is ~3x faster here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return tiny_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train=32, n_eval=16, seed=0)
@@ -42,7 +51,10 @@ def test_expected_run_moves_every_parameter_and_raises_agreement(dataset, tmp_pa
     assert trainable and all("lora_" in n for n in trainable)
     history = _eval_history(tmp_path / "run")
     assert history[0][0] == 0 and history[-1][0] == summary["steps"] == 8
-    assert summary["best_val_spearman"] > history[0][1] + 0.3
+    maes = [line["eval/mae"] for line in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+            if "eval/mae" in line]
+    assert summary["best_val_spearman"] > history[0][1] + 0.2
+    assert maes[-1] < 0.75 * maes[0]
     assert (tmp_path / "run" / "best" / "adapter_config.json").exists()
     assert (tmp_path / "run" / "config.yaml").exists()
 

@@ -120,11 +120,24 @@ def config_from_dict(cls, data: dict, prefix: str = ""):
             close = [n for n in names if n.startswith(key[:4])]
             hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
             raise ConfigError(f"unknown config key {prefix + str(raw_key)!r}{hint}")
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            # A partial nested mapping overrides the field's own default instance, not the class defaults.
+            value = merge(to_dict(_field_default(cls, key)), value)
+        kwargs[key] = _coerce(tp, value, f"{prefix}{key}")
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+
+def _field_default(cls, name: str):
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return {}
 
 
 def to_dict(cfg) -> dict:

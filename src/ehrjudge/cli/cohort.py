@@ -11,7 +11,6 @@ from ehrjudge.cli.app import CONFIG_COMMAND, app
 from ehrjudge.config import describe, load_config
 
 
-
 @app.command("cohort", context_settings=CONFIG_COMMAND)
 def cohort_command(
     ctx: typer.Context,
@@ -27,7 +26,8 @@ def cohort_command(
                                                help="Re-apply this cohort dir's schema (same columns)"),
 ) -> None:
     """Build DIR/vectors.parquet + DIR/schema.json + DIR/raw/ from a source. Extra --key value flags set
-    FeatureConfig fields (--dx-top-k, --lab-top-k, --min-patients, --threads, --memory-limit, ...)."""
+    FeatureConfig fields (--dx-top-k, --lab-top-k, --min-patients, --threads, --memory-limit, ...);
+    `ehrjudge cohort --out X --list-settings` lists them all."""
     from ehrjudge.cohort.build import build_cohort
     from ehrjudge.cohort.featurize import FeatureConfig
     from ehrjudge.cohort.schema import Schema
@@ -54,17 +54,21 @@ def show_command(
     max_tokens: Optional[int] = typer.Option(None, help="Token budget (counted with the judge's tokenizer "
                                                         "when --tokenizer is given, else whitespace words)"),
     tokenizer: Optional[str] = typer.Option(None, help="HF tokenizer folder/name used to count tokens"),
+    records: Optional[Path] = typer.Option(None, help="A synthetic records file (parquet/CSV with record_id) "
+                                                      "to read instead of the cohort's own vectors"),
 ) -> None:
-    """Print one record of a cohort as the judge's table text."""
-    from ehrjudge.cohort.schema import Cohort
+    """Print one record of a cohort (or of a synthetic records file in its schema) as the judge's table text."""
+    from ehrjudge.cohort.schema import Cohort, load_records
     from ehrjudge.cohort.text import record_to_text
     from ehrjudge.errors import InputError
 
     data = Cohort.load(cohort)
+    if records is not None:
+        data = Cohort(vectors=load_records(records, data.schema), schema=data.schema)
     ids = data.vectors[data.id_column].astype(str)
     hits = data.vectors[ids == str(record)]
     if hits.empty:
-        raise InputError(f"record {record!r} not found (first ids: {list(ids[:5])})", file=cohort,
+        raise InputError(f"record {record!r} not found (first ids: {list(ids[:5])})", file=records or cohort,
                          column=data.id_column)
     count_tokens = None
     if max_tokens is not None:

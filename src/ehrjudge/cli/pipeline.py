@@ -64,3 +64,41 @@ def gate_command(
         return
     typer.echo("REFUSED: " + "; ".join(decision.reasons))
     raise typer.Exit(code=1)
+
+
+@app.command("run", context_settings=CONFIG_COMMAND)
+def run_command(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("runs/default"), "--out", help="run folder"),
+    profile: str = typer.Option("default", help="settings profile: quick (<= 5 min) or default"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with RunConfig settings"),
+    force: list[str] = typer.Option([], help="re-run this stage even if cached (repeatable)"),
+    until: Optional[str] = typer.Option(None, help="stop after this stage"),
+):
+    """Run every stage on the built-in default (or the config's cohort): cached stages are skipped.
+
+    Stages: cohort, dataset, suite, zero_shot, train, evaluation; then summary.json and report.html.
+    Any setting is a flag: --train.learning-rate 1e-4, --cohort.patients 300, --dataset.size 2000, ...
+    """
+    from ehrjudge.config import load_config
+    from ehrjudge.errors import ConfigError
+    from ehrjudge.pipeline.config import PROFILES, RunConfig
+    from ehrjudge.pipeline.run import run_pipeline
+
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose from {list(PROFILES)}")
+    cfg = load_config(RunConfig, config, list(ctx.args), base=PROFILES[profile])
+    summary = run_pipeline(cfg, out, set(force), until)
+    for record in summary.get("stages", []):
+        state = "cached" if record["skipped"] else f"{record['seconds']:.1f} s"
+        typer.echo(f"  {record['name']:<11} {state}")
+    if "splits" not in summary:
+        return
+    typer.echo("\nsplit        scorer      pearson  spearman   MAE   within1  mean   std")
+    for split, scorers in summary["splits"].items():
+        for scorer, m in scorers.items():
+            def fmt(v):
+                return f"{v:7.3f}" if isinstance(v, (int, float)) else "    n/a"
+            typer.echo(f"{split:<12} {scorer:<10} {fmt(m['pearson'])} {fmt(m['spearman'])}  {fmt(m['mae'])} "
+                       f"{fmt(m['within_1'])} {fmt(m['mean'])} {fmt(m['std'])}")
+    typer.echo(f"\nreport: {out / 'report.html'}\nsummary: {out / 'summary.json'}")

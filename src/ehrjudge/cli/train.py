@@ -46,3 +46,75 @@ def train_command(
                   f"MAE {validation['mae']:.3f}; best Spearman {summary['best_val_spearman']:.3f} at step "
                   f"{summary['best_step']}")
     console.print(f"best checkpoint: {Path(summary['run_dir']) / 'best'}")
+
+
+@app.command("evaluate-judge")
+def evaluate_judge_command(
+    model: Path = typer.Option(..., "--model", help="trained judge: a run's best/ or final/ dir (or any HF dir)"),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="judge dataset dir (default: the default one)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write evaluation.json (+ .md) into this dir"),
+    zero_shot: str = typer.Option("auto", "--zero-shot", help="auto (read a baseline report, else compute), "
+                                                              "compute, or skip"),
+    baseline: Optional[list[Path]] = typer.Option(None, "--baseline", help="dirs to search for baseline report.json"),
+    batch_size: int = typer.Option(8, "--batch-size", help="records per forward pass"),
+    limit: int = typer.Option(0, "--limit", help="evaluate a seeded subset of at most N records per split (0 = all)"),
+) -> None:
+    """Agreement of a trained judge with the verifiable score on test and test_unseen (+ zero-shot, regressor)."""
+    from ehrjudge.io import write_json, write_text
+    from ehrjudge.train.data import resolve_dataset
+    from ehrjudge.train.evaluate import evaluate_judge
+
+    if zero_shot not in ("auto", "compute", "skip"):
+        raise typer.BadParameter("--zero-shot must be auto, compute or skip")
+    result = evaluate_judge(model, resolve_dataset(dataset), zero_shot=zero_shot, baseline_dirs=baseline,
+                            batch_size=batch_size, limit=limit)
+    text = evaluation_text(result)
+    Console().print(text, markup=False, highlight=False)
+    if out is not None:
+        write_json(out / "evaluation.json", result)
+        write_text(out / "evaluation.md", text + "\n")
+
+
+def evaluation_text(result: dict) -> str:
+    """The original's block per split, then one agreement table row per judge."""
+    from ehrjudge.train.evaluate import original_block
+
+    def fmt(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = []
+    for split, split_result in result["splits"].items():
+        lines += [f"== {split} ({split_result['n_records']} records) ==", original_block(split_result), "",
+                  f"{'judge':58s} {'pearson [95% CI]':>24s} {'spearman [95% CI]':>24s} {'MAE':>6s} {'within-1':>8s} "
+                  f"{'mean gap':>8s}"]
+        for name, row in split_result["rows"].items():
+            def with_ci(kind):
+                ci = row.get(f"{kind}_ci")
+                return f"{fmt(row[kind])} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(row[kind])
+
+            gap = row["judge_mean"] - row["true_mean"]
+            lines.append(f"{name[:58]:58s} {with_ci('pearson'):>24s} {with_ci('spearman'):>24s} "
+                         f"{row['mae']:6.3f} {row['within_1']:8.3f} {gap:+8.3f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _ablate_help() -> str:
+    from ehrjudge.train.ablate import AblateConfig
+
+    return ("Run the ablation grid (method x kl_coef x metric weights x reward shape x advantage), one small "
+            "training run per cell, and write OUTPUT_DIR/table.{md,csv,json}.\n\nSettings:\n\n"
+            + describe(AblateConfig).replace("\n", "\n\n"))
+
+
+@app.command("ablate", context_settings=CONFIG_COMMAND, help=_ablate_help())
+def ablate_command(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of AblateConfig settings"),
+) -> None:
+    from ehrjudge.train.ablate import AblateConfig, run_ablation
+
+    ablate_config = load_config(AblateConfig, config, list(ctx.args))
+    table = run_ablation(ablate_config)
+    Console().print(table.to_string(index=False), markup=False, highlight=False)
+    Console().print(f"table: {Path(ablate_config.output_dir) / 'table.md'}")

@@ -13,6 +13,7 @@ from ehrjudge.cohort.tables import connect, create_event_tables
 from ehrjudge.config import save_config
 from ehrjudge.errors import InputError
 from ehrjudge.io import atomic_dir, write_json
+from ehrjudge.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ def load_source(con, source: str, path, patients, seed: int, raw: Path):
         from ehrjudge.cohort.clinosim import build_simulated, copy_raw, load_clinosim
 
         if path is None:
+            cached = cache_dir("cohorts") / f"clinosim-n{patients or 500}-s{seed}" / "raw" / "csv"
+            if (cached / "patients.csv").exists():  # same simulator run as default_cohort(patients, seed)
+                log.info("reusing the cached simulation %s", cached)
+                origins = load_clinosim(con, cached, patients=patients or 500)
+                copy_raw(cached, raw)
+                return origins
             return build_simulated(con, raw, patients or 500, seed)
         origins = load_clinosim(con, Path(path), patients=patients)
         copy_raw(Path(path) / "csv" if (Path(path) / "csv").is_dir() else Path(path), raw)

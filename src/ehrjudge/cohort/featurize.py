@@ -161,8 +161,8 @@ def check_tables(con, origins: Origins, config: FeatureConfig) -> None:
         return
     for group, dict_file in origins.dictionaries.items():
         table = GROUP_TABLES[group][0]
-        hit = con.execute(f"""SELECT subject_id, code FROM {table} t WHERE code NOT IN
-            (SELECT code FROM dictionary WHERE "group" = '{group}') LIMIT 1""").fetchall()
+        hit = con.execute(f"""SELECT subject_id, code FROM {table} t WHERE t.code IS NOT NULL AND NOT EXISTS
+            (SELECT 1 FROM dictionary d WHERE d."group" = '{group}' AND d.code = t.code) LIMIT 1""").fetchall()
         if hit:
             raise InputError(f"unknown code {hit[0][1]!r} (not in {dict_file}; set strict_codes false to allow)",
                              file=origins.file(table), column=origins.column(table + "_code", "code"),

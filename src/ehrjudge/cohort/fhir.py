@@ -215,7 +215,8 @@ def _finish(con, patients: int | None, seen_files: dict) -> None:
     """Ages (at death, else last encounter, else the cohort's last encounter) and the patients/admissions tables."""
     con.execute("INSERT INTO admissions SELECT subject_id, los_days FROM fhir_encounters")
     last = con.execute("SELECT max(start_time) FROM fhir_encounters").fetchone()[0]
-    limit = f"ORDER BY subject_id LIMIT {int(patients)}" if patients else ""
+    order = "ORDER BY TRY_CAST(subject_id AS BIGINT) NULLS LAST, subject_id"
+    limit = f"{order} LIMIT {int(patients)}" if patients else ""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE fhir_ages AS
         SELECT p.subject_id, p.gender, p.deceased, p.birth,
                coalesce(p.death, e.last_start, CAST(? AS TIMESTAMP)) AS at_time

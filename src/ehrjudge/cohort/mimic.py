@@ -7,7 +7,7 @@ Tables are looked up as NAME.csv.gz or NAME.csv under hosp/, core/, then the fol
     procedures_icd  subject_id, icd_code, icd_version
     prescriptions   subject_id, drug, dose_val_rx                    -> code = drug name, value = numeric dose
     labevents       subject_id, itemid, valuenum                     -> code = itemid, value = valuenum
-    d_icd_diagnoses, d_icd_procedures (long_title), d_labitems (label, fluid): descriptions, when present.
+    d_icd_diagnoses, d_icd_procedures (long_title), d_labitems ("label, fluid"): descriptions, when present.
     icu/icustays    subject_id, intime, outtime (optional)      -> ICU stays: icustays_count, icustays_los_*
 """
 
@@ -147,7 +147,7 @@ def _dictionaries(con, dicts: dict, columns: dict, origins: Origins) -> None:
                 FROM {read_csv_sql(dicts[name], {'icd_version': 'INTEGER'})}""", dicts[name])
             origins.dictionaries[group] = dicts[name].name
     if "d_labitems" in dicts:
-        fluid = "|| coalesce(' (' || fluid || ')', '')" if "fluid" in columns["d_labitems"] else ""
+        fluid = "|| coalesce(', ' || fluid, '')" if "fluid" in columns["d_labitems"] else ""
         execute_located(con, f"""INSERT INTO dictionary
             SELECT 'labs', CAST(itemid AS VARCHAR), coalesce(label, CAST(itemid AS VARCHAR)) {fluid}
             FROM {read_csv_sql(dicts['d_labitems'], {'itemid': 'BIGINT'})}""", dicts["d_labitems"])

@@ -47,6 +47,7 @@ def connect(threads: int | None = None, memory_limit: str | None = None, temp_di
     if temp_directory is not None:
         con.execute(f"SET temp_directory = '{Path(temp_directory).as_posix()}'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")  # DuckDB would draw on stdout; progress is logged instead
     return con
 
 

@@ -32,7 +32,7 @@ SPLITS = ("train", "val", "test", "test_unseen")
 class BaselineConfig:
     """Zero-shot agreement report settings."""
 
-    split: str = option("test", "dataset split to evaluate: train, val, test or test_unseen")
+    split: str = option("test", "split(s) to evaluate: train, val, test, test_unseen, or several joined by '+'")
     limit: int | None = option(None, "evaluate a seeded random subset of at most this many records; None = all")
     seed: int = option(0, "seed for the subset and the bootstrap intervals")
     n_bootstrap: int = option(1000, "bootstrap resamples for the correlation intervals")
@@ -100,7 +100,9 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
     config = config or BaselineConfig()
     dataset, out = Path(dataset), Path(out)
     schema = Schema.load(dataset / "reference" / "schema.json")
-    records, true_scores = load_split(dataset, config.split, schema)
+    parts = [load_split(dataset, split, schema) for split in config.split.split("+")]
+    records = pd.concat([p[0] for p in parts], ignore_index=True)
+    true_scores = np.concatenate([p[1] for p in parts])
     if config.limit is not None and config.limit < len(records):
         chosen = np.sort(np.random.default_rng(config.seed).choice(len(records), config.limit, replace=False))
         records, true_scores = records.iloc[chosen].reset_index(drop=True), true_scores[chosen]

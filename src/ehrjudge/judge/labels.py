@@ -7,11 +7,14 @@ For label k with token sequence s_k = (t_1, ..., t_m, <end>) and prompt x:
 
 Only the answers are scored, never sampled, so "10" (two tokens for SmolLM2: "1","0") is as exact as "7".
 
-One forward over the left-padded prompts keeps only the last position's logits (`logits_to_keep=1`); it fills the
+Inference: one forward over the left-padded prompts keeps only the last position's logits (`logits_to_keep=1`); it fills the
 KV cache. Then every distinct proper prefix of the label sequences (a trie: "1".."9" and "1 0" for SmolLM2) is fed
 as ONE short continuation per record with a tree attention mask: each trie node attends to the prompt and to its
 own ancestors only, at position prompt_length + depth - 1. That yields p(<end>|d), p("0"|"1") and p(<end>|"10")
 without copying the cache per branch.
+Under grad (training) the prompt and the trie nodes go through ONE forward instead, with a 4-D mask (causal over the
+prompt, the same tree mask over the nodes) and logits at the last N+1 positions: no KV cache, so it also works
+with gradient checkpointing, and it gives the same numbers (tested).
 
 Cost (SmolLM2-135M, fp32, 2 shared CPU cores, prompts of ~300 tokens, batch 8): the continuation step (10 tree
 tokens per record) takes ~6% of the prompt forward's time; see benchmarks/judge_throughput.py for the figures.
@@ -165,8 +168,31 @@ class LabelScorer:
                   for i in range(0, len(prompts), size)]
         return torch.cat(chunks, dim=0)
 
-    def sequence_log_probs(self, model, prompts: list[str], prefix: "SharedPrefix | None" = None) -> torch.Tensor:
-        """(B, 10) unnormalized log p(s_k | x), the full answer-sequence log-likelihoods."""
+    def sequence_log_probs(self, model, prompts: list[str], prefix: "SharedPrefix | None" = None,
+                           one_pass: bool | None = None) -> torch.Tensor:
+        """(B, 10) unnormalized log p(s_k | x), the full answer-sequence log-likelihoods.
+
+        one_pass (default: True under grad): prompt and trie in a single forward with a 4-D mask, no KV cache,
+        so it also works under gradient checkpointing (which turns the cache off in training mode).
+        """
+        if one_pass is None:
+            one_pass = torch.is_grad_enabled() and prefix is None
+        if one_pass and prefix is not None:
+            raise ValueError("one_pass scoring does not take a cached prefix")
+        if one_pass:
+            prompt_logp, node_logp = self._one_pass(model, prompts)
+        else:
+            prompt_logp, node_logp = self._two_step(model, prompts, prefix)
+        columns = []
+        for steps in self.trie.steps:
+            total = 0.0
+            for node, token in steps:
+                total = total + (prompt_logp[:, token] if node == -1 else node_logp[:, node, token])
+            columns.append(total)
+        return torch.stack(columns, dim=1)  # (B, 10)
+
+    def _two_step(self, model, prompts, prefix):
+        """Prompt forward (cache on, last logits only), then the trie as a continuation over the cache."""
         device = next(model.parameters()).device
         ids = self.tokenize(prompts)
         cache = None
@@ -186,23 +212,42 @@ class LabelScorer:
         position_ids = positions[:, prefix_length:]  # (B, L)
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                     past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if out.past_key_values is None:
+            raise RuntimeError("the model returned no KV cache (gradient checkpointing in training mode?); "
+                               "use one_pass=True")
         prompt_logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (B, V)
-        node_logp = self._continuation(model, out.past_key_values, attention_mask, position_ids)  # (B, N, V)
-        columns = []
-        for steps in self.trie.steps:
-            total = 0.0
-            for node, token in steps:
-                total = total + (prompt_logp[:, token] if node == -1 else node_logp[:, node, token])
-            columns.append(total)
-        return torch.stack(columns, dim=1)  # (B, 10)
+        return prompt_logp, self._continuation(model, out.past_key_values, attention_mask, position_ids)
+
+    def _one_pass(self, model, prompts):
+        """[prompt][trie nodes] in one forward: causal over the prompt, tree mask over the nodes."""
+        device = next(model.parameters()).device
+        batch = self.encode(prompts, device)
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]  # (B, L)
+        batch_size, prompt_len = input_ids.shape
+        n = len(self.trie.node_tokens)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, L)
+        node_tokens = torch.tensor(self.trie.node_tokens, device=device).expand(batch_size, n)
+        node_positions = position_ids[:, -1:] + torch.tensor(self.trie.node_depths, device=device)  # (B, N)
+        keys_valid = attention_mask.bool().unsqueeze(1)  # (B, 1, L)
+        causal = torch.ones(prompt_len, prompt_len, dtype=torch.bool, device=device).tril()
+        prompt_rows = torch.cat([causal.unsqueeze(0) & keys_valid,
+                                 torch.zeros(batch_size, prompt_len, n, dtype=torch.bool, device=device)], dim=-1)
+        node_rows = torch.cat([keys_valid.expand(batch_size, n, prompt_len),
+                               self._ancestors.to(device).unsqueeze(0).expand(batch_size, n, n)], dim=-1)
+        allowed = torch.cat([prompt_rows, node_rows], dim=1).unsqueeze(1)  # (B, 1, L+N, L+N)
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        out = model(input_ids=torch.cat([input_ids, node_tokens], dim=1), attention_mask=mask,
+                    position_ids=torch.cat([position_ids, node_positions], dim=1), use_cache=False,
+                    logits_to_keep=n + 1)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (B, N+1, V): last prompt position, then the nodes
+        return logp[:, 0], logp[:, 1:]
 
     def _continuation(self, model, cache, attention_mask, position_ids) -> torch.Tensor:
         """Log-softmax at every trie node, from one tree-masked forward of N tokens per record."""
         batch_size, prompt_len = attention_mask.shape  # prompt_len counts a cached prefix too
         device = attention_mask.device
         n = len(self.trie.node_tokens)
-        if n == 0:
-            return torch.empty(batch_size, 0, 0, device=device)
         tokens = torch.tensor(self.trie.node_tokens, device=device).expand(batch_size, n)  # (B, N)
         depths = torch.tensor(self.trie.node_depths, device=device)
         last_position = position_ids[:, -1:]  # (B, 1): position of the last prompt token

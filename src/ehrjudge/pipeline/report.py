@@ -5,7 +5,7 @@ Reads only the run folder written by `ehrjudge.pipeline.run`:
     dataset/           {train,val,test,test_unseen}.parquet, dataset.json
     suite/suite.json   {generator: {metric: {value, goal, range} | {error}}}
     evaluation/{split}.parquet   record_id, generator, realism_score, <scorer>_score, <scorer>_expected
-    train/history.jsonl          one JSON object per logged step (train/*, reward/*, eval/*)
+    train/metrics.jsonl          one JSON object per logged step (train/*, reward/*, eval/*)
     summary.json
     ablation/table.md  (optional)
 """
@@ -163,7 +163,7 @@ def _disagreements(frame: pd.DataFrame, top: int = 5) -> str:
 
 
 def _training_section(run: Path) -> str:
-    path = run / "train" / "history.jsonl"
+    path = run / "train" / "metrics.jsonl"
     if not path.exists():
         return ""
     history = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])

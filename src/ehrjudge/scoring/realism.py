@@ -1,7 +1,8 @@
 """The verifiable per-record realism score (1..10) of synthetic patient vectors against a real reference.
 
     realism_continuous = (w_maha * s_maha + w_knn * s_knn) / (w_maha + w_knn)     in [1, 10]
-    realism_score      = round-half-up(realism_continuous)                          in 1..10
+    realism_scaled     = attainable_scale(realism_continuous)                       in [1, 10]
+    realism_score      = round-half-up(realism_scaled)                              in 1..10
 s_maha maps the shrinkage-Mahalanobis distance of the record to the reference distribution (closer = better)
 minus `offsupport_penalty` per column that is constant in the reference but not in the record; s_knn maps
 the mean distance to the k nearest reference records (further = better privacy, capped). Both distances

@@ -78,9 +78,13 @@ def code_columns(schema: Schema) -> np.ndarray:
 
 
 def gaussian_copula(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Copula sample; strength flattens the correlation towards independence and shifts each marginal."""
-    shift = rng.normal(0.0, 2.5 * strength, size=ref.matrix.shape[1])  # per-column quantile shift, in SDs of z
-    return ref.conform(ref.copula.sample(n, rng, flatten=strength, marginal_shift=shift))
+    """Copula sample; strength flattens the correlation towards independence and jitters each marginal: its
+    quantiles shift by N(0, 2.5 s) in z and its values scale by exp(|N(0, 1.5 s)|) (counts re-rounded)."""
+    d = ref.matrix.shape[1]
+    shift = rng.normal(0.0, 2.5 * strength, size=d)  # (d,) per-column quantile shift, in SDs of z
+    scale = np.exp(np.abs(rng.normal(0.0, 1.5 * strength, size=d)))  # (d,) per-column value stretch >= 1
+    records = ref.copula.sample(n, rng, flatten=strength, marginal_shift=shift)
+    return ref.conform(records * np.where(ref.is_binary, 1.0, scale)[None, :])
 
 
 def independent_marginals(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:

@@ -259,7 +259,9 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
                "train_records": len(train_split), "val_records": len(val_split),
                "best_step": progress.best_step, "best_val_spearman": progress.best_spearman,
                "final_validation": {k: v for k, v in last_val.items()}, "run_dir": str(run_dir),
-               "dataset": str(dataset_dir)}
+               "dataset": str(dataset_dir),
+               "hidden_cache_mb": sum(a.numel() * a.element_size() + b.numel() * b.element_size()
+                                      for a, b in policy.hidden_cache.values()) / 2**20}
     write_json(run_dir / "summary.json", summary)
     return summary
 

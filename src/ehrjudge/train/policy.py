@@ -89,7 +89,10 @@ class LabelPolicy:
             # Layers below K carry no adapter, so only a pass that also keeps the reference switches it off.
             switch = adapter_disabled(self.model) if keep_reference else contextlib.nullcontext()
             with torch.no_grad(), switch:
-                reference = self.scorer.log_probs(self.model, [self.prompts[i] for i in indices])
+                # Two-step scoring (prompt forward, then the trie step on its KV cache): two captures.
+                sequences = self.scorer.sequence_log_probs(self.model, [self.prompts[i] for i in indices],
+                                                           one_pass=False)
+                reference = torch.log_softmax(sequences, dim=-1)  # (B, 10)
         finally:
             handle.remove()
         prompt_hidden, trie_hidden = captured  # (B, T, H), (B, N, H): the prompt forward, then the trie step

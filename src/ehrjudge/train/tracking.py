@@ -1,4 +1,4 @@
-"""Metric sinks for a run: TensorBoard and MLflow (local file store in the run dir); `none` imports neither."""
+"""Metric sinks for a run: TensorBoard and MLflow (local sqlite store in the run dir); `none` imports neither."""
 
 from __future__ import annotations
 
@@ -39,8 +39,11 @@ class Tracker:
         if "mlflow" in self.names:
             import mlflow
 
-            mlflow.set_tracking_uri((self.run_dir / "mlruns").resolve().as_uri())
-            mlflow.set_experiment("ehrjudge-train")
+            from ehrjudge.tracking import setup_mlflow
+
+            # MLflow 3 refuses its plain-file store; the shared helper uses sqlite in the run dir
+            # (or $MLFLOW_TRACKING_URI when set).
+            setup_mlflow(self.run_dir / "mlruns", "ehrjudge-train")
             self._mlflow = mlflow
             mlflow.start_run(run_name=self.run_dir.name)
             flat = _flatten(to_dict(config))

@@ -1,0 +1,249 @@
+"""`ehrjudge run`: cohort -> dataset -> evaluation suite -> zero-shot judge -> RLVR training -> evaluation -> report.
+
+Each stage writes one folder of the run directory atomically and is skipped when its settings and
+the outputs it reads are unchanged (see stages.py). Training checkpoints live in `.work/train` until
+the stage finishes, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ehrjudge.config import save_config, to_dict
+from ehrjudge.errors import InputError
+from ehrjudge.io import write_json, write_parquet
+from ehrjudge.pipeline.config import RunConfig
+from ehrjudge.pipeline.stages import StageRunner
+
+log = logging.getLogger(__name__)
+STAGES = ("cohort", "dataset", "suite", "zero_shot", "train", "evaluation")
+EVAL_SPLITS = ("test", "test_unseen")
+
+
+def source_fingerprint(path: str | None) -> str | None:
+    """Content key of a user-supplied source folder: every file's relative path, size and mtime."""
+    if path is None:
+        return None
+    root = Path(path)
+    if not root.exists():
+        raise InputError("cohort source path not found", file=root)
+    digest = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root.parent)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def build_cohort_stage(cfg: RunConfig, out: Path) -> None:
+    from ehrjudge.cohort.build import build_cohort
+
+    c = cfg.cohort
+    build_cohort(c.source, out, Path(c.path) if c.path else None, c.patients, c.seed, c.features)
+
+
+def build_dataset_stage(cfg: RunConfig, cohort_dir: Path, out: Path) -> None:
+    from ehrjudge.synth.dataset import build_dataset
+
+    build_dataset(cohort_dir, out, cfg.dataset)
+
+
+def holdout_cohort(dataset: Path):
+    """The real patients kept out of the reference (they appear as `holdout_real` records)."""
+    from ehrjudge.cohort.schema import Cohort
+
+    reference = Cohort.load(dataset / "reference")
+    frames = [pd.read_parquet(dataset / f"{s}.parquet") for s in ("train", "val", "test")]
+    real = pd.concat([f[f["generator"] == "holdout_real"] for f in frames], ignore_index=True)
+    if len(real) == 0:
+        return None
+    vectors = real[["record_id", *reference.schema.names]].rename(columns={"record_id": "subject_id"})
+    return Cohort(vectors=vectors, schema=reference.schema)
+
+
+def build_suite_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
+    from ehrjudge.cohort.schema import Cohort
+    from ehrjudge.errors import EhrJudgeError
+    from ehrjudge.scoring.suite import evaluate
+
+    reference, holdout = Cohort.load(dataset / "reference"), holdout_cohort(dataset)
+    records = pd.concat([pd.read_parquet(dataset / f"{s}.parquet") for s in EVAL_SPLITS], ignore_index=True)
+    table = {}
+    for generator, group in records.groupby("generator", sort=True):
+        sample = group.sample(n=min(len(group), cfg.suite_records), random_state=0)
+        sample = sample[["record_id", *reference.schema.names]]  # the suite reads features, not our score columns
+        try:
+            report = evaluate(reference, sample, holdout, cfg.suite)
+        except EhrJudgeError as exc:  # recorded, not hidden: the report shows the reason in place of values
+            log.warning("suite on %s failed: %s", generator, exc)
+            table[generator] = {"error": {"error": str(exc)}}
+            continue
+        write_json(out / f"{generator}.json", report)
+        table[generator] = {m["name"]: ({"value": m["value"], "goal": m["goal"], "range": m["range"]}
+                                        if m.get("value") is not None else
+                                        {"error": m.get("reason"), "goal": m["goal"], "range": m["range"]})
+                            for m in report["metrics"]}
+    write_json(out / "suite.json", table)
+
+
+def _judge_config(cfg: RunConfig, model: str | None, batch_size: int):
+    from ehrjudge.judge.scoring import JudgeConfig
+
+    return dataclasses.replace(cfg.baseline.judge, model=model, prompt=cfg.train.prompt, batch_size=batch_size)
+
+
+def build_zero_shot_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
+    from ehrjudge.judge.baseline import run_baseline
+
+    for split in EVAL_SPLITS:
+        baseline = dataclasses.replace(cfg.baseline, split=split,
+                                       judge=_judge_config(cfg, cfg.train.model, cfg.baseline.judge.batch_size))
+        run_baseline(dataset, out / split, baseline)
+
+
+def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> None:
+    from ehrjudge.train.loop import train
+
+    train_cfg = dataclasses.replace(cfg.train, dataset=str(dataset), output_dir=str(work))
+    resume = any((work / "checkpoints").glob("step-*")) if (work / "checkpoints").exists() else False
+    if resume:
+        log.info("resuming training from %s", work / "checkpoints")
+    summary = train(train_cfg, resume=resume)
+    chosen = work / "best" if (work / "best").exists() else work / "final"
+    shutil.copytree(chosen, out / "judge")
+    write_json(out / "judge" / "ehrjudge.json", {"dataset": str(dataset.resolve()), "base_model": cfg.train.model,
+                                                 "prompt": to_dict(cfg.train.prompt), "chosen": chosen.name})
+    for name in ("summary.json", "metrics.jsonl", "config.yaml"):
+        if (work / name).exists():
+            shutil.copy2(work / name, out / name)
+    write_json(out / "summary.json", summary)
+
+
+def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge_dir: Path, out: Path) -> None:
+    from ehrjudge.cohort.schema import Schema
+    from ehrjudge.judge.model import load_judge
+    from ehrjudge.judge.scoring import judge_records, record_texts
+
+    schema = Schema.load(dataset / "reference" / "schema.json")
+    model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
+    for split in EVAL_SPLITS:
+        records = pd.read_parquet(dataset / f"{split}.parquet")
+        zero = pd.read_csv(zero_shot / split / "judge_scores.csv")
+        records = records[records["record_id"].isin(zero["record_id"])].reset_index(drop=True)
+        trained = judge_records(model, tokenizer, records, schema, cfg.train.prompt, cfg.eval_batch_size)
+        table = records[["record_id", "generator", "strength", "realism_score"]].copy()
+        table["trained_score"] = trained["judge_score"].to_numpy()
+        table["trained_expected"] = trained["expected_score"].to_numpy()
+        zero = zero.set_index("record_id").loc[table["record_id"]]
+        table["zero_shot_score"] = zero["judge_score"].to_numpy()
+        table["zero_shot_expected"] = zero["expected_score"].to_numpy()
+        table["regressor_score"] = zero["regressor_score"].to_numpy()
+        table["summary"] = [t[:400] for t in record_texts(records, schema, tokenizer, cfg.train.prompt)]
+        write_parquet(out / f"{split}.parquet", table)
+
+
+def scorer_values(table: pd.DataFrame, scorer: str, prediction: str) -> np.ndarray:
+    """The score a scorer is judged by: the expected label (default) or the argmax label; regressor as is."""
+    if scorer == "regressor":
+        return table["regressor_score"].to_numpy(dtype=float)
+    column = f"{scorer}_expected" if prediction == "expected" else f"{scorer}_score"
+    return table[column].to_numpy(dtype=float)
+
+
+def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
+    from ehrjudge.judge.agreement import agreement
+
+    summary: dict = {"splits": {}, "verifiable": {}, "prediction": cfg.train.prediction}
+    for split in EVAL_SPLITS:
+        table = pd.read_parquet(out / "evaluation" / f"{split}.parquet")
+        truth = table["realism_score"].to_numpy(dtype=float)
+        summary["verifiable"][split] = {"mean": float(truth.mean()), "std": float(truth.std()), "n": len(truth)}
+        summary["splits"][split] = {}
+        for scorer in ("zero_shot", "trained", "regressor"):
+            a = agreement(scorer_values(table, scorer, cfg.train.prediction), truth, seed=0,
+                          n_bootstrap=cfg.baseline.n_bootstrap)
+            summary["splits"][split][scorer] = {
+                "pearson": a["pearson"], "pearson_ci": a["pearson_ci"], "spearman": a["spearman"],
+                "spearman_ci": a["spearman_ci"], "mae": a["mae"], "within_1": a["within_1"], "exact": a["exact"],
+                "mean": a["judge_mean"], "std": a["judge_std"], "n": a["n"], "undefined": a.get("undefined", {})}
+    train_summary = json.loads((out / "train" / "summary.json").read_text())
+    summary["training"] = {"wall_seconds": train_summary.get("train_seconds"), "steps": train_summary.get("steps"),
+                           "best_step": train_summary.get("best_step"),
+                           "best_val_spearman": train_summary.get("best_val_spearman"),
+                           "seconds_per_step_median": train_summary.get("seconds_per_step_median")}
+    summary["stages"] = [dataclasses.asdict(r) for r in runner.records]
+    summary["config"] = to_dict(cfg)
+    return summary
+
+
+def log_to_mlflow(cfg: RunConfig, out: Path, summary: dict) -> None:
+    import mlflow
+
+    from ehrjudge.tracking import setup_mlflow
+    from ehrjudge.train.tracking import _flatten
+
+    setup_mlflow(out / "mlruns", cfg.experiment, cfg.tracking_uri)
+    with mlflow.start_run(run_name=out.name):
+        mlflow.log_params({k: str(v)[:250] for k, v in _flatten(summary["config"]).items()})
+        for split, scorers in summary["splits"].items():
+            for scorer, metrics in scorers.items():
+                mlflow.log_metrics({f"eval/{split}/{scorer}/{k}": float(v) for k, v in metrics.items()
+                                    if isinstance(v, (int, float)) and v is not None})
+        if summary["training"]["wall_seconds"] is not None:
+            mlflow.log_metric("train/wall_seconds", float(summary["training"]["wall_seconds"]))
+        for name in ("summary.json", "report.html", "config.yaml"):
+            mlflow.log_artifact(str(out / name))
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None, until: str | None = None) -> dict:
+    """Run every stage (skipping cached ones) up to `until`; write summary.json and report.html."""
+    from ehrjudge.pipeline.report import write_report
+
+    out = Path(out)
+    unknown = set(force or ()) - set(STAGES)
+    if unknown or (until is not None and until not in STAGES):
+        raise InputError(f"unknown stage(s) {sorted(unknown | ({until} - set(STAGES) if until else set()))}; "
+                         f"stages are {list(STAGES)}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    runner = StageRunner(out, frozenset(force or ()))
+    started = time.perf_counter()
+    dataset, h = out / "dataset", {}
+    train_settings = {k: v for k, v in to_dict(cfg.train).items() if k not in ("dataset", "output_dir")}
+    # (stage, its inputs: settings + the output hashes of the stages it reads, how to build it)
+    plan = [
+        ("cohort", lambda: {"cohort": to_dict(cfg.cohort), "source": source_fingerprint(cfg.cohort.path)},
+         lambda tmp: build_cohort_stage(cfg, tmp)),
+        ("dataset", lambda: {"dataset": to_dict(cfg.dataset), "cohort": h["cohort"]},
+         lambda tmp: build_dataset_stage(cfg, out / "cohort", tmp)),
+        ("suite", lambda: {"suite": to_dict(cfg.suite), "n": cfg.suite_records, "dataset": h["dataset"]},
+         lambda tmp: build_suite_stage(cfg, dataset, tmp)),
+        ("zero_shot", lambda: {"baseline": to_dict(cfg.baseline), "prompt": to_dict(cfg.train.prompt),
+                               "model": cfg.train.model, "dataset": h["dataset"]},
+         lambda tmp: build_zero_shot_stage(cfg, dataset, tmp)),
+        ("train", lambda: {"train": train_settings, "dataset": h["dataset"]},
+         lambda tmp: build_train_stage(cfg, dataset, runner.work_dir("train"), tmp)),
+        ("evaluation", lambda: {"train": h["train"], "zero_shot": h["zero_shot"], "dataset": h["dataset"],
+                                "batch": cfg.eval_batch_size, "judge": to_dict(cfg.baseline.judge)},
+         lambda tmp: build_evaluation_stage(cfg, dataset, out / "zero_shot", out / "train" / "judge", tmp)),
+    ]
+    for name, inputs, build in plan:
+        h[name] = runner.run(name, inputs(), build)
+        if name == until:
+            return {"stages": [dataclasses.asdict(r) for r in runner.records]}
+    summary = summarize(cfg, out, runner)
+    summary["wall_seconds"] = time.perf_counter() - started
+    write_json(out / "summary.json", summary)
+    write_report(out)
+    if cfg.tracking == "mlflow":
+        log_to_mlflow(cfg, out, summary)
+    return summary
