@@ -118,7 +118,8 @@ def main() -> None:
         "fit_seconds": fit_seconds, "score_seconds": score_seconds,
         # CPU seconds summed over threads: on an otherwise idle 2-core machine wall time is about cpu / 2.
         "fit_cpu_seconds": fit_cpu, "score_cpu_seconds": score_cpu,
-        "knn_ours_cpu_seconds": knn_cpu, "knn_sklearn_cpu_seconds": sklearn_cpu, "total_seconds": fit_seconds + score_seconds,
+        "knn_ours_cpu_seconds": knn_cpu, "knn_sklearn_cpu_seconds": sklearn_cpu,
+        "total_seconds": fit_seconds + score_seconds,
         "records_per_second": args.synthetic / score_seconds, "generate_seconds": generate_seconds,
         "peak_rss_mb": peak_rss_mb(), "mean_realism_continuous": float(np.mean(mean_scores)),
         "knn_baseline_records": baseline_records, "knn_ours_seconds": knn_seconds,

@@ -1,5 +1,10 @@
 """Realism score: distances against scipy / scikit-learn, mappings, near copies, determinism, bad input."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -300,3 +305,19 @@ def test_holdout_with_other_columns_is_rejected():
     # Run / Assert
     with pytest.raises(InputError, match="holdout cohort columns differ"):
         score_records(reference, records, ScoreConfig(), other)
+
+
+def test_scale_benchmark_runs_on_a_tiny_problem(tmp_path):
+    # Setup: the benchmark script itself, shrunk to seconds
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "score_scale.py"
+    out = tmp_path / "score_scale.json"
+    command = [sys.executable, str(script), "--synthetic", "300", "--reference", "200", "--holdout", "60",
+               "--features", "40", "--chunk-size", "64", "--baseline", "full", "--out", str(out)]
+    # Run
+    completed = subprocess.run(command, capture_output=True, text=True)
+    # Assert
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(out.read_text())
+    assert result["synthetic_records"] == 300 and result["knn_baseline_records"] == 300
+    assert result["knn_max_abs_difference_vs_sklearn"] < 1e-9
+    assert "records/s" in completed.stdout

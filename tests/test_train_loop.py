@@ -69,7 +69,8 @@ def test_every_trainable_parameter_moves(dataset, tmp_path):
 
     def attach_and_snapshot(base, config):
         wrapped = original(base, config)
-        snapshots.update({n: p.detach().clone() for n, p in wrapped.named_parameters() if p.requires_grad})
+        snapshots.update({n.removeprefix("base_model.model."): p.detach().clone()
+                          for n, p in wrapped.named_parameters() if p.requires_grad})
         return wrapped
 
     loop.attach_trainable = attach_and_snapshot

@@ -56,15 +56,20 @@ def decide(mean_judge_score: float, near_copy_rate: float, config: GateConfig, n
     return GateDecision(not reasons, reasons, mean_judge_score, near_copy_rate, n_records)
 
 
-def find_reference(judge_dir: Path, config: GateConfig) -> Path:
-    """The cohort the near-copy check compares with: explicit, else recorded with the judge checkpoint."""
+def find_reference(judge_dir: Path, config: GateConfig) -> tuple[Path, Path | None]:
+    """(reference, holdout) cohort dirs for the near-copy check: explicit, else the judge's dataset's.
+
+    With the dataset's own held-out patients the near-copy threshold is calibrated exactly as the
+    judge's training labels were; an explicit --reference calibrates on a split of itself.
+    """
     if config.reference:
-        return Path(config.reference)
+        return Path(config.reference), None
     info = judge_dir / "ehrjudge.json"
     if info.exists():
         dataset = json.loads(info.read_text()).get("dataset")
         if dataset and (Path(dataset) / "reference").is_dir():
-            return Path(dataset) / "reference"
+            holdout = Path(dataset) / "holdout"
+            return Path(dataset) / "reference", holdout if holdout.is_dir() else None
     raise InputError("no reference cohort for the near-copy check: pass --reference DIR", file=judge_dir)
 
 
@@ -77,15 +82,31 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
     from ehrjudge.scoring.realism import ScoreConfig, score_records
 
     judge_dir = Path(judge)
-    reference = Cohort.load(find_reference(judge_dir, config))
+    reference_dir, holdout_dir = find_reference(judge_dir, config)
+    reference = Cohort.load(reference_dir)
+    holdout = Cohort.load(holdout_dir) if holdout_dir else None
     records = load_records(synthetic, reference.schema)
     if "record_id" not in records.columns:
         records.insert(0, "record_id", [f"record-{i}" for i in range(len(records))])
     prompt_config = _saved_prompt_config(judge_dir) or PromptConfig()
     model, tokenizer = load_judge(str(judge_dir))
     judged = judge_records(model, tokenizer, records, reference.schema, prompt_config, batch_size=config.batch_size)
-    verifiable = score_records(reference, records, ScoreConfig())
+    verifiable = score_records(reference, records, _dataset_score_config(reference_dir) or ScoreConfig(), holdout)
     return judged, verifiable
+
+
+def _dataset_score_config(reference_dir: Path):
+    """The ScoreConfig the judge's dataset was labelled with (its config.yaml), when there is one."""
+    import yaml
+
+    from ehrjudge.config import config_from_dict
+    from ehrjudge.scoring.realism import ScoreConfig
+
+    saved = reference_dir.parent / "config.yaml"
+    if reference_dir.name != "reference" or not saved.exists():
+        return None
+    section = (yaml.safe_load(saved.read_text()) or {}).get("score")
+    return config_from_dict(ScoreConfig, section) if section else None
 
 
 def _saved_prompt_config(judge_dir: Path):

@@ -58,16 +58,10 @@ def build_dataset_stage(cfg: RunConfig, cohort_dir: Path, out: Path) -> None:
 
 
 def holdout_cohort(dataset: Path):
-    """The real patients kept out of the reference (they appear as `holdout_real` records)."""
+    """The real patients kept out of the reference, which calibrated the dataset's scores."""
     from ehrjudge.cohort.schema import Cohort
 
-    reference = Cohort.load(dataset / "reference")
-    frames = [pd.read_parquet(dataset / f"{s}.parquet") for s in ("train", "val", "test")]
-    real = pd.concat([f[f["generator"] == "holdout_real"] for f in frames], ignore_index=True)
-    if len(real) == 0:
-        return None
-    vectors = real[["record_id", *reference.schema.names]].rename(columns={"record_id": "subject_id"})
-    return Cohort(vectors=vectors, schema=reference.schema)
+    return Cohort.load(dataset / "holdout")
 
 
 def build_suite_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:

@@ -239,6 +239,10 @@ def build_dataset(reference_dir, out, config: DatasetConfig | None = None) -> Pa
         write_json(tmp / "reference" / "raw" / "provenance.json",
                    {"source_cohort": str(Path(reference_dir).resolve()), "role": "reference part of the cohort",
                     "held_out_subject_ids": [str(i) for i in holdout.ids]})
+        # The held-out real patients calibrate the score; saved so that later scoring (suite, gate)
+        # calibrates exactly as these labels were.
+        (tmp / "holdout").mkdir()
+        holdout.save(tmp / "holdout")
         for name in SPLITS:
             part = chosen[chosen.split == name]
             write_parquet(tmp / f"{name}.parquet", part[columns].reset_index(drop=True))

@@ -87,6 +87,7 @@ def run_ablation(config: AblateConfig) -> pd.DataFrame:
     dataset = resolve_dataset(config.base.dataset)
     datasets = {}
     rows = []
+    shared_cache: dict = {}  # the frozen pass over the same prompts is done once for the whole grid
     for number, cell in enumerate(grid(config)):
         if cell["weights"] not in datasets:
             w_maha, w_knn = (float(v) for v in cell["weights"].split("/"))
@@ -100,7 +101,7 @@ def run_ablation(config: AblateConfig) -> pd.DataFrame:
             dataset=str(datasets[cell["weights"]]), output_dir=str(out / "cells" / name))
         log.info("ablation cell %d: %s", number, name)
         start = time.perf_counter()
-        summary = train(cell_config)
+        summary = train(cell_config, shared_cache=shared_cache)
         best = _best_validation(Path(cell_config.output_dir))
         rows.append({**cell, "steps": summary["steps"], "seconds": round(time.perf_counter() - start, 1),
                      "val_spearman_best": best.get("spearman"), "val_pearson": best.get("pearson"),

@@ -29,6 +29,7 @@ class TrainConfig:
                                        "None = the default dataset")
     output_dir: str = option("runs/train", "run directory: config.yaml, checkpoints/, best/, final/, metrics")
     device: str = option("auto", "torch device: auto, cpu, cuda")
+    num_threads: int = option(0, "torch CPU threads (0 = torch's default); 1 is faster on an oversubscribed CPU")
     dtype: str = option("auto", "weights dtype: auto (fp32 on CPU), float32, bfloat16")
 
     lora_r: int = option(16, "LoRA rank; 0 = full fine-tuning (of the top `train_layers` layers if set)")
@@ -58,8 +59,8 @@ class TrainConfig:
     epochs: int = option(3, "passes over the training split")
     max_steps: int = option(0, "stop after this many optimizer steps (0 = run all epochs)")
     max_wall_minutes: float = option(30.0, "stop (and checkpoint) after this much wall time; 0 = no limit")
-    train_records: int = option(0, "use only the first N shuffled training records (0 = all)")
-    val_records: int = option(200, "validate on at most N validation records (0 = all)")
+    train_records: int = option(0, "train on a seeded random subset of N records (0 = all)")
+    val_records: int = option(200, "validate on a seeded random subset of N records (0 = all)")
     eval_every: int = option(50, "validate every N optimizer steps (and at the end)")
     checkpoint_every: int = option(50, "checkpoint every N optimizer steps (and at the end)")
     keep_checkpoints: int = option(2, "keep the latest N step checkpoints (best/ is kept separately)")

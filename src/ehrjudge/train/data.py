@@ -55,11 +55,13 @@ def load_frame(dataset_dir: Path, split: str) -> pd.DataFrame:
 
 
 def load_split(dataset_dir: Path, split: str, tokenizer, prompt: PromptConfig, schema: Schema | None = None,
-               limit: int = 0) -> Split:
-    """Load `split` (first `limit` rows if > 0) and render its prompts."""
+               limit: int = 0, seed: int = 0) -> Split:
+    """Load `split` (a seeded random subset of `limit` rows if > 0) and render its prompts."""
     frame = load_frame(dataset_dir, split)
-    if limit:
-        frame = frame.iloc[:limit].reset_index(drop=True)
+    if limit and limit < len(frame):
+        # A seeded random subset: split files may be ordered by generator, so the first rows are not a sample.
+        chosen = np.sort(np.random.default_rng(seed).choice(len(frame), limit, replace=False))
+        frame = frame.iloc[chosen].reset_index(drop=True)
     schema = schema or load_schema(dataset_dir)
     prompts = record_prompts(frame, schema, tokenizer, prompt)
     return Split(split, frame["record_id"].tolist(), prompts, frame[SCORE_COLUMN].to_numpy(dtype=int), frame)

@@ -112,10 +112,12 @@ def save_model(model, tokenizer, directory: Path) -> None:
 
 
 def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = None, model_and_tokenizer=None,
-          show_progress: bool = True) -> dict:
+          show_progress: bool = True, shared_cache: dict | None = None) -> dict:
     """Train the judge; returns the summary also written to run_dir/summary.json.
 
     stop_at_step simulates a kill right after that step (tests); model_and_tokenizer injects a model (tests).
+    shared_cache (a dict, initially empty) carries the frozen lower-layer and reference caches from one run
+    to the next run on the same prompts and base model (the ablation grid), so each cell skips the frozen pass.
     """
     from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -126,15 +128,24 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
     sampler = seed_everything(config.seed)
     model, tokenizer = model_and_tokenizer or load_judge(config.model, config.device, config.dtype)
     model = attach_trainable(model, config)
     dataset_dir = resolve_dataset(config.dataset)
     schema = load_schema(dataset_dir)
-    train_split = load_split(dataset_dir, "train", tokenizer, config.prompt, schema, limit=config.train_records)
-    val_split = load_split(dataset_dir, "val", tokenizer, config.prompt, schema, limit=config.val_records)
+    train_split = load_split(dataset_dir, "train", tokenizer, config.prompt, schema, limit=config.train_records,
+                             seed=config.seed)
+    val_split = load_split(dataset_dir, "val", tokenizer, config.prompt, schema, limit=config.val_records,
+                           seed=config.seed)
     policy = LabelPolicy(model, tokenizer, train_split.prompts + val_split.prompts, config.train_layers,
                          config.cache_lower_layers)
+    if shared_cache is not None:
+        if shared_cache.setdefault("prompts", policy.prompts) != policy.prompts:
+            raise ConfigError("shared_cache was filled for other prompts (train_records/val_records/prompt differ)")
+        policy.hidden_cache = shared_cache.setdefault("hidden", policy.hidden_cache)
+        policy.reference_cache = shared_cache.setdefault("reference", policy.reference_cache)
     val_indices = list(range(len(train_split), len(train_split) + len(val_split)))
     method = METHODS[config.method]
     iterations = config.grpo_iterations if config.method == "grpo" else 1

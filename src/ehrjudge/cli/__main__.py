@@ -1,0 +1,5 @@
+"""`python -m ehrjudge.cli` runs the CLI."""
+
+from ehrjudge.cli import main
+
+main()

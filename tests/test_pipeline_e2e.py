@@ -1,0 +1,84 @@
+"""`ehrjudge run --profile quick` end to end through the real CLI, its cache, and the gate on its judge.
+
+One module-scoped run (a few minutes on 2 cores) feeds every test here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def ehrjudge(*args, cwd, check=True):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", "ehrjudge.cli.__main__", *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"ehrjudge {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    first = ehrjudge("run", "--profile", "quick", "--out", str(root / "run"), cwd=root)
+    return root, first
+
+
+def test_quick_run_writes_summary_and_report(quick_run):
+    # Setup
+    root, first = quick_run
+    run = root / "run"
+    # Run
+    summary = json.loads((run / "summary.json").read_text())
+    # Assert
+    for split in ("test", "test_unseen"):
+        for scorer in ("zero_shot", "trained", "regressor"):
+            metrics = summary["splits"][split][scorer]
+            assert set(metrics) >= {"pearson", "pearson_ci", "spearman", "spearman_ci", "mae", "within_1", "mean", "std"}
+            assert 1.0 <= metrics["mean"] <= 10.0 and 0.0 <= metrics["within_1"] <= 1.0
+    assert summary["training"]["wall_seconds"] > 0 and summary["training"]["steps"] == 12
+    assert summary["config"]["train"]["max_steps"] == 12
+    page = (run / "report.html").read_text()
+    assert "Zero-shot judge vs trained judge" in page and page.count("data:image/png;base64,") >= 4
+    assert (run / "mlruns" / "mlflow.db").exists()
+    assert "trained" in first.stdout and "report:" in first.stdout
+
+
+def test_rerun_with_unchanged_inputs_skips_every_stage(quick_run):
+    root, _ = quick_run
+    again = ehrjudge("run", "--profile", "quick", "--out", str(root / "run"), cwd=root)
+    stage_lines = [line.split() for line in again.stdout.splitlines() if line.startswith("  ")]
+    assert [s[0] for s in stage_lines] == ["cohort", "dataset", "suite", "zero_shot", "train", "evaluation"]
+    assert all(s[1] == "cached" for s in stage_lines)
+
+
+def test_gate_accepts_good_and_refuses_copies(quick_run):
+    # Setup: a good set (held-out real patients) and a bad one (exact copies of reference patients)
+    root, _ = quick_run
+    run = root / "run"
+    test = pd.read_parquet(run / "dataset" / "test.parquet")
+    reference = pd.read_parquet(run / "dataset" / "reference" / "vectors.parquet")
+    features = [c for c in reference.columns if c != "subject_id"]
+    good = test[test["generator"] == "holdout_real"][["record_id", *features]]
+    copies = reference.head(len(good)).rename(columns={"subject_id": "record_id"})[["record_id", *features]]
+    good.to_parquet(root / "good.parquet")
+    copies.to_parquet(root / "copies.parquet")
+    judge = run / "train" / "judge"
+    common = ["--judge", str(judge), "--registry-dir", str(root / "registry")]
+    # Run
+    accepted = ehrjudge("gate", *common, "--synthetic", str(root / "good.parquet"), "--name", "gen-good",
+                        "--threshold", "1.0", cwd=root, check=False)
+    copied = ehrjudge("gate", *common, "--synthetic", str(root / "copies.parquet"), "--name", "gen-copies",
+                      "--threshold", "1.0", cwd=root, check=False)
+    strict = ehrjudge("gate", *common, "--synthetic", str(root / "good.parquet"), "--name", "gen-good",
+                      "--threshold", "10.0", cwd=root, check=False)
+    # Assert
+    assert accepted.returncode == 0 and "ACCEPTED: registered gen-good version 1" in accepted.stdout
+    assert copied.returncode == 1 and "near-copy rate" in copied.stdout and "REFUSED" in copied.stdout
+    assert strict.returncode == 1 and "below the threshold" in strict.stdout
