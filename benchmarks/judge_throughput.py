@@ -96,7 +96,8 @@ def main() -> None:
         model, scorer, prompts = judges[dtype_name]
         rate, probs = timed_scoring(model, scorer, prompts, batch_size, reuse_prefix, args.repeats)
         distributions[(dtype_name, batch_size, reuse_prefix)] = probs
-        run = {"dtype": dtype_name, "batch_size": batch_size, "reuse_prefix": reuse_prefix, "records_per_second": rate}
+        run = {"dtype": dtype_name, "batch_size": batch_size, "effective_batch_size": min(batch_size, len(prompts)),
+               "reuse_prefix": reuse_prefix, "records_per_second": rate}
         results["runs"].append(run)
         print(json.dumps(run), flush=True)
 

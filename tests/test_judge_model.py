@@ -93,8 +93,15 @@ def test_default_model_converts_once_into_the_cache(tmp_path, monkeypatch):
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
     for (name, p), (_, q) in zip(model.named_parameters(), again.named_parameters()):
         assert torch.equal(p, q), name
-    scorer = LabelScorer(tokenizer)
+    # Known answer: a converted weight equals the GGUF tensor dequantized independently by the gguf package.
+    import gguf
+
+    from ehrjudge.judge.model import GGUF_FILE, gguf_folder
+
+    reader = gguf.GGUFReader(gguf_folder() / GGUF_FILE)
+    tensor = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
+    expected = torch.from_numpy(gguf.quants.dequantize(tensor.data, tensor.tensor_type).copy())
+    torch.testing.assert_close(model.model.layers[0].mlp.down_proj.weight, expected, atol=0, rtol=0)
     with torch.no_grad():
-        raw = scorer.sequence_log_probs(model, [build_prompt(PROMPT_TEXT, tokenizer)])
-    # The instruct model puts real mass on answering with a bare label (not a near-zero, garbled distribution).
-    assert raw.exp().sum().item() > 0.05
+        probs = LabelScorer(tokenizer).log_probs(model, [build_prompt(PROMPT_TEXT, tokenizer)]).exp()
+    assert abs(probs.sum().item() - 1) < 1e-5

@@ -166,3 +166,18 @@ def test_evaluate_without_holdout_reports_undefined_reasons(inputs, tmp_path):
     rows = {row["name"]: row for row in json.loads(out.read_text())["metrics"]}
     assert rows["efficacy/tstr_auroc"]["value"] is None and "held-out" in rows["efficacy/tstr_auroc"]["reason"]
     assert "undefined" in result.output
+
+
+def test_score_ignores_score_columns_of_an_earlier_run(inputs, tmp_path):
+    # Setup: a labelled file, as in a judge dataset split (features + score columns)
+    first = tmp_path / "first.csv"
+    common = ["--reference", inputs["reference"], "--holdout", inputs["holdout"]]
+    assert run("score", *common, "--synthetic", inputs["synthetic"], "--out", first).exit_code == 0
+    labelled = pd.read_parquet(inputs["synthetic"]).merge(pd.read_csv(first), on="record_id")
+    labelled_file, second = tmp_path / "labelled.parquet", tmp_path / "second.csv"
+    labelled.to_parquet(labelled_file, index=False)
+    # Run
+    result = run("score", *common, "--synthetic", labelled_file, "--out", second)
+    # Assert
+    assert result.exit_code == 0, result.output
+    assert first.read_bytes() == second.read_bytes()

@@ -7,19 +7,37 @@ A server is used when `MLFLOW_TRACKING_URI` is set or a URI is given in config.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+# The user's own setting, read once: mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI itself, so
+# reading the variable later would return whatever store the previous stage pointed at.
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+_override: list[str] = []
+
+
+@contextlib.contextmanager
+def tracking_store(uri: str):
+    """Send every MLflow call made inside the block (e.g. by the trainer) to `uri`."""
+    _override.append(uri)
+    try:
+        yield
+    finally:
+        _override.pop()
 
 
 def resolve_tracking_uri(root: str | os.PathLike, uri: str | None = None) -> str:
-    """Config URI, else $MLFLOW_TRACKING_URI, else a SQLite store inside `root`."""
+    """Config URI, else an enclosing tracking_store(), else the user's $MLFLOW_TRACKING_URI,
+    else a SQLite store inside `root`."""
     if uri:
         return uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    if _override:
+        return _override[-1]
+    if USER_TRACKING_URI:
+        return USER_TRACKING_URI
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"

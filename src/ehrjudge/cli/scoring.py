@@ -12,13 +12,25 @@ from rich.console import Console
 from rich.table import Table
 
 from ehrjudge.cli.app import CONFIG_COMMAND, app
-from ehrjudge.cohort.schema import Cohort, load_records
+from ehrjudge.cohort.schema import Cohort, validate_vectors
 from ehrjudge.config import describe, load_config, save_config
-from ehrjudge.io import write_csv, write_json
+from ehrjudge.io import read_table, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
 FLOAT_FORMAT = "%.10g"  # fixed formatting: same inputs -> byte-identical CSV
+
+
+def _read_records(path: Path, cohort: Cohort):
+    """Synthetic records validated against the reference schema; score columns of an earlier scoring run
+    (e.g. a judge dataset split) are dropped first, so labelled files can be re-scored to verify them."""
+    from ehrjudge.scoring.realism import SCORE_COLUMNS
+
+    frame = read_table(path)
+    previous = [c for c in SCORE_COLUMNS if c in frame.columns]
+    if previous:
+        log.info("ignoring %d score columns already in %s", len(previous), path)
+    return validate_vectors(frame.drop(columns=previous), cohort.schema, file=path)
 
 
 def _score_help() -> str:
@@ -43,7 +55,7 @@ def score_command(
     score_config = load_config(ScoreConfig, config, ctx.args)
     reference_cohort = Cohort.load(reference)
     holdout_cohort = Cohort.load(holdout) if holdout is not None else None
-    records = load_records(synthetic, reference_cohort.schema)
+    records = _read_records(synthetic, reference_cohort)
     scores = score_records(reference_cohort, records, score_config, holdout_cohort, records_file=synthetic)
     write_csv(out, scores, float_format=FLOAT_FORMAT)
     save_config(score_config, out.with_suffix(".config.yaml"))
@@ -78,7 +90,7 @@ def evaluate_command(
     suite_config = load_config(SuiteConfig, config, ctx.args)
     reference_cohort = Cohort.load(reference)
     holdout_cohort = Cohort.load(holdout) if holdout is not None else None
-    records = load_records(synthetic, reference_cohort.schema)
+    records = _read_records(synthetic, reference_cohort)
     report = evaluate(reference_cohort, records, holdout_cohort, suite_config)
     write_json(out, report)
     _print_report(report)

@@ -42,15 +42,16 @@ class RunConfig:
 # Profiles are partial RunConfig mappings applied before the YAML file and flags.
 PROFILES: dict[str, dict] = {
     "default": {},
-    # <= 5 minutes on 2 cores: a small cohort and dataset, a short training run. What CI runs end to end.
+    # <= 5 minutes on 2 cores: a small cohort and dataset, 24 evaluation records per split, short prompts,
+    # 8 training steps. What CI runs end to end; its figures show the wiring, not the judge's quality.
     "quick": {
         "cohort": {"patients": 120},
         "dataset": {"size": 360, "strengths": [0.0, 0.35, 1.0], "pool_factor": 2.0, "top_up_rounds": 1},
         "suite_records": 60,
         "suite": {"per_feature": False},
-        "baseline": {"n_bootstrap": 200},
-        "train": {"max_steps": 12, "batch_size": 4, "val_records": 24, "eval_every": 6, "checkpoint_every": 6,
-                  "log_every": 2, "warmup_steps": 2, "max_wall_minutes": 3.0,
-                  "prompt": {"max_record_tokens": 96}},
+        "baseline": {"n_bootstrap": 200, "limit": 24},
+        "train": {"max_steps": 8, "batch_size": 4, "val_records": 16, "eval_every": 4, "checkpoint_every": 4,
+                  "log_every": 2, "warmup_steps": 2, "max_wall_minutes": 10.0,
+                  "prompt": {"max_record_tokens": 48}},
     },
 }

@@ -33,7 +33,7 @@ h1{margin-bottom:0} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-t
 table{border-collapse:collapse;margin:1em 0;font-size:14px} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} .muted{color:#777} img{max-width:100%}
 .grid{display:flex;flex-wrap:wrap;gap:1em} .card{background:#fafafa;border:1px solid #e3e3e3;border-radius:6px;padding:.6em 1em}
-pre{white-space:pre-wrap;background:#f7f7f7;padding:.5em;font-size:12px}
+.scroll{overflow-x:auto} pre{white-space:pre-wrap;background:#f7f7f7;padding:.5em;font-size:12px}
 """
 
 
@@ -53,7 +53,7 @@ def _table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
                    for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
 
 
 def _cohort_section(run: Path) -> str:

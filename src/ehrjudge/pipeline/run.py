@@ -90,8 +90,6 @@ def build_suite_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
 
 
 def _judge_config(cfg: RunConfig, model: str | None, batch_size: int):
-    from ehrjudge.judge.scoring import JudgeConfig
-
     return dataclasses.replace(cfg.baseline.judge, model=model, prompt=cfg.train.prompt, batch_size=batch_size)
 
 
@@ -105,13 +103,15 @@ def build_zero_shot_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
 
 
 def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> None:
+    from ehrjudge.tracking import resolve_tracking_uri, tracking_store
     from ehrjudge.train.loop import train
 
     train_cfg = dataclasses.replace(cfg.train, dataset=str(dataset), output_dir=str(work))
     resume = any((work / "checkpoints").glob("step-*")) if (work / "checkpoints").exists() else False
     if resume:
         log.info("resuming training from %s", work / "checkpoints")
-    summary = train(train_cfg, resume=resume)
+    with tracking_store(resolve_tracking_uri(work.parent.parent / "mlruns", cfg.tracking_uri)):
+        summary = train(train_cfg, resume=resume)  # training metrics go to the run's own MLflow store
     chosen = work / "best" if (work / "best").exists() else work / "final"
     shutil.copytree(chosen, out / "judge")
     write_json(out / "judge" / "ehrjudge.json", {"dataset": str(dataset.resolve()), "base_model": cfg.train.model,

@@ -10,6 +10,11 @@ G labels a_1..a_G ~ pi_old(.|x) per record; group-normalized advantage and PPO-c
 pi_old is the policy that sampled (detached at sampling time); with `grpo_iterations` = 1 the ratio is 1
 and the clip only acts from the second update on the same samples. The KL is exact over the 10 labels
 (rewards.exact_kl) instead of GRPO's per-token k3 estimate.
+
+Why not TRL's GRPOTrainer: it generates completions token by token and re-scores them; measured on this CPU
+at ~100 s per step for 4 completions of 4 tokens (lead's measurement). This loop samples G labels from the
+exact 10-label distribution of one forward: 5.5-6.3 s per step of 8 records x G = 4 with the cached lower
+layers (SmolLM2-135M, 1 thread, CPU shared with other jobs, load ~8 on 2 cores), the same as `expected`.
 """
 
 from __future__ import annotations
