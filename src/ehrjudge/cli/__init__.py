@@ -12,11 +12,7 @@ from ehrjudge.errors import EhrJudgeError
 # One module per pipeline area; each registers its commands on `app` when imported.
 COMMAND_MODULES = ["cohort", "scoring", "synth", "judge", "train", "pipeline"]
 for _name in COMMAND_MODULES:
-    try:
-        importlib.import_module(f"ehrjudge.cli.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"ehrjudge.cli.{_name}":
-            raise
+    importlib.import_module(f"ehrjudge.cli.{_name}")
 
 
 def main() -> None:
