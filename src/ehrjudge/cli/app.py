@@ -12,3 +12,10 @@ app = typer.Typer(
 
 # For commands that take free-form --key value settings generated from a config dataclass.
 CONFIG_COMMAND = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def settings_help(intro: str, config_class) -> str:
+    """A command's help: its intro, then one paragraph per setting of its config dataclass."""
+    from ehrjudge.config import describe
+
+    return f"{intro}\n\nSettings (--key value, after a YAML --config):\n\n" + describe(config_class).replace("\n", "\n\n")

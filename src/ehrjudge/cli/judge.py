@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app
-from ehrjudge.config import describe, load_config, parse_flags
+from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_help
+from ehrjudge.config import load_config, parse_flags
 
 FLOAT_FORMAT = "%.10g"
 
@@ -18,10 +18,9 @@ FLOAT_FORMAT = "%.10g"
 def _judge_help() -> str:
     from ehrjudge.judge.scoring import JudgeConfig
 
-    return ("Judge every synthetic record with the LLM: one CSV row per record with record_id, judge_score "
+    return settings_help("Judge every synthetic record with the LLM: one CSV row per record with record_id, judge_score "
             "(argmax label), expected_score (sum k p_k), entropy and the exact label probabilities p_1..p_10. "
-            "The resolved config (with the chat template) is written beside the CSV (.config.yaml).\n\n"
-            "More settings (--key value, after a YAML --config):\n\n" + describe(JudgeConfig).replace("\n", "\n\n"))
+            "The resolved config (with the chat template) is written beside the CSV (.config.yaml).", JudgeConfig)
 
 
 def _overrides(ctx_args: list[str], **explicit) -> dict:
@@ -69,10 +68,9 @@ def judge_command(
 def _baseline_help() -> str:
     from ehrjudge.judge.baseline import BaselineConfig
 
-    return ("Zero-shot agreement of the judge with the verifiable realism score on a judge dataset split, "
+    return settings_help("Zero-shot agreement of the judge with the verifiable realism score on a judge dataset split, "
             "beside a plain regressor trained on the train split. Writes report.json, report.md, "
-            "judge_scores.csv and config.yaml to --out.\n\nMore settings (--key value):\n\n"
-            + describe(BaselineConfig).replace("\n", "\n\n"))
+            "judge_scores.csv and config.yaml to --out.", BaselineConfig)
 
 
 @app.command("baseline", context_settings=CONFIG_COMMAND, help=_baseline_help())

@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app
+from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_help
 from ehrjudge.cohort.schema import Cohort, validate_vectors
-from ehrjudge.config import describe, load_config, save_config
+from ehrjudge.config import load_config, save_config
 from ehrjudge.io import read_table, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,8 @@ def _read_records(path: Path, cohort: Cohort):
 def _score_help() -> str:
     from ehrjudge.scoring.realism import ScoreConfig
 
-    return ("Score every synthetic record against a real reference cohort: one CSV row per record with "
-            "record_id, mahalanobis, knn_distance, realism_score (1..10) and components.\n\n"
-            "Settings (--key value, after a YAML --config):\n\n" + describe(ScoreConfig).replace("\n", "\n\n"))
+    return settings_help("Score every synthetic record against a real reference cohort: one CSV row per record with "
+            "record_id, mahalanobis, knn_distance, realism_score (1..10) and components.", ScoreConfig)
 
 
 @app.command("score", context_settings=CONFIG_COMMAND, help=_score_help())
@@ -70,10 +69,9 @@ def score_command(
 def _evaluate_help() -> str:
     from ehrjudge.scoring.suite import SuiteConfig
 
-    return ("Dataset-level evaluation of a synthetic record set against real data: distributions, correlations, "
+    return settings_help("Dataset-level evaluation of a synthetic record set against real data: distributions, correlations, "
             "sparsity, clinical rules, privacy (membership / attribute inference) and TSTR utility. "
-            "Writes JSON and prints a table.\n\nSettings (--key value):\n\n"
-            + describe(SuiteConfig).replace("\n", "\n\n"))
+            "Writes JSON and prints a table.", SuiteConfig)
 
 
 @app.command("evaluate", context_settings=CONFIG_COMMAND, help=_evaluate_help())

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app
+from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_help
 from ehrjudge.cohort.schema import Cohort
-from ehrjudge.config import describe, load_config
+from ehrjudge.config import load_config
 from ehrjudge.errors import InputError
 from ehrjudge.io import write_parquet
 
@@ -42,9 +42,9 @@ def synth_command(
 def _dataset_help() -> str:
     from ehrjudge.synth.dataset import DatasetConfig
 
-    return ("Build the judge dataset: generate a scored candidate pool over every family x strength, balance it "
-            "by realism_score and write train/val/test/test_unseen parquet files, reference/ and dataset.json.\n\n"
-            "Settings (--key value, after a YAML --config):\n\n" + describe(DatasetConfig).replace("\n", "\n\n"))
+    return settings_help("Build the judge dataset: generate a scored candidate pool over every family x strength, balance it "
+            "by realism_score and write train/val/test/test_unseen parquet files, reference/ and dataset.json.",
+            DatasetConfig)
 
 
 @app.command("dataset", context_settings=CONFIG_COMMAND, help=_dataset_help())
