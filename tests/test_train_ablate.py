@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from ehrjudge.judge.tiny import save_tiny_judge
 from ehrjudge.train.ablate import AblateConfig, grid, run_ablation
@@ -11,12 +10,7 @@ from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.tiny import TINY_PROMPT, tiny_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_grid_varies_advantage_only_for_reinforce():

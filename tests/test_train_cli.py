@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -12,12 +11,7 @@ from ehrjudge.judge.tiny import save_tiny_judge
 from ehrjudge.train.tiny import tiny_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_train_then_evaluate_cli(tmp_path):

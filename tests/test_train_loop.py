@@ -13,13 +13,7 @@ from ehrjudge.train.loop import train
 from ehrjudge.train.tiny import TINY_PROMPT, tiny_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matmuls on 2 OpenMP threads of a busy machine wait on each other: 1 thread is ~3x faster here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

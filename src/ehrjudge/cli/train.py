@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app
-from ehrjudge.config import describe, load_config
+from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_help
+from ehrjudge.config import load_config
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +18,9 @@ log = logging.getLogger(__name__)
 def _train_help() -> str:
     from ehrjudge.train.config import TrainConfig
 
-    return ("Train the judge with RL from the verifiable realism score (methods: expected, reinforce, grpo). "
+    return settings_help("Train the judge with RL from the verifiable realism score (methods: expected, reinforce, grpo). "
             "Settings come from the dataclass defaults, then --config YAML, then --key value flags; unknown keys "
-            "fail. The resolved config is saved as OUTPUT_DIR/config.yaml.\n\nSettings:\n\n"
-            + describe(TrainConfig).replace("\n", "\n\n"))
+            "fail. The resolved config is saved as OUTPUT_DIR/config.yaml.", TrainConfig)
 
 
 @app.command("train", context_settings=CONFIG_COMMAND, help=_train_help())
@@ -102,9 +101,8 @@ def evaluation_text(result: dict) -> str:
 def _ablate_help() -> str:
     from ehrjudge.train.ablate import AblateConfig
 
-    return ("Run the ablation grid (method x kl_coef x metric weights x reward shape x advantage), one small "
-            "training run per cell, and write OUTPUT_DIR/table.{md,csv,json}.\n\nSettings:\n\n"
-            + describe(AblateConfig).replace("\n", "\n\n"))
+    return settings_help("Run the ablation grid (method x kl_coef x metric weights x reward shape x advantage), one small "
+            "training run per cell, and write OUTPUT_DIR/table.{md,csv,json}.", AblateConfig)
 
 
 @app.command("ablate", context_settings=CONFIG_COMMAND, help=_ablate_help())
