@@ -3,7 +3,10 @@
 import pytest
 
 from ehrjudge.cohort.featurize import DEMOGRAPHICS, aggregate_features
-from ehrjudge.cohort.schema import FeatureSpec, Schema
+import numpy as np
+
+from ehrjudge.cohort.reference_stats import ReferenceStats
+from ehrjudge.cohort.schema import Cohort, FeatureSpec, Schema
 from ehrjudge.cohort.text import format_value, record_to_text
 from ehrjudge.errors import InputError
 
@@ -126,3 +129,49 @@ def test_cli_show_reads_a_synthetic_records_file(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output == ("Demographics: female, age 30, alive\n"
                              "Diagnoses: 2 - Essential (primary) hypertension (I10) x2\n")
+
+
+def _unit_reference() -> ReferenceStats:
+    """mean 0 and std 1 everywhere (so z = the value) except lab_50912, constant 0 in the reference."""
+    std = np.ones(len(SCHEMA.names))
+    std[SCHEMA.names.index("lab_50912")] = 0.0
+    return ReferenceStats(tuple(SCHEMA.names), np.zeros(len(SCHEMA.names)), std)
+
+
+def test_deviations_lists_most_unusual_values_with_z():
+    # Setup: z = value; lab_50912 = 1 off a constant column -> never seen. |z| > 3: age 67, los sum 7, max 5,
+    # mean 3.5 (4); > 2: those + diagnoses_count 3 + los std 2.121 (6).
+    # Run
+    text = record_to_text(RECORD, SCHEMA, fmt="deviations", reference=_unit_reference(), top=4)
+    # Assert
+    assert text == ("Demographics: male, age 67, alive\n"
+                    "Against the reference cohort: 4 values beyond 3 SD, 6 beyond 2 SD, 1 never seen there\n"
+                    "Creatinine (50912) count 1 (never in reference)\n"
+                    "age 67 (z +67)\n"
+                    "Admissions length of stay sum 7 d (z +7.0)\n"
+                    "Admissions length of stay max 5 d (z +5.0)")
+
+
+def test_deviations_budget_drops_least_unusual_first_and_needs_reference():
+    # Setup
+    full = record_to_text(RECORD, SCHEMA, fmt="deviations", reference=_unit_reference(), top=4)
+    # Run: 3 words fewer than the full text drops the last item (6 words)
+    cut = record_to_text(RECORD, SCHEMA, fmt="deviations", reference=_unit_reference(), top=4,
+                         max_tokens=words(full) - 3, count_tokens=words)
+    # Assert
+    assert cut == full.rsplit("\n", 1)[0]
+    with pytest.raises(InputError, match="reference"):
+        record_to_text(RECORD, SCHEMA, fmt="deviations")
+
+
+def test_reference_stats_match_numpy_and_flag_constant_columns():
+    # Setup: two patients; labs_std is 0 for both (constant)
+    rows = [dict(RECORD, subject_id=1), dict(RECORD, subject_id=2, age=71, labs_std=0)]
+    import pandas as pd
+    cohort = Cohort(vectors=pd.DataFrame(rows)[["subject_id"] + SCHEMA.names].astype(float), schema=SCHEMA)
+    # Run
+    stats = ReferenceStats.from_cohort(cohort)
+    z = stats.z_scores(dict(RECORD, age=73, labs_std=0.5))
+    # Assert: age mean 69, std (ddof 0) 2 -> z = 2; a value off the constant labs_std -> +inf; on it -> 0
+    assert stats.mean[SCHEMA.names.index("age")] == 69 and stats.std[SCHEMA.names.index("age")] == 2
+    assert z["age"] == 2.0 and z["labs_std"] == float("inf") and z["gender"] == 0.0

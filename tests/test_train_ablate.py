@@ -13,12 +13,17 @@ from ehrjudge.train.tiny import TINY_PROMPT, tiny_dataset
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_grid_varies_advantage_only_for_reinforce():
+def test_grid_varies_advantage_where_the_method_has_one():
     # Run
     cells = grid(AblateConfig())
-    # Assert: 3 kl x 2 weights x 3 rewards = 18 per method; reinforce twice (raw, batch_mean)
+    both = grid(AblateConfig(advantages=["raw", "normalized"], record_formats=["compact", "deviations"]))
+    # Assert: 3 kl x 2 weights x 3 rewards = 18 per method; reinforce twice (raw, batch_mean); expected only raw
+    # (batch_mean is the same exact gradient); grpo has no advantage choice
     assert len(cells) == 18 * 4
-    assert {c["advantage"] for c in cells if c["method"] != "reinforce"} == {"-"}
+    assert {c["advantage"] for c in cells if c["method"] == "grpo"} == {"-"}
+    assert {c["advantage"] for c in cells if c["method"] == "expected"} == {"raw"}
+    # with normalized: expected and reinforce twice each, grpo once; times two record formats
+    assert len(both) == 2 * 18 * 5 and {c["record_format"] for c in both} == {"compact", "deviations"}
 
 
 def test_small_grid_writes_table(tmp_path):

@@ -43,6 +43,22 @@ def test_expected_loss_and_gradient_hand_worked():
     assert math.isclose(stats["reward/expected"], 0.65, rel_tol=1e-6)
 
 
+def test_expected_normalized_advantage_hand_worked():
+    # Setup: the example above. sigma^2 = 0.5*0.35^2 + 0.3*0.15^2 + 0.2*0.65^2 = 0.1525, sigma = 0.390512;
+    # the gradient is the exact group-normalized one: -pi_k (r_k - J) / sigma = -(0.175, -0.045, -0.13) / sigma.
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).requires_grad_(True)
+    rewards = torch.tensor([[1.0, 0.5, 0.0]])
+    sigma = math.sqrt(0.1525)
+    # Run
+    loss, stats = expected.loss(torch.log_softmax(logits, -1), rewards, None, {}, _config(advantage="normalized"))
+    loss.backward()
+    # Assert
+    assert math.isclose(loss.item(), -0.65 / (sigma + expected.NORM_EPS), rel_tol=1e-6)
+    assert torch.allclose(logits.grad, -torch.tensor([[0.175, -0.045, -0.13]]) / (sigma + expected.NORM_EPS),
+                          atol=1e-6)
+    assert math.isclose(stats["reward/std_pi"], sigma, rel_tol=1e-6)
+
+
 def test_expected_loss_with_exact_kl():
     # Setup: pi = (0.5, 0.5), pi_ref = (0.25, 0.75), beta = 0.1.
     # KL = 0.5 ln 2 + 0.5 ln(2/3) = 0.143841; rewards (1, 0) -> J = 0.5; loss = -0.5 + 0.0143841.
@@ -84,6 +100,10 @@ def test_reinforce_prepare_samples_and_baselines():
     # Assert
     assert state["actions"].squeeze(1).tolist() == [2, 0]
     assert torch.allclose(state["advantage"], torch.tensor([0.25, -0.25]))
+    # normalized: (r - mean) / std over the batch; rewards 1.0 and 0.5 -> std (unbiased) 0.353553
+    normalized = reinforce.prepare(log_probs, rewards, _config(advantage="normalized"),
+                                   torch.Generator().manual_seed(0))
+    assert torch.allclose(normalized["advantage"], torch.tensor([0.25, -0.25]) / (0.35355339 + 1e-4), atol=1e-6)
 
 
 def test_grpo_group_advantage_and_clipped_ratio():

@@ -50,7 +50,7 @@ def cohort_command(
 def show_command(
     cohort: Path = typer.Option(..., help="Cohort directory"),
     record: str = typer.Option(..., help="subject_id (or record_id) of the record to show"),
-    format: str = typer.Option("compact", help="compact (non-zero features, readable) or csv (original table)"),
+    format: str = typer.Option("compact", help="compact (non-zero features, readable), csv (original table) or deviations (most unusual values with their z against the cohort)"),
     max_tokens: Optional[int] = typer.Option(None, help="Token budget (counted with the judge's tokenizer "
                                                         "when --tokenizer is given, else whitespace words)"),
     tokenizer: Optional[str] = typer.Option(None, help="HF tokenizer folder/name used to count tokens"),
@@ -58,11 +58,13 @@ def show_command(
                                                       "to read instead of the cohort's own vectors"),
 ) -> None:
     """Print one record of a cohort (or of a synthetic records file in its schema) as the judge's table text."""
+    from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Cohort, load_records
     from ehrjudge.cohort.text import record_to_text
     from ehrjudge.errors import InputError
 
     data = Cohort.load(cohort)
+    reference = ReferenceStats.from_cohort(data) if format == "deviations" else None
     if records is not None:
         data = Cohort(vectors=load_records(records, data.schema), schema=data.schema)
     ids = data.vectors[data.id_column].astype(str)
@@ -81,4 +83,5 @@ def show_command(
             count_tokens = lambda text: len(text.split())  # noqa: E731
     row = hits.iloc[0]
     typer.echo(record_to_text(row.to_dict(), data.schema, fmt=format, max_tokens=max_tokens,
-                              count_tokens=count_tokens, record_id=row[data.id_column]))
+                              count_tokens=count_tokens, record_id=row[data.id_column],
+                              reference=reference))

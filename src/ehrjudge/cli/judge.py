@@ -42,6 +42,7 @@ def judge_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="records per forward pass"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of JudgeConfig settings"),
 ) -> None:
+    from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema, load_records
     from ehrjudge.io import write_csv
     from ehrjudge.judge.model import load_judge
@@ -54,7 +55,7 @@ def judge_command(
     judge_model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,
                                         judge_config.adapter)
     scores = judge_records(judge_model, tokenizer, records, schema, judge_config.prompt, judge_config.batch_size,
-                           judge_config.reuse_prefix)
+                           judge_config.reuse_prefix, ReferenceStats.from_dir(reference))
     write_csv(out, scores, float_format=FLOAT_FORMAT)
     save_judge_config(judge_config, tokenizer, out.with_suffix(".config.yaml"))
     console = Console()

@@ -6,6 +6,15 @@ fmt="compact": only non-zero features, readable names, one line per table:
     Demographics: male, age 67, alive
     Admissions: 2 (length of stay mean 3.5 d, sum 7 d, max 6 d, min 1 d, std 3.54 d)
     Diagnoses: 3 - Essential hypertension (I10) x2; Type 2 diabetes mellitus (E119) x1
+fmt="deviations": the record as seen against the reference cohort (needs `reference`, a ReferenceStats):
+    Demographics: male, age 67, alive
+    Against the reference cohort: 2 values beyond 3 SD, 4 beyond 2 SD, 1 never seen there
+    Labs value max 412 (z +9.3)
+    Essential hypertension (I10) count 7 (z +4.1)
+    ...
+    the `top` features with the largest |z| (most unusual first; "never in reference" before any number),
+    like the H/L flags of a lab report. z is the scorer's own standardization (ehrjudge.cohort.reference_stats).
+    Truncation drops the least unusual item first; demographics and the count line stay.
 Truncation (when max_tokens and count_tokens are given), dropping one unit at a time until the text fits:
     1. code items (compact) / code columns (csv), by ascending |value|, then name: least informative first;
     2. a table's summary statistics (its mean/sum/max/min/std), tables from last (labs) to first;
@@ -20,7 +29,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from ehrjudge.cohort.featurize import STATS
+from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import FeatureSpec, Schema
 from ehrjudge.errors import InputError
 
@@ -49,7 +61,8 @@ def csv_name(name: str, group: str) -> str:
 
 
 def record_to_text(record: Mapping[str, float], schema: Schema, fmt: str = "compact", max_tokens: int | None = None,
-                   count_tokens: Callable[[str], int] | None = None, record_id=None) -> str:
+                   count_tokens: Callable[[str], int] | None = None, record_id=None,
+                   reference: ReferenceStats | None = None, top: int = 6) -> str:
     """Text of one record (a mapping holding every schema feature); see the module docstring for formats."""
     missing = [f.name for f in schema.features if f.name not in record]
     if missing:
@@ -62,8 +75,13 @@ def record_to_text(record: Mapping[str, float], schema: Schema, fmt: str = "comp
         units, render = _csv_units(schema, values, record_id)
     elif fmt == "compact":
         units, render = _compact_units(schema, values)
+    elif fmt == "deviations":
+        if reference is None:
+            raise InputError("record format 'deviations' needs the reference cohort's statistics (reference=)")
+        reference.check_schema(schema)
+        units, render = _deviation_units(schema, values, reference.z_scores(values), top)
     else:
-        raise InputError(f"unknown text format {fmt!r}; choose compact or csv")
+        raise InputError(f"unknown text format {fmt!r}; choose compact, csv or deviations")
     if max_tokens is None or count_tokens is None:
         return render(0)
     return _fit(units, render, max_tokens, count_tokens)
@@ -194,3 +212,56 @@ def _group_line(group: str, features: list[FeatureSpec], values: dict, show_stat
         items = "; ".join(f"{_code_label(f)} x{format_value(values[f.name])}" for f in codes)
         line = f"{line} - {items}" if head else f"{line} {items}"
     return line
+
+
+def feature_label(f: FeatureSpec) -> str:
+    """A readable name of one column: "age", "Admissions count", "Labs value max", "Asthma (J45) count"."""
+    if f.group == "demographics":
+        return {"gender": "sex", "is_dead": "status", "age": "age"}.get(f.name, f.description or f.name)
+    group = GROUP_LABEL.get(f.group, f.group.capitalize())
+    if f.code is not None:
+        return f"{_code_label(f)} count"
+    if f.name.endswith("_count"):
+        return f"{group} count"
+    stat = next((s for s in STATS if f.name.endswith("_" + s)), f.name)
+    label = STAT_LABEL.get(f.group, "")
+    return f"{group} {label + ' ' if label else ''}{stat}"
+
+
+def _feature_value(f: FeatureSpec, value: float) -> str:
+    if f.name == "gender":
+        return {1.0: "male", 0.0: "female"}.get(value, format_value(value))
+    if f.name == "is_dead":
+        return {1.0: "died", 0.0: "alive"}.get(value, format_value(value))
+    unit = STAT_UNITS.get(f.group, "") if (f.code is None and not f.name.endswith("_count")) else ""
+    return f"{format_value(value)}{unit}"
+
+
+def format_z(z: float) -> str:
+    """+1.2, -0.4, +12, >+999; never-seen values are spelled out by the caller."""
+    if abs(z) >= 999.5:
+        return ">+999" if z > 0 else "<-999"
+    return f"{z:+.1f}" if abs(z) < 9.95 else f"{z:+.0f}"
+
+
+def _deviation_units(schema: Schema, values: dict, z: dict, top: int):
+    """Units = the shown items, dropped from the least unusual one."""
+    rank = sorted(range(len(schema.features)), key=lambda j: (-abs(z[schema.features[j].name]), j))
+    shown = [schema.features[j] for j in rank[:max(top, 0)]]
+    never = sum(1 for v in z.values() if np.isinf(v))
+    beyond3 = sum(1 for v in z.values() if np.isfinite(v) and abs(v) > 3)
+    beyond2 = sum(1 for v in z.values() if np.isfinite(v) and abs(v) > 2)
+    summary = (f"Against the reference cohort: {beyond3} values beyond 3 SD, {beyond2} beyond 2 SD"
+               + (f", {never} never seen there" if never else ""))
+    demo = _demographics(schema, values)
+
+    def item(f: FeatureSpec) -> str:
+        value = z[f.name]
+        flag = "never in reference" if np.isinf(value) else f"z {format_z(value)}"
+        return f"{feature_label(f)} {_feature_value(f, values[f.name])} ({flag})"
+
+    def render(k: int) -> str:
+        lines = ([demo] if demo else []) + [summary] + [item(f) for f in shown[:len(shown) - k]]
+        return "\n".join(lines)
+
+    return len(shown), render

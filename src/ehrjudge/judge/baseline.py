@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import META_COLUMNS, Schema, validate_vectors
 from ehrjudge.config import option, save_config, to_dict
 from ehrjudge.errors import InputError
@@ -112,8 +113,9 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
 
     model, tokenizer = load_judge(config.judge.model, config.judge.device, config.judge.dtype, config.judge.adapter)
     start = time.perf_counter()
+    reference = ReferenceStats.from_dir(dataset / "reference")
     judged = judge_records(model, tokenizer, records, schema, config.judge.prompt, config.judge.batch_size,
-                           config.judge.reuse_prefix)
+                           config.judge.reuse_prefix, reference)
     judge_seconds = time.perf_counter() - start
     regressor = fit_regressor(config.regressor, train_records[schema.names].to_numpy(), train_scores, config.seed)
     regressor_scores = np.clip(np.rint(regressor.predict(records[schema.names].to_numpy())), 1, 10)
@@ -124,7 +126,7 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
             table.insert(1, column, records[column].to_numpy())
     table[TRUE_SCORE] = true_scores.astype(int)
     table["regressor_score"] = regressor_scores.astype(int)
-    texts = record_texts(records, schema, tokenizer, config.judge.prompt)
+    texts = record_texts(records, schema, tokenizer, config.judge.prompt, reference)
     regressor_name = f"Regressor ({config.regressor}) on patient vectors"
     report = {
         "dataset": str(dataset), "split": config.split, "n_records": int(len(records)),

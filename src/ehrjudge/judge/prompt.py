@@ -18,7 +18,10 @@ class PromptConfig:
     system_prompt: str | None = option(None, "system message; None keeps the chat template's own default")
     instruction: str = option(AUDITOR_INSTRUCTION, "the task instruction placed before the record")
     suffix: str = option("Rating (1-10):", "text after the record, right before the assistant turn")
-    record_format: Literal["compact", "csv"] = option("compact", "record text layout (ehrjudge.cohort.text)")
+    record_format: Literal["compact", "csv", "deviations"] = option(
+        "compact", "record text layout (ehrjudge.cohort.text): compact, csv (the original's table) or deviations "
+                   "(the most unusual values with their z against the reference cohort; needs the reference)")
+    deviation_items: int = option(6, "deviations format: show this many features, most unusual first")
     max_record_tokens: int | None = option(384, "truncate the record text to this many tokens; None = no limit")
     chat_template: str | None = option(None, "Jinja chat template; None uses the tokenizer's own")
 

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.cohort.text import record_to_text
 from ehrjudge.config import option, save_config
@@ -45,19 +46,26 @@ def token_counter(tokenizer):
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def record_texts(records: pd.DataFrame, schema: Schema, tokenizer, config: PromptConfig) -> list[str]:
-    """The record table text of every row (truncated to config.max_record_tokens)."""
+def record_texts(records: pd.DataFrame, schema: Schema, tokenizer, config: PromptConfig,
+                 reference: ReferenceStats | None = None) -> list[str]:
+    """The record table text of every row (truncated to config.max_record_tokens).
+
+    `reference` (the reference cohort's per-feature statistics) is needed by record_format "deviations" only.
+    """
     count = token_counter(tokenizer)
     ids = records["record_id"].tolist() if "record_id" in records.columns else [None] * len(records)
     rows = records[schema.names].to_dict(orient="records")
     return [record_to_text(row, schema, fmt=config.record_format, max_tokens=config.max_record_tokens,
-                           count_tokens=count, record_id=record_id) for row, record_id in zip(rows, ids)]
+                           count_tokens=count, record_id=record_id, reference=reference, top=config.deviation_items)
+            for row, record_id in zip(rows, ids)]
 
 
-def record_prompts(records: pd.DataFrame, schema: Schema, tokenizer, config: PromptConfig | None = None) -> list[str]:
+def record_prompts(records: pd.DataFrame, schema: Schema, tokenizer, config: PromptConfig | None = None,
+                   reference: ReferenceStats | None = None) -> list[str]:
     """Full judge prompts (chat template applied) for every row of a records table."""
     config = config or PromptConfig()
-    return [build_prompt(text, tokenizer, config) for text in record_texts(records, schema, tokenizer, config)]
+    return [build_prompt(text, tokenizer, config)
+            for text in record_texts(records, schema, tokenizer, config, reference)]
 
 
 def summarize_distribution(log_probs: np.ndarray) -> pd.DataFrame:
@@ -98,13 +106,17 @@ def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reu
 
 
 def judge_records(model, tokenizer, records_df: pd.DataFrame, schema: Schema, prompt_config: PromptConfig | None = None,
-                  batch_size: int = 8, reuse_prefix: bool = True) -> pd.DataFrame:
-    """record_id, judge_score, expected_score, entropy, p_1..p_10 for every record, in input order."""
+                  batch_size: int = 8, reuse_prefix: bool = True, reference: ReferenceStats | None = None
+                  ) -> pd.DataFrame:
+    """record_id, judge_score, expected_score, entropy, p_1..p_10 for every record, in input order.
+
+    `reference`: the reference cohort's statistics, needed by the "deviations" record format.
+    """
     if "record_id" not in records_df.columns:
         raise InputError("records table has no record_id column", column="record_id")
     if len(records_df) == 0:
         raise InputError("no records to judge")
-    prompts = record_prompts(records_df, schema, tokenizer, prompt_config)
+    prompts = record_prompts(records_df, schema, tokenizer, prompt_config, reference)
     summary = summarize_distribution(judge_prompts(model, tokenizer, prompts, batch_size=batch_size,
                                                   reuse_prefix=reuse_prefix))
     summary.insert(0, "record_id", records_df["record_id"].to_numpy())

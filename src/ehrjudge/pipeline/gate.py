@@ -75,6 +75,7 @@ def find_reference(judge_dir: Path, config: GateConfig) -> tuple[Path, Path | No
 
 def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Judge scores and verifiable scores (with near-copy flags) of every record in `synthetic`."""
+    from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Cohort, load_records
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.prompt import PromptConfig
@@ -90,7 +91,8 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
         records.insert(0, "record_id", [f"record-{i}" for i in range(len(records))])
     prompt_config = _saved_prompt_config(judge_dir) or PromptConfig()
     model, tokenizer = load_judge(str(judge_dir))
-    judged = judge_records(model, tokenizer, records, reference.schema, prompt_config, batch_size=config.batch_size)
+    judged = judge_records(model, tokenizer, records, reference.schema, prompt_config, batch_size=config.batch_size,
+                           reference=ReferenceStats.from_cohort(reference))
     verifiable = score_records(reference, records, _dataset_score_config(reference_dir) or ScoreConfig(), holdout)
     return judged, verifiable
 

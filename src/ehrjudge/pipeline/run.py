@@ -94,12 +94,19 @@ def _judge_config(cfg: RunConfig, model: str | None, batch_size: int):
 
 
 def build_zero_shot_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
+    """One zero-shot baseline report over test + test_unseen together (798 records on the default dataset, the
+    >= 500 the baseline report is meant for), then each split's rows in SPLIT/judge_scores.csv."""
+    from ehrjudge.io import write_csv
     from ehrjudge.judge.baseline import run_baseline
 
+    baseline = dataclasses.replace(cfg.baseline, split="+".join(EVAL_SPLITS),
+                                   judge=_judge_config(cfg, cfg.train.model, cfg.baseline.judge.batch_size))
+    run_baseline(dataset, out / "report", baseline)
+    scores = pd.read_csv(out / "report" / "judge_scores.csv", dtype={"record_id": str})
     for split in EVAL_SPLITS:
-        baseline = dataclasses.replace(cfg.baseline, split=split,
-                                       judge=_judge_config(cfg, cfg.train.model, cfg.baseline.judge.batch_size))
-        run_baseline(dataset, out / split, baseline)
+        ids = pd.read_parquet(dataset / f"{split}.parquet", columns=["record_id"])["record_id"].astype(str)
+        (out / split).mkdir(parents=True, exist_ok=True)
+        write_csv(out / split / "judge_scores.csv", scores[scores["record_id"].isin(ids)], float_format="%.10g")
 
 
 def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> None:
@@ -123,17 +130,20 @@ def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> N
 
 
 def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge_dir: Path, out: Path) -> None:
+    from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.scoring import judge_records, record_texts
 
     schema = Schema.load(dataset / "reference" / "schema.json")
+    reference = ReferenceStats.from_dir(dataset / "reference")
     model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
     for split in EVAL_SPLITS:
         records = pd.read_parquet(dataset / f"{split}.parquet")
         zero = pd.read_csv(zero_shot / split / "judge_scores.csv")
         records = records[records["record_id"].isin(zero["record_id"])].reset_index(drop=True)
-        trained = judge_records(model, tokenizer, records, schema, cfg.train.prompt, cfg.eval_batch_size)
+        trained = judge_records(model, tokenizer, records, schema, cfg.train.prompt, cfg.eval_batch_size,
+                                reference=reference)
         table = records[["record_id", "generator", "strength", "realism_score"]].copy()
         table["trained_score"] = trained["judge_score"].to_numpy()
         table["trained_expected"] = trained["expected_score"].to_numpy()
@@ -141,7 +151,7 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table["zero_shot_score"] = zero["judge_score"].to_numpy()
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()
         table["regressor_score"] = zero["regressor_score"].to_numpy()
-        table["summary"] = [t[:400] for t in record_texts(records, schema, tokenizer, cfg.train.prompt)]
+        table["summary"] = [t[:400] for t in record_texts(records, schema, tokenizer, cfg.train.prompt, reference)]
         write_parquet(out / f"{split}.parquet", table)
 
 

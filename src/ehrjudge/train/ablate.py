@@ -1,8 +1,9 @@
 """Ablation grid over the trainer's design choices, each cell a small training run; one table out.
 
 Axes: method x kl_coef x metric weights (w_maha/w_knn; the dataset is re-scored with the other weights by
-ehrjudge.scoring.realism.score_records) x reward shape x advantage baseline (reinforce only: the others
-have no such choice). Every cell is judged by validation Spearman (higher is better, [-1, 1]), Pearson,
+ehrjudge.scoring.realism.score_records) x reward shape x advantage (reinforce: raw / batch_mean / normalized;
+expected: raw / normalized, batch_mean being the same exact gradient as raw; grpo always group-normalizes)
+x record format (the judge's text: compact, csv, deviations). Every cell is judged by validation Spearman (higher is better, [-1, 1]), Pearson,
 MAE (lower is better) and |mean judge - mean score| of its best checkpoint; the budget of one cell is
 `base.max_steps` optimizer steps on `base.train_records` records.
 """
@@ -25,6 +26,7 @@ from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.data import SPLITS, resolve_dataset
 
 log = logging.getLogger(__name__)
+ADVANTAGES = {"reinforce": {"raw", "batch_mean", "normalized"}, "expected": {"raw", "normalized"}, "grpo": set()}
 
 
 def _small_base() -> TrainConfig:
@@ -40,7 +42,9 @@ class AblateConfig:
     kl_coefs: list[float] = option([0.0, 0.01, 0.1], "KL weights beta")
     weights: list[str] = option(["0.85/0.15", "0.15/0.85"], "realism score weights w_maha/w_knn")
     rewards: list[str] = option(["quadratic", "absolute", "exact"], "reward shapes")
-    advantages: list[str] = option(["raw", "batch_mean"], "reinforce advantage baselines")
+    advantages: list[str] = option(["raw", "batch_mean"], "advantages (reinforce: raw, batch_mean, normalized; "
+                                                         "expected: raw, normalized; grpo has none)")
+    record_formats: list[str] = option(["deviations"], "record text formats (prompt.record_format)")
     max_cells: int = option(0, "run only the first N cells of the grid (0 = all)")
 
 
@@ -69,11 +73,12 @@ def rescore_dataset(dataset: Path, out: Path, w_maha: float, w_knn: float) -> Pa
 
 def grid(config: AblateConfig) -> list[dict]:
     cells = []
-    for method, kl, weights, reward in itertools.product(config.methods, config.kl_coefs, config.weights,
-                                                         config.rewards):
-        for advantage in (config.advantages if method == "reinforce" else [config.base.advantage]):
-            cells.append({"method": method, "kl_coef": kl, "weights": weights, "reward": reward,
-                          "advantage": advantage if method == "reinforce" else "-"})
+    for fmt, method, kl, weights, reward in itertools.product(config.record_formats, config.methods,
+                                                              config.kl_coefs, config.weights, config.rewards):
+        advantages = ADVANTAGES[method] & set(config.advantages)
+        for advantage in [a for a in config.advantages if a in advantages] or ["-"]:
+            cells.append({"record_format": fmt, "method": method, "kl_coef": kl, "weights": weights,
+                          "reward": reward, "advantage": advantage})
     return cells[:config.max_cells] if config.max_cells else cells
 
 
@@ -87,21 +92,22 @@ def run_ablation(config: AblateConfig) -> pd.DataFrame:
     dataset = resolve_dataset(config.base.dataset)
     datasets = {}
     rows = []
-    shared_cache: dict = {}  # the frozen pass over the same prompts is done once for the whole grid
+    shared_caches: dict[str, dict] = {}  # per record format: the frozen pass over its prompts is done once
     for number, cell in enumerate(grid(config)):
         if cell["weights"] not in datasets:
             w_maha, w_knn = (float(v) for v in cell["weights"].split("/"))
             datasets[cell["weights"]] = rescore_dataset(dataset, out / "datasets" / f"w{w_maha:g}-{w_knn:g}",
                                                         w_maha, w_knn)
-        name = f"{number:03d}-{cell['method']}-kl{cell['kl_coef']:g}-w{cell['weights'].replace('/', '_')}-" \
+        name = f"{number:03d}-{cell['record_format']}-{cell['method']}-kl{cell['kl_coef']:g}-w{cell['weights'].replace('/', '_')}-" \
                f"{cell['reward']}-{cell['advantage']}"
         cell_config = dataclasses.replace(
             config.base, method=cell["method"], kl_coef=cell["kl_coef"], reward=cell["reward"],
-            advantage=cell["advantage"] if cell["method"] == "reinforce" else config.base.advantage,
+            advantage=config.base.advantage if cell["advantage"] == "-" else cell["advantage"],
+            prompt=dataclasses.replace(config.base.prompt, record_format=cell["record_format"]),
             dataset=str(datasets[cell["weights"]]), output_dir=str(out / "cells" / name))
         log.info("ablation cell %d: %s", number, name)
         start = time.perf_counter()
-        summary = train(cell_config, shared_cache=shared_cache)
+        summary = train(cell_config, shared_cache=shared_caches.setdefault(cell["record_format"], {}))
         best = _best_validation(Path(cell_config.output_dir))
         rows.append({**cell, "steps": summary["steps"], "seconds": round(time.perf_counter() - start, 1),
                      "val_spearman_best": best.get("spearman"), "val_pearson": best.get("pearson"),

@@ -13,7 +13,7 @@ from ehrjudge.judge.prompt import PromptConfig
 
 Method = Literal["expected", "reinforce", "grpo"]
 RewardShape = Literal["quadratic", "absolute", "exact"]
-Advantage = Literal["raw", "batch_mean"]
+Advantage = Literal["raw", "batch_mean", "normalized"]
 Prediction = Literal["expected", "argmax"]
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -45,7 +45,10 @@ class TrainConfig:
                                   "computed at all")
     reward: RewardShape = option("quadratic", "reward of label j for score s: quadratic 1-(|j-s|/9)^2 (the "
                                               "original), absolute 1-|j-s|/9, exact 1[j=s]")
-    advantage: Advantage = option("raw", "reinforce baseline: raw = A = r (the original), batch_mean = r - mean(r)")
+    advantage: Advantage = option("raw", "reinforce: raw = A = r (the original), batch_mean = r - mean(r), "
+                                         "normalized = (r - mean(r)) / std(r) over the batch; expected: normalized = the exact group-normalized (GRPO) advantage "
+                                         "(r_k - E_pi r) / std_pi r over the 10 labels (raw/batch_mean: plain "
+                                         "expected reward, a baseline does not change an exact gradient)")
     group_size: int = option(4, "grpo: samples per record (G)")
     clip_eps: float = option(0.2, "grpo: PPO clip range epsilon on the ratio pi/pi_old")
     grpo_iterations: int = option(1, "grpo: optimizer updates per sampled batch (mu); >1 makes the clip active")
@@ -72,6 +75,7 @@ class TrainConfig:
     debug: bool = option(False, "log per-batch judge scores vs targets, label counts and advantages")
 
     # A short record text is the main CPU lever: fwd+bwd cost is linear in tokens (~160 tokens/s here).
-    prompt: PromptConfig = option(PromptConfig(max_record_tokens=160),
+    # "deviations" shows the record's most unusual values with their z against the reference (docs/cohort.md).
+    prompt: PromptConfig = option(PromptConfig(record_format="deviations", max_record_tokens=128),
                                   "prompt settings (ehrjudge.judge.prompt.PromptConfig), incl. record_format "
                                   "and the record token budget max_record_tokens")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.io import read_table
@@ -63,7 +64,8 @@ def load_split(dataset_dir: Path, split: str, tokenizer, prompt: PromptConfig, s
         chosen = np.sort(np.random.default_rng(seed).choice(len(frame), limit, replace=False))
         frame = frame.iloc[chosen].reset_index(drop=True)
     schema = schema or load_schema(dataset_dir)
-    prompts = record_prompts(frame, schema, tokenizer, prompt)
+    reference = ReferenceStats.from_dir(Path(dataset_dir) / "reference") if prompt.record_format == "deviations" else None
+    prompts = record_prompts(frame, schema, tokenizer, prompt, reference)
     return Split(split, frame["record_id"].tolist(), prompts, frame[SCORE_COLUMN].to_numpy(dtype=int), frame)
 
 

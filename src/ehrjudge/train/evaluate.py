@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.config import config_from_dict
 from ehrjudge.errors import InputError
@@ -60,6 +61,7 @@ def evaluate_judge(model: str | Path, dataset: str | Path, splits=EVAL_SPLITS, z
     model, dataset = Path(model), Path(dataset)
     schema = Schema.load(dataset / "reference" / "schema.json")
     prompt = training_prompt(model)
+    reference = ReferenceStats.from_dir(dataset / "reference")
     judge, tokenizer = load_judge(str(model))
     train_records, train_scores = load_split(dataset, "train", schema)
     regressor = fit_regressor("hist_gradient_boosting", train_records[schema.names].to_numpy(), train_scores, seed)
@@ -71,7 +73,7 @@ def evaluate_judge(model: str | Path, dataset: str | Path, splits=EVAL_SPLITS, z
             chosen = np.sort(np.random.default_rng(seed).choice(len(records), limit, replace=False))
             records, true_scores = records.iloc[chosen].reset_index(drop=True), true_scores[chosen]
         start = time.perf_counter()
-        judged = judge_records(judge, tokenizer, records, schema, prompt, batch_size)
+        judged = judge_records(judge, tokenizer, records, schema, prompt, batch_size, reference=reference)
         seconds = time.perf_counter() - start
         rows = {"RLVR judge (expected score)": judged["expected_score"].to_numpy(),
                 "RLVR judge (argmax label)": judged["judge_score"].to_numpy().astype(float)}

@@ -20,7 +20,12 @@ def prepare(log_probs: torch.Tensor, rewards: torch.Tensor, config, generator: t
     """Sample one label per record from the (detached) policy; compute its advantage."""
     actions = torch.multinomial(log_probs.detach().exp(), 1, generator=generator)  # (B, 1)
     reward = rewards.gather(1, actions).squeeze(1)  # (B,)
-    advantage = reward - reward.mean() if config.advantage == "batch_mean" else reward
+    if config.advantage == "batch_mean":
+        advantage = reward - reward.mean()  # A = r - mean_batch r
+    elif config.advantage == "normalized":
+        advantage = (reward - reward.mean()) / (reward.std() + 1e-4)  # A = (r - mean_batch r) / std_batch r
+    else:
+        advantage = reward  # raw: A = r (the original)
     return {"actions": actions, "reward": reward, "advantage": advantage}
 
 
