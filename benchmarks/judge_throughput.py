@@ -1,6 +1,8 @@
 """Judge throughput on CPU: records/s of the default SmolLM2-135M judge at the default prompt length.
 
     python benchmarks/judge_throughput.py [--threads 2] [--records 32] [--out benchmarks/results/judge_throughput.json]
+    python benchmarks/judge_throughput.py --train-config configs/train_default.yaml \
+        --out benchmarks/results/judge_throughput_trained_prompt.json     # the trained judge's prompt
 
 Measures, on real records of the default cohort: records/s at batch 8 with and without the cached shared prompt
 prefix in fp32 and with it in bf16 (this CPU has avx512_bf16), then batch 1 and 32 with the fastest of those;
@@ -24,10 +26,14 @@ import numpy as np
 import torch
 
 from ehrjudge.cohort.clinosim import default_cohort
+from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Cohort
+from ehrjudge.config import load_config, to_dict
+from ehrjudge.judge.prompt import PromptConfig
 from ehrjudge.judge.labels import LabelScorer
 from ehrjudge.judge.model import load_judge
 from ehrjudge.judge.scoring import record_prompts
+from ehrjudge.train.config import TrainConfig
 
 RESULTS = Path(__file__).parent / "results" / "judge_throughput.json"
 
@@ -80,7 +86,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--train-config", type=Path, default=None,
+                        help="use the prompt of this training YAML (e.g. configs/train_default.yaml) instead of the "
+                             "judge's default prompt")
     args = parser.parse_args()
+    prompt_config = load_config(TrainConfig, args.train_config).prompt if args.train_config else PromptConfig()
     torch.set_num_threads(args.threads)
     cohort = Cohort.load(default_cohort())
     records = cohort.vectors.rename(columns={cohort.id_column: "record_id"})
@@ -89,7 +99,10 @@ def main() -> None:
 
     results: dict = {"threads": args.threads, "records": args.records, "cpu": platform.processor() or platform.machine(),
                      "cpu_count": os.cpu_count(), "torch": torch.__version__, "note":
-                     "CPU shared with other jobs during the run: timings are noisy", "runs": []}
+                     "CPU shared with other jobs during the run: timings are noisy", "runs": [],
+                     "prompt": to_dict(prompt_config),
+                     "train_config": str(args.train_config) if args.train_config else None}
+    reference = ReferenceStats.from_cohort(cohort)  # the records' own cohort, for the "deviations" format
     distributions, judges = {}, {}
 
     def measure(dtype_name, batch_size, reuse_prefix):
@@ -105,7 +118,7 @@ def main() -> None:
     for dtype_name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         model, tokenizer = load_judge(dtype=dtype_name, device="cpu")
         scorer = LabelScorer(tokenizer)
-        prompts = record_prompts(records, cohort.schema, tokenizer)
+        prompts = record_prompts(records, cohort.schema, tokenizer, prompt_config, reference)
         lengths = [len(x) for x in scorer.tokenize(prompts)]
         order = np.argsort(lengths, kind="stable")  # as judge_prompts does: length-sorted batches
         judges[dtype_name] = (model, scorer, [prompts[i] for i in order])

@@ -6,7 +6,8 @@ Data: seeded sparse-ish counts (per-patient activity x decaying column rates, ~9
 Synthetic records are generated and scored in blocks, as a stream (the scorer's memory is bounded by
 chunk_size x (n_reference + features)); generation time is measured apart from scoring time.
 The baseline is scikit-learn NearestNeighbors(algorithm="brute") on the same standardized blocks, for
-the kNN part only (ours: float32 GEMM candidates + exact float64 re-ranking). Writes
+the kNN part only (ours: float32 GEMM candidates + exact float64 re-ranking). The Mahalanobis distance is
+also computed in the other precision on the first block, untimed, to report the float32 vs float64 gap. Writes
 benchmarks/results/score_scale.json. Timings on a shared machine are noisy: note the load printed; the
 CPU seconds (summed over threads) divided by the core count estimate the wall time on idle cores.
 """
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=3_000)
     parser.add_argument("--chunk-size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mahalanobis-precision", choices=["float64", "float32"],
+                        default=ScoreConfig.mahalanobis_precision)
     parser.add_argument("--baseline", default="full", help="'full', 'skip', or a number of synthetic records")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -58,7 +61,8 @@ def main() -> None:
     reference = count_block(args.reference, args.features, args.seed)
     holdout = count_block(args.holdout, args.features, args.seed + 1)
     start, start_cpu = time.perf_counter(), time.process_time()
-    scorer = RealismScorer(ScoreConfig(chunk_size=args.chunk_size)).fit(reference, holdout)
+    scorer = RealismScorer(ScoreConfig(chunk_size=args.chunk_size,
+                                        mahalanobis_precision=args.mahalanobis_precision)).fit(reference, holdout)
     fit_seconds, fit_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     print(f"fit: {fit_seconds:.1f} s on {args.reference} x {args.features} "
           f"({scorer.calibration_['n_constant_columns']} constant columns dropped)")
@@ -112,6 +116,7 @@ def main() -> None:
             done += n
             print(f"  kNN block {block_index}: ours {t1 - t0:.1f} s, sklearn brute {t2 - t1:.1f} s")
 
+    maha_gap = mahalanobis_float32_gap(scorer, count_block(blocks[0][1], args.features, args.seed + 100))
     result = {
         "synthetic_records": args.synthetic, "reference_records": args.reference, "holdout_records": args.holdout,
         "features": args.features, "density": density, "chunk_size": args.chunk_size,
@@ -126,6 +131,11 @@ def main() -> None:
         "knn_sklearn_brute_seconds": sklearn_seconds,
         "knn_speedup_vs_sklearn": sklearn_seconds / knn_seconds if knn_seconds else None,
         "knn_max_abs_difference_vs_sklearn": max_difference, "knn_fallback_rows": scorer.knn_.fallback_rows,
+        "knn_exact_pairs_per_row": scorer.knn_.exact_pairs / max(1, args.synthetic + baseline_records
+                                                                 + args.holdout),
+        "knn_float32_gemm": "oneDNN (torch)" if scorer.knn_._product._onednn is not None else "numpy",
+        "mahalanobis_precision": args.mahalanobis_precision,
+        "mahalanobis_float32_max_relative_difference_sq": maha_gap,
         "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "machine": platform.processor() or platform.machine(),
     }
@@ -137,11 +147,23 @@ def main() -> None:
     if baseline_records:
         print(f"kNN on {baseline_records} records: ours {knn_seconds:.1f} s vs sklearn brute {sklearn_seconds:.1f} s "
               f"(x{result['knn_speedup_vs_sklearn']:.2f}), max |difference| {max_difference:.2e}")
+    print(f"kNN: {result['knn_fallback_rows']} float64 fallback rows, "
+          f"{result['knn_exact_pairs_per_row']:.2f} exact float64 distances per row; Mahalanobis "
+          f"{args.mahalanobis_precision}; float32 vs float64 max relative difference of d^2 {maha_gap:.2e}")
     print(f"CPU seconds (all threads): fit {fit_cpu:.1f}, score {score_cpu:.1f} "
           f"-> about {(fit_cpu + score_cpu) / 2:.1f} s wall on 2 idle cores; "
           f"kNN ours {knn_cpu:.1f} vs sklearn {sklearn_cpu:.1f}")
     print(f"load average before {load_before}, after {result['load_average_after']} on {os.cpu_count()} CPUs "
           f"-> {args.out}")
+
+
+def mahalanobis_float32_gap(scorer: RealismScorer, block: np.ndarray) -> float:
+    """Max |d32^2 / d64^2 - 1| of the Mahalanobis distance on one block (untimed)."""
+    used = ~scorer.constant_
+    standardized = (block[:, used] - scorer.mean_[used]) / scorer.scale_
+    squared = {precision: scorer.mahalanobis_.with_precision(precision).distance(standardized) ** 2
+               for precision in ("float64", "float32")}
+    return float(np.max(np.abs(squared["float32"] / squared["float64"] - 1)))
 
 
 if __name__ == "__main__":

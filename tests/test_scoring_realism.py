@@ -17,6 +17,7 @@ from ehrjudge.cohort.schema import Cohort, FeatureSpec, Schema
 from ehrjudge.config import load_config
 from ehrjudge.errors import ConfigError, InputError
 from ehrjudge.scoring.knn import ExactKNN
+from ehrjudge.scoring.mahalanobis import ledoit_wolf
 from ehrjudge.scoring.mapping import linear_score
 from ehrjudge.scoring.realism import SCORE_COLUMNS, RealismScorer, ScoreConfig, score_records
 
@@ -46,7 +47,7 @@ def standardized(scorer: RealismScorer, matrix: np.ndarray) -> np.ndarray:
 def test_mahalanobis_matches_scipy_with_the_same_shrunk_covariance(method, estimator):
     # Setup
     reference, holdout, records = count_data(300, 40, 1), count_data(60, 40, 2), count_data(25, 40, 3)
-    scorer = RealismScorer(ScoreConfig(covariance=method)).fit(reference, holdout)
+    scorer = RealismScorer(ScoreConfig(covariance=method, mahalanobis_precision="float64")).fit(reference, holdout)
     z_reference = standardized(scorer, reference)
     covariance = estimator(assume_centered=True).fit(z_reference).covariance_
     # Back in raw units: Sigma_raw = D Sigma D with D = diag(std), centred on the reference mean.
@@ -102,6 +103,87 @@ def test_exact_knn_falls_back_to_float64_when_float32_cannot_separate_neighbours
     assert index.fallback_rows > 0
     np.testing.assert_allclose(distances, np.sort(cdist(queries, reference), axis=1)[:, :5], rtol=1e-12)
     np.testing.assert_array_equal(indices[0], np.argsort(radii)[:5])
+
+
+def test_float32_screened_knn_equals_sklearn_on_counts_with_near_ties():
+    # Setup: standardized counts (many rows at equal or near-equal distances), both GEMM paths
+    rng = np.random.default_rng(12)
+    reference = count_data(500, 80, 13)
+    reference = np.vstack([reference, reference[:50] + 1e-9 * rng.normal(size=(50, 80))])  # near-ties
+    queries = np.vstack([count_data(150, 80, 14), reference[:20] + 1e-7])
+    z_reference = (reference - reference.mean(axis=0)) / reference.std(axis=0)
+    z_queries = (queries - reference.mean(axis=0)) / reference.std(axis=0)
+    expected = np.sort(cdist(z_queries, z_reference), axis=1)[:, :5]
+    numpy_index = ExactKNN(z_reference, chunk_size=37)
+    numpy_index._product._onednn = None
+    # Run
+    results = [index.kneighbors(z_queries, 5) for index in (ExactKNN(z_reference, chunk_size=37), numpy_index)]
+    # Assert: distances are the float64 ones, whichever float32 GEMM screened
+    for distances, indices in results:
+        np.testing.assert_allclose(distances, expected, rtol=1e-12, atol=1e-12)
+        recomputed = np.linalg.norm(z_queries[:, None, :] - z_reference[indices], axis=2)
+        np.testing.assert_allclose(distances, recomputed, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_screened_knn_returns_sklearn_neighbours_when_there_are_no_ties():
+    # Setup
+    reference, queries = np.random.default_rng(15).normal(size=(2, 400, 50))
+    # Run
+    distances, indices = ExactKNN(reference, chunk_size=64).kneighbors(queries, 5)
+    expected_distances, expected_indices = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(
+        reference).kneighbors(queries)
+    # Assert
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-10)
+
+
+def test_ledoit_wolf_equals_sklearn():
+    # Setup
+    rng = np.random.default_rng(16)
+    centered = rng.normal(size=(120, 30)) @ rng.normal(size=(30, 30))
+    centered -= centered.mean(axis=0)
+    # Run
+    covariance, shrinkage = ledoit_wolf(centered)
+    expected = LedoitWolf(assume_centered=True).fit(centered)
+    # Assert
+    assert shrinkage == pytest.approx(expected.shrinkage_, rel=1e-12)
+    np.testing.assert_allclose(covariance, expected.covariance_, rtol=1e-12, atol=1e-14)
+
+
+def test_float32_mahalanobis_is_within_the_stated_tolerance_of_scipy():
+    # Setup
+    reference, holdout, records = count_data(400, 60, 17), count_data(80, 60, 18), count_data(200, 60, 19)
+    scorer = RealismScorer(ScoreConfig(mahalanobis_precision="float32")).fit(reference, holdout)
+    inverse = np.linalg.inv(LedoitWolf(assume_centered=True).fit(standardized(scorer, reference)).covariance_)
+    # Run
+    distances = scorer.score(records)["mahalanobis"].to_numpy()
+    expected = [scipy_mahalanobis(row, np.zeros(len(row)), inverse) for row in standardized(scorer, records)]
+    # Assert: d^2 within 1e-5 relative, i.e. d within 5e-6
+    np.testing.assert_allclose(distances, expected, rtol=5e-6)
+
+
+def test_scores_are_byte_identical_across_runs(tmp_path):
+    # Setup
+    reference, holdout, records = count_data(300, 40, 20), count_data(60, 40, 21), count_data(500, 40, 22)
+    # Run
+    for precision in ("float64", "float32"):
+        texts = [RealismScorer(ScoreConfig(chunk_size=64, mahalanobis_precision=precision)).fit(reference, holdout)
+                 .score(records).to_csv(index=False) for _ in range(2)]
+        # Assert
+        assert texts[0] == texts[1]
+
+
+def test_fitted_scorer_pickles_and_scores_the_same():
+    """The scale-out recipe in docs/scoring.md ships the fitted scorer to workers by pickling it."""
+    import pickle
+
+    # Setup
+    reference, holdout, records = count_data(200, 30, 23), count_data(50, 30, 24), count_data(40, 30, 25)
+    scorer = RealismScorer(ScoreConfig()).fit(reference, holdout)
+    # Run
+    copied = pickle.loads(pickle.dumps(scorer))
+    # Assert
+    pd.testing.assert_frame_equal(copied.score(records), scorer.score(records))
 
 
 def test_linear_score_anchors_in_both_directions():

@@ -50,7 +50,8 @@ def cohort_command(
 def show_command(
     cohort: Path = typer.Option(..., help="Cohort directory"),
     record: str = typer.Option(..., help="subject_id (or record_id) of the record to show"),
-    format: str = typer.Option("compact", help="compact (non-zero features, readable), csv (original table) or deviations (most unusual values with their z against the cohort)"),
+    format: str = typer.Option("compact", help="compact (non-zero features, readable), csv (original table) or "
+                                                "deviations (most unusual values with their z against the cohort)"),
     max_tokens: Optional[int] = typer.Option(None, help="Token budget (counted with the judge's tokenizer "
                                                         "when --tokenizer is given, else whitespace words)"),
     tokenizer: Optional[str] = typer.Option(None, help="HF tokenizer folder/name used to count tokens"),
