@@ -5,11 +5,12 @@
         --out benchmarks/results/judge_throughput_trained_prompt.json     # the trained judge's prompt
 
 Measures, on real records of the default cohort: records/s at batch 8 with and without the cached shared prompt
-prefix in fp32 and with it in bf16 (this CPU has avx512_bf16), then batch 1 and 32 with the fastest of those;
+prefix in fp32 and with it in bf16 (only where the CPU multiplies bf16 natively, unless --dtypes says otherwise),
+then batch 1 and 32 with the fastest of those;
 tokens per record; how far bf16 and prefix reuse move the label distribution; the cost of the label continuation step
 relative to the prompt forward; and the compute bound: FLOPs per record ~= 2 x non-embedding params x tokens
 (Kaplan et al. 2020, eq. 2.1; attention adds 2 x n_layer x context x d_attn per token) vs measured matmul FLOP/s.
-The machine's cores are shared with other jobs, so timings are noisy; each figure is the median of repeats.
+Each figure is the median of --repeats runs; the load average before and after is saved with them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def matmul_flops_per_second(dtype: torch.dtype, repeats: int = 20) -> float:
     for _ in range(repeats):
         a @ b
     return 2 * 1024 * 576 * 1536 * repeats / (time.perf_counter() - start)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (Linux /proc/cpuinfo flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def timed_scoring(model, scorer, prompts, batch_size, reuse_prefix, repeats) -> tuple[float, torch.Tensor]:
@@ -89,7 +99,11 @@ def main() -> None:
     parser.add_argument("--train-config", type=Path, default=None,
                         help="use the prompt of this training YAML (e.g. configs/train_default.yaml) instead of the "
                              "judge's default prompt")
+    parser.add_argument("--dtypes", default=None,
+                        help="comma list of float32,bfloat16 (default: float32, plus bfloat16 where the CPU has native "
+                             "bf16 matmul, avx512_bf16 or amx_bf16; elsewhere torch emulates it at a fraction of fp32)")
     args = parser.parse_args()
+    dtypes = args.dtypes.split(",") if args.dtypes else ["float32"] + (["bfloat16"] if native_bf16() else [])
     prompt_config = load_config(TrainConfig, args.train_config).prompt if args.train_config else PromptConfig()
     torch.set_num_threads(args.threads)
     cohort = Cohort.load(default_cohort())
@@ -98,8 +112,8 @@ def main() -> None:
     records = records.iloc[rng.choice(len(records), args.records, replace=False)].reset_index(drop=True)
 
     results: dict = {"threads": args.threads, "records": args.records, "cpu": platform.processor() or platform.machine(),
-                     "cpu_count": os.cpu_count(), "torch": torch.__version__, "note":
-                     "CPU shared with other jobs during the run: timings are noisy", "runs": [],
+                     "cpu_count": os.cpu_count(), "torch": torch.__version__, "native_bf16": native_bf16(),
+                     "dtypes": dtypes, "load_average_before": list(os.getloadavg()), "runs": [],
                      "prompt": to_dict(prompt_config),
                      "train_config": str(args.train_config) if args.train_config else None}
     reference = ReferenceStats.from_cohort(cohort)  # the records' own cohort, for the "deviations" format
@@ -115,7 +129,7 @@ def main() -> None:
         print(json.dumps(run), flush=True)
 
     # Pick the settings at batch 8 (prefix reuse on/off, fp32/bf16), then sweep batch sizes with the best.
-    for dtype_name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+    for dtype_name, dtype in [(name, getattr(torch, name)) for name in dtypes]:
         model, tokenizer = load_judge(dtype=dtype_name, device="cpu")
         scorer = LabelScorer(tokenizer)
         prompts = record_prompts(records, cohort.schema, tokenizer, prompt_config, reference)
@@ -140,31 +154,34 @@ def main() -> None:
     tokens = results["tokens_per_record"]["mean"]
     attention = 2 * config.num_hidden_layers * tokens * config.hidden_size  # per token: Kaplan's 2 n_layer n_ctx d_attn
     flops = 2 * results["non_embedding_params"] * tokens + attention * tokens
-    fp32, bf16 = distributions[("float32", 8, False)], distributions[("bfloat16", 8, True)]
-    difference = (bf16 - fp32).abs()
+    fp32 = distributions[("float32", 8, False)]
     prefix_difference = (distributions[("float32", 8, True)] - fp32).abs().max()
     best = max(results["runs"], key=lambda r: r["records_per_second"])
     results.update({
         "flops_per_record": flops,
         "compute_bound_records_per_second": {
-            name: results[f"matmul_gflops_{name}"] * 1e9 / flops for name in ("float32", "bfloat16")},
-        "bf16_vs_fp32": {"max_abs_probability_difference": float(difference.max()),
-                         "mean_abs_probability_difference": float(difference.mean()),
-                         "argmax_agreement": float((bf16.argmax(1) == fp32.argmax(1)).double().mean())},
+            name: results[f"matmul_gflops_{name}"] * 1e9 / flops for name in dtypes},
         "prefix_reuse_vs_plain_max_abs_probability_difference": float(prefix_difference),
-        "best": best,
+        "best": best, "load_average_after": list(os.getloadavg()),
     })
+    if "bfloat16" in dtypes:
+        bf16 = distributions[("bfloat16", 8, True)]
+        difference = (bf16 - fp32).abs()
+        results["bf16_vs_fp32"] = {"max_abs_probability_difference": float(difference.max()),
+                                   "mean_abs_probability_difference": float(difference.mean()),
+                                   "argmax_agreement": float((bf16.argmax(1) == fp32.argmax(1)).double().mean())}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"tokens/record: {results['tokens_per_record']}")
-    print(f"FLOPs/record: {flops / 1e9:.1f} GFLOP; matmul fp32 {results['matmul_gflops_float32']:.0f} GFLOP/s, "
-          f"bf16 {results['matmul_gflops_bfloat16']:.0f} GFLOP/s -> compute bound "
+    print(f"FLOPs/record: {flops / 1e9:.1f} GFLOP; matmul " + ", ".join(
+          f"{name} {results[f'matmul_gflops_{name}']:.0f} GFLOP/s" for name in dtypes) + " -> compute bound "
           + ", ".join(f"{k} {v:.2f} rec/s" for k, v in results["compute_bound_records_per_second"].items()))
-    print(f"continuation / prompt forward (batch 8): fp32 "
-          f"{results['continuation_float32_batch8']['continuation_over_forward']:.1%}, "
-          f"bf16 {results['continuation_bfloat16_batch8']['continuation_over_forward']:.1%}")
-    print(f"bf16 vs fp32 label distribution: {results['bf16_vs_fp32']}")
-    print(f"best: {best}  (noisy: CPU shared)  -> {args.out}")
+    print("continuation / prompt forward (batch 8): " + ", ".join(
+        f"{name} {results[f'continuation_{name}_batch8']['continuation_over_forward']:.1%}" for name in dtypes))
+    if "bf16_vs_fp32" in results:
+        print(f"bf16 vs fp32 label distribution: {results['bf16_vs_fp32']}")
+    print(f"best: {best}; load average before {results['load_average_before']}, "
+          f"after {results['load_average_after']} -> {args.out}")
 
 
 if __name__ == "__main__":

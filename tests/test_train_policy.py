@@ -42,3 +42,54 @@ def test_plain_policy_equals_label_scorer():
         expected = LabelScorer(tokenizer).log_probs(model, [prompts[1], prompts[0]])
     # Assert
     assert policy.split is None and torch.equal(values, expected)
+
+
+def test_shared_prefix_path_gives_the_plain_values_and_gradients():
+    # Setup: prompts sharing the template's prefix; top 2 of 3 layers trainable, as training sets them
+    model, tokenizer = tiny_judge(seed=3, layers=3, hidden=32)
+    prompts = [build_prompt(f"Demographics: female, age {a}" + " x" * (a % 4), tokenizer, TINY_PROMPT)
+               for a in (23, 41, 58, 77)]
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    trainable = [p for layer in model.model.layers[1:] for p in layer.parameters()]
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    with_prefix = LabelPolicy(model, tokenizer, prompts, train_layers=2, cache_lower_layers=True)
+    without_prefix = LabelPolicy(model, tokenizer, prompts, train_layers=2, cache_lower_layers=True,
+                                 use_prefix=False)
+    weights = torch.arange(1.0, 11.0)  # any scalar of the log-probs: here E_pi[k]-like weighted sum
+
+    def gradients(compute):
+        for parameter in trainable:
+            parameter.grad = None
+        values = compute()
+        (values.exp() * weights).sum().backward()
+        return values.detach(), [parameter.grad.clone() for parameter in trainable]
+
+    # Run
+    prefixed, prefixed_grads = gradients(lambda: with_prefix.log_probs([2, 0, 3, 1]))
+    per_row, per_row_grads = gradients(lambda: without_prefix.log_probs([2, 0, 3, 1]))
+    direct, direct_grads = gradients(
+        lambda: LabelScorer(tokenizer).log_probs(model, [prompts[i] for i in (2, 0, 3, 1)]))
+    # Assert: the prefix is held once and the own-token cache excludes it; values and gradients agree
+    assert with_prefix.prefix_hidden is not None and without_prefix.prefix_hidden is None
+    n_prefix = with_prefix.prefix_hidden.shape[0]
+    assert all(with_prefix.hidden_cache[i][0].shape[0] + n_prefix == without_prefix.hidden_cache[i][0].shape[0]
+               for i in range(4))
+    assert torch.allclose(prefixed, direct, atol=1e-5) and torch.allclose(per_row, direct, atol=1e-5)
+    for a, b, c in zip(prefixed_grads, per_row_grads, direct_grads):
+        assert torch.allclose(a, c, atol=1e-5, rtol=1e-4) and torch.allclose(b, c, atol=1e-5, rtol=1e-4)
+    assert sum(g.abs().sum() for g in prefixed_grads) > 0
+
+
+def test_prompts_without_a_shared_prefix_use_the_per_row_path():
+    # Setup: raw strings that differ from their first token
+    model, tokenizer = tiny_judge(seed=4, layers=2, hidden=32)
+    prompts = ["alpha 3", "beta 7 7"]
+    # Run
+    policy = LabelPolicy(model, tokenizer, prompts, train_layers=1, cache_lower_layers=True)
+    with torch.no_grad():
+        values = policy.log_probs([0, 1])
+        expected = LabelScorer(tokenizer).log_probs(model, prompts)
+    # Assert
+    assert policy.prefix is None and torch.allclose(values, expected, atol=1e-5)

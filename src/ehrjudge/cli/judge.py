@@ -31,6 +31,22 @@ def _overrides(ctx_args: list[str], **explicit) -> dict:
     return flags
 
 
+def with_trained_prompt(judge_config, config_file: Optional[Path], overrides: dict):
+    """A trained judge reads the prompt it was trained with, unless the YAML or a flag sets the prompt."""
+    import dataclasses
+
+    import yaml
+
+    from ehrjudge.judge.prompt import saved_prompt
+
+    from_file = (yaml.safe_load(Path(config_file).read_text()) or {}) if config_file else {}
+    if "prompt" in overrides or "prompt" in from_file:
+        return judge_config
+    trained = next((saved_prompt(path) for path in (judge_config.adapter, judge_config.model)
+                    if path and Path(path).is_dir() and saved_prompt(path)), None)
+    return dataclasses.replace(judge_config, prompt=trained) if trained else judge_config
+
+
 @app.command("judge", context_settings=CONFIG_COMMAND, help=_judge_help())
 def judge_command(
     ctx: typer.Context,
@@ -48,8 +64,9 @@ def judge_command(
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.scoring import JudgeConfig, judge_records, save_judge_config
 
-    judge_config = load_config(JudgeConfig, config,
-                               _overrides(ctx.args, model=model, adapter=adapter, batch_size=batch_size))
+    overrides = _overrides(ctx.args, model=model, adapter=adapter, batch_size=batch_size)
+    judge_config = load_config(JudgeConfig, config, overrides)
+    judge_config = with_trained_prompt(judge_config, config, overrides)
     schema = Schema.load(Path(reference) / "schema.json")
     records = load_records(synthetic, schema)
     judge_model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,

@@ -24,6 +24,7 @@ to the time of the prompt forward.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import torch
 
@@ -80,6 +81,33 @@ class LabelTrie:
                 mask[i, j] = True
                 j = self.node_parents[j]
         return mask
+
+
+def cache_keyword(module) -> str:
+    """The keyword under which `module.forward` takes a KV cache: `cache` (transformers >= 5.x), else
+    `past_key_values` (4.x models) or `past_key_value` (4.x decoder layers). PEFT wrappers are looked through."""
+    if hasattr(module, "get_base_model"):
+        module = module.get_base_model()
+    names = inspect.signature(module.forward).parameters
+    for name in ("cache", "past_key_values", "past_key_value"):
+        if name in names:
+            return name
+    raise TypeError(f"{type(module).__name__}.forward takes no KV cache argument")
+
+
+def returned_cache(output):
+    """The KV cache a forward returned (`cache`, or `past_key_values` before transformers 5.x)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def common_prefix_length(ids: list[list[int]]) -> int:
+    """Length of the token prefix shared by all sequences; each keeps >= 1 own token for its last-position logits."""
+    first = ids[0]
+    common = min(len(x) for x in ids) - 1
+    for other in ids[1:]:
+        common = next((j for j in range(common) if other[j] != first[j]), common)
+    return common
 
 
 def _pad_left(ids: list[list[int]], pad_id: int, device) -> dict[str, torch.Tensor]:
@@ -140,17 +168,14 @@ class LabelScorer:
         Reuse it only with the same model weights: it is a snapshot of the model at this call.
         """
         ids = self.tokenize(prompts)
-        length = min(len(x) for x in ids) - 1  # every prompt keeps >= 1 own token for its last-position logits
         first = ids[0]
-        common = 0
-        while common < length and all(x[common] == first[common] for x in ids):
-            common += 1
+        common = common_prefix_length(ids)
         if common == 0:
             raise ValueError("prompts share no token prefix")
         device = next(model.parameters()).device
         with torch.no_grad():
             out = model(input_ids=torch.tensor([first[:common]], device=device), use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = returned_cache(out)
         layers = [(layer.keys, layer.values) for layer in cache.layers]  # each (1, H_kv, P, D)
         return SharedPrefix(tuple(first[:common]), layers)
 
@@ -212,12 +237,13 @@ class LabelScorer:
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # real positions under padding
         position_ids = positions[:, prefix_length:]  # (B, L)
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
-        if out.past_key_values is None:
+                    use_cache=True, logits_to_keep=1, **{cache_keyword(model): cache})
+        cache = returned_cache(out)
+        if cache is None:
             raise RuntimeError("the model returned no KV cache (gradient checkpointing in training mode?); "
                                "use one_pass=True")
         prompt_logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (B, V)
-        return prompt_logp, self._continuation(model, out.past_key_values, attention_mask, position_ids)
+        return prompt_logp, self._continuation(model, cache, attention_mask, position_ids)
 
     def _one_pass(self, model, prompts):
         """[prompt][trie nodes] in one forward: causal over the prompt, tree mask over the nodes."""
@@ -259,5 +285,5 @@ class LabelScorer:
         tree_mask = torch.zeros(batch_size, 1, n, prompt_len + n, dtype=dtype, device=device)
         tree_mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)  # additive: works for sdpa and eager
         out = model(input_ids=tokens, attention_mask=tree_mask, position_ids=node_positions,
-                    past_key_values=cache, use_cache=True)
+                    use_cache=True, **{cache_keyword(model): cache})
         return torch.log_softmax(out.logits.float(), dim=-1)  # (B, N, V)

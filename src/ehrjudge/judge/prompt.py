@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Literal
 
 from ehrjudge.config import option
@@ -48,3 +50,27 @@ def build_prompt(text: str, tokenizer, template: PromptConfig | None = None) -> 
     messages.append({"role": "user", "content": user_message(text, config)})
     return tokenizer.apply_chat_template(messages, chat_template=resolved_chat_template(tokenizer, config),
                                          tokenize=False, add_generation_prompt=True)
+
+
+def saved_prompt(model_dir: str | Path) -> PromptConfig | None:
+    """The prompt a saved judge was trained with, or None when the folder records none.
+
+    Looked up in `ehrjudge.json` (the judge folder of `ehrjudge run`), then in the training run's `config.yaml`
+    beside or above the checkpoint (`RUN/best`, `RUN/final`). A trained judge must read what it was trained on.
+    """
+    import yaml
+
+    from ehrjudge.config import config_from_dict
+
+    folder = Path(model_dir)
+    info = folder / "ehrjudge.json"
+    if info.exists():
+        prompt = json.loads(info.read_text()).get("prompt")
+        if prompt:
+            return config_from_dict(PromptConfig, prompt, prefix="prompt.")
+    for candidate in (folder / "config.yaml", folder.parent / "config.yaml"):
+        if candidate.exists():
+            data = yaml.safe_load(candidate.read_text()) or {}
+            if "prompt" in data and "method" in data:  # a TrainConfig
+                return config_from_dict(PromptConfig, data["prompt"], prefix="prompt.")
+    return None

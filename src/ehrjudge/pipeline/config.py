@@ -45,7 +45,7 @@ PROFILES: dict[str, dict] = {
     # minutes of training so that the whole run (~12 min of cohort, dataset, suite, zero-shot judging of 798
     # records and evaluation besides) stays within 45 minutes on 2 cores.
     "default": {
-        "train": {"learning_rate": 2.0e-3, "epochs": 5, "train_records": 0, "val_records": 0, "eval_every": 50,
+        "train": {"learning_rate": 2.0e-3, "epochs": 5, "train_records": 1024, "val_records": 0, "eval_every": 50,
                   "checkpoint_every": 50, "max_wall_minutes": 25.0,
                   "prompt": {"record_format": "deviations", "max_record_tokens": 128,
                              "system_prompt": "You rate synthetic patient records."}},

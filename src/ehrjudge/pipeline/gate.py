@@ -78,7 +78,7 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Cohort, load_records
     from ehrjudge.judge.model import load_judge
-    from ehrjudge.judge.prompt import PromptConfig
+    from ehrjudge.judge.prompt import PromptConfig, saved_prompt
     from ehrjudge.judge.scoring import judge_records
     from ehrjudge.scoring.realism import ScoreConfig, score_records
 
@@ -89,7 +89,7 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
     records = load_records(synthetic, reference.schema)
     if "record_id" not in records.columns:
         records.insert(0, "record_id", [f"record-{i}" for i in range(len(records))])
-    prompt_config = _saved_prompt_config(judge_dir) or PromptConfig()
+    prompt_config = saved_prompt(judge_dir) or PromptConfig()
     model, tokenizer = load_judge(str(judge_dir))
     judged = judge_records(model, tokenizer, records, reference.schema, prompt_config, batch_size=config.batch_size,
                            reference=ReferenceStats.from_cohort(reference))
@@ -109,18 +109,6 @@ def _dataset_score_config(reference_dir: Path):
         return None
     section = (yaml.safe_load(saved.read_text()) or {}).get("score")
     return config_from_dict(ScoreConfig, section) if section else None
-
-
-def _saved_prompt_config(judge_dir: Path):
-    from ehrjudge.config import config_from_dict
-    from ehrjudge.judge.prompt import PromptConfig
-
-    info = judge_dir / "ehrjudge.json"
-    if info.exists():
-        prompt = json.loads(info.read_text()).get("prompt")
-        if prompt:
-            return config_from_dict(PromptConfig, prompt)
-    return None
 
 
 def register(decision: GateDecision, synthetic: Path, name: str, config: GateConfig, details: dict) -> GateDecision:

@@ -13,15 +13,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
-from ehrjudge.config import config_from_dict
 from ehrjudge.errors import InputError
 from ehrjudge.judge.agreement import agreement
 from ehrjudge.judge.baseline import fit_regressor, load_split
-from ehrjudge.judge.prompt import PromptConfig
+from ehrjudge.judge.prompt import PromptConfig, saved_prompt
 from ehrjudge.judge.scoring import judge_records
 
 log = logging.getLogger(__name__)
@@ -29,13 +27,8 @@ EVAL_SPLITS = ("test", "test_unseen")
 
 
 def training_prompt(model_path: Path) -> PromptConfig:
-    """The prompt the judge was trained with (the run's config.yaml beside best/ or final/), else the default."""
-    for candidate in (model_path / "config.yaml", model_path.parent / "config.yaml"):
-        if candidate.exists():
-            data = yaml.safe_load(candidate.read_text()) or {}
-            if "prompt" in data and "method" in data:
-                return config_from_dict(PromptConfig, data["prompt"], prefix="prompt.")
-    return PromptConfig()
+    """The prompt the judge was trained with (saved beside the checkpoint), else the default."""
+    return saved_prompt(model_path) or PromptConfig()
 
 
 def find_baseline_report(dataset: Path, split: str, search: list[Path]) -> dict | None:

@@ -10,6 +10,12 @@ Two ways to get log pi(k|x) for a batch of records, with identical results (test
   lm_head on [prompt ; trie] with one 4D mask (prompt: causal over real tokens; trie node: the prompt and its
   own ancestors), position of a trie node = last prompt position + depth, as LabelScorer does with its cache.
 
+* shared prefix: the system prompt and instruction (~55 of ~182 tokens on the default dataset) are the same
+  for every record. Their layer-K input is captured once (from `LabelScorer.shared_prefix` on the frozen base),
+  the frozen pass runs on each record's own tokens over the prefix's KV cache, and each training step runs
+  layers K.. on the prefix ONCE (batch 1, with grad) and lets every row attend to its keys and values, so the
+  gradient still flows through the prefix. Prompts that share no token prefix use the per-row path.
+
 Measured (SmolLM2-135M, 2 shared CPU cores): see docs/training.md and the table in benchmarks/train_judge.py.
 The reference never changes, so its 10 log-probs are cached per record id (kl_coef = 0 never computes it).
 """
@@ -21,7 +27,7 @@ import logging
 
 import torch
 
-from ehrjudge.judge.labels import LabelScorer
+from ehrjudge.judge.labels import LabelScorer, cache_keyword, common_prefix_length
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,37 @@ log = logging.getLogger(__name__)
 def base_causal_lm(model):
     """The underlying *ForCausalLM of a plain or PEFT-wrapped model."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class PrefixKV:
+    """A KV "cache" for calling decoder layers directly: prepends the prefix's keys/values, (1, H_kv, P, D) each,
+    broadcast over the batch, to the keys/values of the batch. Records them first when `record` is set."""
+
+    def __init__(self, record: bool = False):
+        self.layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.record = record
+
+    def update(self, keys, values, layer_idx, *args, **kwargs):
+        if self.record:
+            self.layers[layer_idx] = (keys, values)
+            return keys, values
+        prefix_keys, prefix_values = self.layers[layer_idx]
+        batch = keys.shape[0]
+        return (torch.cat([prefix_keys.expand(batch, -1, -1, -1), keys], dim=2),
+                torch.cat([prefix_values.expand(batch, -1, -1, -1), values], dim=2))
+
+
+@contextlib.contextmanager
+def captured_inputs(layer):
+    """Collect the hidden-state input of every forward call of `layer` (detached) while the context is open."""
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.append((args[0] if args else kwargs["hidden_states"]).detach()),
+        with_kwargs=True)
+    try:
+        yield captured
+    finally:
+        handle.remove()
 
 
 def adapter_disabled(model):
@@ -39,7 +76,8 @@ def adapter_disabled(model):
 class LabelPolicy:
     """log pi(.|x) (B, 10) for records addressed by index into `prompts`, with the caches described above."""
 
-    def __init__(self, model, tokenizer, prompts: list[str], train_layers: int, cache_lower_layers: bool):
+    def __init__(self, model, tokenizer, prompts: list[str], train_layers: int, cache_lower_layers: bool,
+                 use_prefix: bool = True):
         self.model = model
         self.scorer = LabelScorer(tokenizer)
         self.prompts = prompts
@@ -49,6 +87,20 @@ class LabelPolicy:
         self.reference_cache: dict[int, torch.Tensor] = {}  # record index -> (10,) log pi_ref
         self.hidden_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # index -> ((T, H), (N, H))
         self.reference_calls = 0  # counted for the "kl_coef 0 computes no reference" test
+        self.prefix = None  # LabelScorer SharedPrefix of the frozen base (KV of every layer), or None
+        self.prefix_hidden: torch.Tensor | None = None  # (P, H) layer-K input of the prefix tokens
+        if self.split is not None and use_prefix:
+            self._capture_prefix()
+
+    def _capture_prefix(self) -> None:
+        """The common token prefix of all prompts, on the frozen base: its KV cache and its layer-K input."""
+        if common_prefix_length(self.scorer.tokenize(self.prompts)) == 0:
+            log.info("prompts share no token prefix: each row runs its whole prompt")
+            return
+        layer = base_causal_lm(self.model).model.layers[self.split]
+        with captured_inputs(layer) as captured, torch.no_grad(), adapter_disabled(self.model):
+            self.prefix = self.scorer.shared_prefix(self.model, self.prompts)
+        self.prefix_hidden = captured[0][0].clone()  # (P, H)
 
     @property
     def device(self) -> torch.device:
@@ -80,60 +132,77 @@ class LabelPolicy:
         """One frozen LabelScorer pass: capture layer K's inputs (prompt, trie) and the reference log-probs."""
         if not indices:
             return
-        captured: list[torch.Tensor] = []
         layer = base_causal_lm(self.model).model.layers[self.split]
-        handle = layer.register_forward_pre_hook(
-            lambda module, args, kwargs: captured.append((args[0] if args else kwargs["hidden_states"]).detach()),
-            with_kwargs=True)
-        try:
-            # Layers below K carry no adapter, so only a pass that also keeps the reference switches it off.
-            switch = adapter_disabled(self.model) if keep_reference else contextlib.nullcontext()
-            with torch.no_grad(), switch:
-                # Two-step scoring (prompt forward, then the trie step on its KV cache): two captures.
-                sequences = self.scorer.sequence_log_probs(self.model, [self.prompts[i] for i in indices],
-                                                           one_pass=False)
-                reference = torch.log_softmax(sequences, dim=-1)  # (B, 10)
-        finally:
-            handle.remove()
+        # Layers below K carry no adapter, so only a pass that also keeps the reference switches it off.
+        switch = adapter_disabled(self.model) if keep_reference else contextlib.nullcontext()
+        with captured_inputs(layer) as captured, torch.no_grad(), switch:
+            # Two-step scoring (prompt forward, then the trie step on its KV cache): two captures.
+            sequences = self.scorer.sequence_log_probs(self.model, [self.prompts[i] for i in indices],
+                                                       prefix=self.prefix, one_pass=False)
+            reference = torch.log_softmax(sequences, dim=-1)  # (B, 10)
         prompt_hidden, trie_hidden = captured  # (B, T, H), (B, N, H): the prompt forward, then the trie step
-        mask = self.scorer.encode([self.prompts[i] for i in indices], self.device)["attention_mask"].bool()
-        for row, index in enumerate(indices):
-            self.hidden_cache[index] = (prompt_hidden[row][mask[row]].clone(), trie_hidden[row].clone())
+        skip = len(self.prefix.token_ids) if self.prefix is not None else 0  # the prefix is held once, apart
+        lengths = [len(x) - skip for x in self.scorer.tokenize([self.prompts[i] for i in indices])]
+        for row, index in enumerate(indices):  # left-padded: a row's own tokens are its last `lengths[row]`
+            own = prompt_hidden[row, prompt_hidden.shape[1] - lengths[row]:]
+            self.hidden_cache[index] = (own.clone(), trie_hidden[row].clone())
             if keep_reference:
                 self.reference_cache[index] = reference[row]
 
     def _upper_log_probs(self, indices: list[int]) -> torch.Tensor:
-        """Layers K.. + final norm + lm_head on the cached layer-K inputs, then the LabelScorer trie sums."""
+        """Layers K.. + final norm + lm_head on the cached layer-K inputs, then the LabelScorer trie sums.
+
+        Row layout: [shared prefix (as keys/values only)][left padding][own prompt tokens][trie nodes].
+        """
         causal_lm = base_causal_lm(self.model)
         decoder = causal_lm.model
         trie = self.scorer.trie
+        device = self.device
         prompt_parts = [self.hidden_cache[i][0] for i in indices]
         lengths = torch.tensor([p.shape[0] for p in prompt_parts])
         batch, longest, n_nodes = len(indices), int(lengths.max()), len(trie.node_tokens)
-        width = prompt_parts[0].shape[1]
-        hidden = torch.zeros(batch, longest + n_nodes, width, dtype=prompt_parts[0].dtype)  # (B, T+N, H)
+        width, dtype = prompt_parts[0].shape[1], prompt_parts[0].dtype
+        hidden = torch.zeros(batch, longest + n_nodes, width, dtype=dtype)  # (B, T+N, H)
         real = torch.zeros(batch, longest, dtype=torch.bool)  # left padding
         for row, index in enumerate(indices):
             prompt, nodes = self.hidden_cache[index]
             hidden[row, longest - prompt.shape[0]:longest] = prompt
             hidden[row, longest:] = nodes
             real[row, longest - prompt.shape[0]:] = True
-        prompt_positions = (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        n_prefix = 0 if self.prefix_hidden is None else self.prefix_hidden.shape[0]
+        prompt_positions = n_prefix + (real.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
         depths = torch.tensor(trie.node_depths)
-        positions = torch.cat([prompt_positions, (lengths - 1)[:, None] + depths[None, :]], dim=1)  # (B, T+N)
-        allowed = torch.zeros(batch, longest + n_nodes, longest + n_nodes, dtype=torch.bool)
+        positions = torch.cat([prompt_positions, (n_prefix + lengths - 1)[:, None] + depths[None, :]], dim=1)
+        allowed = torch.zeros(batch, longest + n_nodes, n_prefix + longest + n_nodes, dtype=torch.bool)
+        allowed[:, :, :n_prefix] = True  # every row sees the whole shared prefix
+        own = slice(n_prefix, n_prefix + longest)
         causal = torch.tril(torch.ones(longest, longest, dtype=torch.bool))
-        allowed[:, :longest, :longest] = causal[None] & real[:, None, :]
-        allowed[:, :longest, :longest] |= torch.eye(longest, dtype=torch.bool)[None]  # pad rows: no empty row
-        allowed[:, longest:, :longest] = real[:, None, :]
-        allowed[:, longest:, longest:] = self.scorer._ancestors[None]
-        device, dtype = self.device, hidden.dtype
-        mask = torch.zeros(batch, 1, *allowed.shape[1:], dtype=dtype)
-        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)  # additive 4D mask (sdpa and eager)
+        allowed[:, :longest, own] = causal[None] & real[:, None, :]
+        allowed[:, :longest, own] |= torch.eye(longest, dtype=torch.bool)[None]  # pad rows: no empty row
+        allowed[:, longest:, own] = real[:, None, :]
+        allowed[:, longest:, n_prefix + longest:] = self.scorer._ancestors[None]
+        mask = additive_mask(allowed[:, None], dtype)  # (B, 1, T+N, P+T+N)
         hidden, mask, positions = hidden.to(device), mask.to(device), positions.to(device)
+        layers = decoder.layers[self.split:]
+        cache_kwargs = {}
+        if n_prefix:
+            # The prefix through the trainable layers once per step, with grad; rows attend to its keys/values.
+            recorder = PrefixKV(record=True)
+            argument = cache_keyword(layers[0])
+            prefix_hidden = self.prefix_hidden.to(device)[None]  # (1, P, H)
+            prefix_positions = torch.arange(n_prefix, device=device)[None]  # (1, P)
+            prefix_mask = additive_mask(torch.tril(torch.ones(n_prefix, n_prefix, dtype=torch.bool))[None, None],
+                                        dtype).to(device)  # (1, 1, P, P)
+            prefix_rotary = decoder.rotary_emb(prefix_hidden, position_ids=prefix_positions)
+            for layer in layers:
+                prefix_hidden = layer(prefix_hidden, attention_mask=prefix_mask, position_ids=prefix_positions,
+                                      position_embeddings=prefix_rotary, **{argument: recorder})
+            cache_kwargs = {argument: PrefixKV()}
+            cache_kwargs[argument].layers = recorder.layers
         rotary = decoder.rotary_emb(hidden, position_ids=positions)
-        for layer in decoder.layers[self.split:]:
-            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rotary)
+        for layer in layers:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rotary,
+                           **cache_kwargs)
         keep = torch.cat([torch.tensor([longest - 1]), torch.arange(longest, longest + n_nodes)]).to(device)
         logits = causal_lm.lm_head(decoder.norm(hidden[:, keep]))  # (B, 1+N, V)
         log_softmax = torch.log_softmax(logits.float(), dim=-1)
@@ -144,3 +213,8 @@ class LabelPolicy:
                 total = total + log_softmax[:, node + 1, token]  # node -1 = the prompt's last position
             columns.append(total)
         return torch.log_softmax(torch.stack(columns, dim=1), dim=-1)  # (B, 10)
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where attention is allowed, the dtype's minimum elsewhere (works for sdpa and eager)."""
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
