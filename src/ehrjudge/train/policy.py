@@ -87,20 +87,34 @@ class LabelPolicy:
         self.reference_cache: dict[int, torch.Tensor] = {}  # record index -> (10,) log pi_ref
         self.hidden_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # index -> ((T, H), (N, H))
         self.reference_calls = 0  # counted for the "kl_coef 0 computes no reference" test
-        self.prefix = None  # LabelScorer SharedPrefix of the frozen base (KV of every layer), or None
+        self.prefix = None  # LabelScorer SharedPrefix (KV of every layer) at construction, or None
+        self._reference_prefix = None  # the same with the adapter off, made when a reference is first needed
         self.prefix_hidden: torch.Tensor | None = None  # (P, H) layer-K input of the prefix tokens
         if self.split is not None and use_prefix:
             self._capture_prefix()
 
     def _capture_prefix(self) -> None:
-        """The common token prefix of all prompts, on the frozen base: its KV cache and its layer-K input."""
+        """The common token prefix of all prompts: its KV cache and its layer-K input (frozen layers only).
+
+        The adapter is left as it is: with kl_coef 0 nothing ever switches it (no reference path at all).
+        """
         if common_prefix_length(self.scorer.tokenize(self.prompts)) == 0:
             log.info("prompts share no token prefix: each row runs its whole prompt")
             return
         layer = base_causal_lm(self.model).model.layers[self.split]
-        with captured_inputs(layer) as captured, torch.no_grad(), adapter_disabled(self.model):
+        with captured_inputs(layer) as captured, torch.no_grad():
             self.prefix = self.scorer.shared_prefix(self.model, self.prompts)
         self.prefix_hidden = captured[0][0].clone()  # (P, H)
+
+    def _prefix_for(self, keep_reference: bool):
+        """The prefix KV for a frozen pass. Only a pass that keeps the reference reads the upper layers' output,
+        so only it needs their keys/values of the frozen base (adapter off)."""
+        if self.prefix is None or not keep_reference:
+            return self.prefix
+        if self._reference_prefix is None:
+            with torch.no_grad(), adapter_disabled(self.model):
+                self._reference_prefix = self.scorer.shared_prefix(self.model, self.prompts)
+        return self._reference_prefix
 
     @property
     def device(self) -> torch.device:
@@ -133,12 +147,13 @@ class LabelPolicy:
         if not indices:
             return
         layer = base_causal_lm(self.model).model.layers[self.split]
+        prefix = self._prefix_for(keep_reference)  # before the capture starts: its forward is not a record's
         # Layers below K carry no adapter, so only a pass that also keeps the reference switches it off.
         switch = adapter_disabled(self.model) if keep_reference else contextlib.nullcontext()
         with captured_inputs(layer) as captured, torch.no_grad(), switch:
             # Two-step scoring (prompt forward, then the trie step on its KV cache): two captures.
             sequences = self.scorer.sequence_log_probs(self.model, [self.prompts[i] for i in indices],
-                                                       prefix=self.prefix, one_pass=False)
+                                                       prefix=prefix, one_pass=False)
             reference = torch.log_softmax(sequences, dim=-1)  # (B, 10)
         prompt_hidden, trie_hidden = captured  # (B, T, H), (B, N, H): the prompt forward, then the trie step
         skip = len(self.prefix.token_ids) if self.prefix is not None else 0  # the prefix is held once, apart
