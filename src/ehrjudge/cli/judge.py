@@ -42,9 +42,11 @@ def with_trained_prompt(judge_config, config_file: Optional[Path], overrides: di
     from_file = (yaml.safe_load(Path(config_file).read_text()) or {}) if config_file else {}
     if "prompt" in overrides or "prompt" in from_file:
         return judge_config
-    trained = next((saved_prompt(path) for path in (judge_config.adapter, judge_config.model)
-                    if path and Path(path).is_dir() and saved_prompt(path)), None)
-    return dataclasses.replace(judge_config, prompt=trained) if trained else judge_config
+    for path in (judge_config.adapter, judge_config.model):
+        trained = saved_prompt(path) if path and Path(path).is_dir() else None
+        if trained is not None:
+            return dataclasses.replace(judge_config, prompt=trained)
+    return judge_config
 
 
 @app.command("judge", context_settings=CONFIG_COMMAND, help=_judge_help())
