@@ -11,7 +11,7 @@ Two ways to get log pi(k|x) for a batch of records, with identical results (test
   own ancestors), position of a trie node = last prompt position + depth, as LabelScorer does with its cache.
 
 * shared prefix: the system prompt and instruction (~55 of ~182 tokens on the default dataset) are the same
-  for every record. Their layer-K input is captured once (from `LabelScorer.shared_prefix` on the frozen base),
+  for every record. Their layer-K input is captured once (from `LabelScorer.shared_prefix`; layers below K are frozen),
   the frozen pass runs on each record's own tokens over the prefix's KV cache, and each training step runs
   layers K.. on the prefix ONCE (batch 1, with grad) and lets every row attend to its keys and values, so the
   gradient still flows through the prefix. Prompts that share no token prefix use the per-row path.
@@ -212,8 +212,8 @@ class LabelPolicy:
             for layer in layers:
                 prefix_hidden = layer(prefix_hidden, attention_mask=prefix_mask, position_ids=prefix_positions,
                                       position_embeddings=prefix_rotary, **{argument: recorder})
-            cache_kwargs = {argument: PrefixKV()}
-            cache_kwargs[argument].layers = recorder.layers
+            recorder.record = False  # from now on it prepends what it recorded
+            cache_kwargs = {argument: recorder}
         rotary = decoder.rotary_emb(hidden, position_ids=positions)
         for layer in layers:
             hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rotary,
