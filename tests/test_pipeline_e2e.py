@@ -43,6 +43,9 @@ def test_quick_run_writes_summary_and_report(quick_run):
             assert set(metrics) >= {"pearson", "pearson_ci", "spearman", "spearman_ci", "mae", "within_1", "mean", "std"}
             assert 1.0 <= metrics["mean"] <= 10.0 and 0.0 <= metrics["within_1"] <= 1.0
     assert summary["training"]["wall_seconds"] > 0 and summary["training"]["steps"] == 8
+    # the calibrated row is there exactly when the training stage saved an (increasing) calibration with the judge
+    assert ("trained_calibrated" in summary["splits"]["test"]) == (summary["calibration"] is not None)
+    assert (summary["calibration"] is not None) == (run / "train" / "judge" / "calibration.json").exists()
     assert summary["config"]["train"]["max_steps"] == 8
     page = (run / "report.html").read_text()
     assert "Zero-shot judge vs trained judge" in page and page.count("data:image/png;base64,") >= 4
@@ -78,7 +81,13 @@ def test_gate_accepts_good_and_refuses_copies(quick_run):
                       "--threshold", "1.0", cwd=root, check=False)
     strict = ehrjudge("gate", *common, "--synthetic", str(root / "good.parquet"), "--name", "gen-good",
                       "--threshold", "10.0", cwd=root, check=False)
+    on_calibrated = ehrjudge("gate", *common, "--synthetic", str(root / "good.parquet"), "--name", "gen-cal",
+                             "--threshold", "1.0", "--score", "calibrated", cwd=root, check=False)
     # Assert
+    if (judge / "calibration.json").exists():
+        assert on_calibrated.returncode == 0 and "ACCEPTED" in on_calibrated.stdout
+    else:  # no silent fallback to the expected score
+        assert on_calibrated.returncode == 2 and "calibration.json" in on_calibrated.stdout + on_calibrated.stderr
     assert accepted.returncode == 0 and "ACCEPTED: registered gen-good version 1" in accepted.stdout
     assert copied.returncode == 1 and "near-copy rate" in copied.stdout and "REFUSED" in copied.stdout
     assert strict.returncode == 1 and "below the threshold" in strict.stdout

@@ -23,7 +23,8 @@ def make_run(root):
     vectors.to_parquet(root / "cohort" / "vectors.parquet")
     (root / "dataset").mkdir()
     (root / "evaluation").mkdir()
-    summary = {"splits": {}, "verifiable": {}, "training": {"wall_seconds": 90.0}}
+    summary = {"splits": {}, "verifiable": {}, "training": {"wall_seconds": 90.0},
+               "calibration": {"slope": 1.3, "intercept": -1.2, "n": 40, "fitted_on": "val (40 records) at step 15"}}
     for split in ("train", "val", "test", "test_unseen"):
         scores = rng.integers(1, 11, 40)
         frame = pd.DataFrame({"record_id": [f"{split}-{i}" for i in range(40)],
@@ -36,7 +37,8 @@ def make_run(root):
                          zero_shot_expected=5.2, summary="record text").to_parquet(root / "evaluation" / f"{split}.parquet")
             metrics = {"mean": 5.0, "std": 2.0, "pearson": 0.9, "pearson_ci": [0.8, 0.95], "spearman": 0.88,
                        "spearman_ci": [0.8, 0.93], "mae": 0.6, "within_1": 0.9}
-            summary["splits"][split] = {"zero_shot": {**metrics, "pearson": 0.01}, "trained": metrics}
+            summary["splits"][split] = {"zero_shot": {**metrics, "pearson": 0.01}, "trained": metrics,
+                                        "trained_calibrated": {**metrics, "mean": 5.4}}
             summary["verifiable"][split] = {"mean": float(scores.mean()), "std": float(scores.std())}
     (root / "summary.json").write_text(json.dumps(summary))
     (root / "suite").mkdir()
@@ -60,6 +62,7 @@ def test_report_has_every_section(tmp_path):
                     "Zero-shot judge vs trained judge", "Training curves", "Largest disagreements"):
         assert heading in page
     assert page.count("data:image/png;base64,") == 4  # histograms, 2 scatter+confusion grids, training curves
+    assert "trained_calibrated" in page and "clip(1.300 &times; trained expected score -1.200, 1, 10)" in page
     assert "http://" not in page and "https://" not in page  # self-contained
 
 

@@ -28,6 +28,9 @@ def test_train_then_evaluate_cli(tmp_path):
     # Run: the flag overrides the YAML's epochs
     trained = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run_dir), "--epochs", "2",
                                   "--debug"])
+    # the identity map as the saved calibration: its row must equal the expected-score row exactly
+    (run_dir / "best" / "calibration.json").write_text(json.dumps({"slope": 1.0, "intercept": 0.0, "n": 8,
+                                                                   "fitted_on": "test"}))
     evaluated = runner.invoke(app, ["evaluate-judge", "--model", str(run_dir / "best"), "--dataset", str(dataset),
                                     "--zero-shot", "skip", "--out", str(tmp_path / "eval")])
     # Assert
@@ -40,6 +43,9 @@ def test_train_then_evaluate_cli(tmp_path):
     assert "Baseline Realism Scores: Mean=" in evaluated.output and "Spearman Correlation:" in evaluated.output
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert set(result["splits"]) == {"test", "test_unseen"}
+    rows = result["splits"]["test"]["rows"]
+    assert rows["RLVR judge (calibrated expected score)"] == rows["RLVR judge (expected score)"]
+    assert "calibrated expected score = clip(1.0000 * expected +0.0000, 1, 10)" in evaluated.output
     assert result["prompt"]["system_prompt"] == "Rate."  # the training prompt is reused
 
 

@@ -51,6 +51,11 @@ def test_expected_run_moves_every_parameter_and_raises_agreement(dataset, tmp_pa
     assert maes[-1] < 0.75 * maes[0]
     assert (tmp_path / "run" / "best" / "adapter_config.json").exists()
     assert (tmp_path / "run" / "config.yaml").exists()
+    # the best checkpoint carries the calibration fitted on its own validation (rising agreement: slope > 0)
+    best = json.loads((tmp_path / "run" / "best" / "validation.json").read_text())
+    assert best["calibration"]["slope"] > 0 and best["calibration"]["n"] == 16
+    assert json.loads((tmp_path / "run" / "best" / "calibration.json").read_text()) == best["calibration"]
+    assert summary["final_calibration"] == json.loads((tmp_path / "run" / "final" / "calibration.json").read_text())
 
 
 def test_every_trainable_parameter_moves(dataset, tmp_path):

@@ -19,7 +19,8 @@ def _judge_help() -> str:
     from ehrjudge.judge.scoring import JudgeConfig
 
     return settings_help("Judge every synthetic record with the LLM: one CSV row per record with record_id, judge_score "
-            "(argmax label), expected_score (sum k p_k), entropy and the exact label probabilities p_1..p_10. "
+            "(argmax label), expected_score (sum k p_k), calibrated_score when the trained judge saved a calibration, "
+            "entropy and the exact label probabilities p_1..p_10. "
             "The resolved config (with the chat template) is written beside the CSV (.config.yaml).", JudgeConfig)
 
 
@@ -63,6 +64,7 @@ def judge_command(
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema, load_records
     from ehrjudge.io import write_csv
+    from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.scoring import JudgeConfig, judge_records, save_judge_config
 
@@ -75,12 +77,19 @@ def judge_command(
                                         judge_config.adapter)
     scores = judge_records(judge_model, tokenizer, records, schema, judge_config.prompt, judge_config.batch_size,
                            judge_config.reuse_prefix, ReferenceStats.from_dir(reference))
+    calibration = next(filter(None, (saved_calibration(path) for path in (judge_config.adapter, judge_config.model)
+                                     if path and Path(path).is_dir())), None)
+    if calibration is not None:  # the trained judge's own affine map, fitted on its validation split
+        scores.insert(3, "calibrated_score", calibration(scores["expected_score"].to_numpy()))
     write_csv(out, scores, float_format=FLOAT_FORMAT)
     save_judge_config(judge_config, tokenizer, out.with_suffix(".config.yaml"))
     console = Console()
     console.print(f"judged {len(scores)} records -> {out}")
     counts = scores["judge_score"].value_counts().reindex(range(1, 11), fill_value=0)
     console.print("judge_score histogram (1..10): " + " ".join(str(c) for c in counts))
+    if calibration is not None:
+        console.print(f"mean calibrated_score {scores['calibrated_score'].mean():.3f} "
+                      f"({calibration.slope:.3f} * expected {calibration.intercept:+.3f}, {calibration.fitted_on})")
     console.print(f"mean expected_score {scores['expected_score'].mean():.3f}; "
                   f"mean entropy {scores['entropy'].mean():.3f} nats")
 

@@ -44,7 +44,8 @@ def gate_command(
 ):
     """Score a generator's output with the trained judge; register it in MLflow only if it passes.
 
-    Extra settings: --max-near-copy-rate, --tracking-uri, --registry-dir, --batch-size.
+    Extra settings: --score expected|calibrated, --max-near-copy-rate, --tracking-uri, --registry-dir,
+    --batch-size.
     """
     from ehrjudge.config import load_config
     from ehrjudge.pipeline.gate import GateConfig, run_gate
@@ -56,7 +57,7 @@ def gate_command(
         flags += ["--reference", str(reference)]
     cfg = load_config(GateConfig, config, flags)
     decision = run_gate(str(judge), str(synthetic), name, cfg)
-    typer.echo(f"mean judge score {decision.mean_judge_score:.2f} (threshold {cfg.threshold:.2f}); "
+    typer.echo(f"mean judge score {decision.mean_judge_score:.2f} ({cfg.score}; threshold {cfg.threshold:.2f}); "
                f"near-copy rate {decision.near_copy_rate:.3f} (limit {cfg.max_near_copy_rate:.3f}); "
                f"{decision.n_records} records")
     if decision.accepted:
@@ -94,11 +95,11 @@ def run_command(
         typer.echo(f"  {record['name']:<11} {state}")
     if "splits" not in summary:
         return
-    typer.echo("\nsplit        scorer      pearson  spearman   MAE   within1  mean   std")
+    typer.echo(f"\n{'split':<12} {'scorer':<18} pearson spearman     MAE within1    mean     std")
     for split, scorers in summary["splits"].items():
         for scorer, m in scorers.items():
             def fmt(v):
                 return f"{v:7.3f}" if isinstance(v, (int, float)) else "    n/a"
-            typer.echo(f"{split:<12} {scorer:<10} {fmt(m['pearson'])} {fmt(m['spearman'])}  {fmt(m['mae'])} "
+            typer.echo(f"{split:<12} {scorer:<18} {fmt(m['pearson'])} {fmt(m['spearman'])} {fmt(m['mae'])} "
                        f"{fmt(m['within_1'])} {fmt(m['mean'])} {fmt(m['std'])}")
     typer.echo(f"\nreport: {out / 'report.html'}\nsummary: {out / 'summary.json'}")

@@ -95,6 +95,10 @@ def evaluation_text(result: dict) -> str:
             lines.append(f"{name[:58]:58s} {with_ci('pearson'):>24s} {with_ci('spearman'):>24s} "
                          f"{row['mae']:6.3f} {row['within_1']:8.3f} {gap:+8.3f}")
         lines.append("")
+    calibration = result.get("calibration")
+    if calibration:
+        lines.append(f"calibrated expected score = clip({calibration['slope']:.4f} * expected "
+                     f"{calibration['intercept']:+.4f}, 1, 10), fitted on {calibration['fitted_on']}")
     return "\n".join(lines)
 
 

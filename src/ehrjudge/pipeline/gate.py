@@ -20,14 +20,17 @@ from pathlib import Path
 import pandas as pd
 
 from ehrjudge.config import option, to_dict
-from ehrjudge.errors import InputError
+from ehrjudge.errors import ConfigError, InputError
+from ehrjudge.judge.calibration import saved_calibration
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class GateConfig:
-    threshold: float = option(6.0, "minimum mean judge score (expected score, 1-10) for acceptance")
+    threshold: float = option(6.0, "minimum mean judge score (1-10, see `score`) for acceptance")
+    score: str = option("expected", "judge score the threshold applies to: expected (E_pi[k]) or calibrated (the "
+                        "judge's calibration.json, fitted on its validation split; an error if it has none)")
     max_near_copy_rate: float = option(0.05, "maximum share of records flagged as near-copies of real patients")
     reference: str | None = option(None, "reference cohort dir for the near-copy check (default: the judge's dataset reference)")
     batch_size: int = option(16, "judge batch size")
@@ -145,9 +148,17 @@ def register(decision: GateDecision, synthetic: Path, name: str, config: GateCon
 def run_gate(judge: str, synthetic: str, name: str, config: GateConfig) -> GateDecision:
     synthetic_path = Path(synthetic)
     judged, verifiable = score_synthetic(judge, synthetic_path, config)
-    mean_score = float(judged["expected_score"].mean())
+    if config.score not in ("expected", "calibrated"):
+        raise ConfigError(f"gate score must be expected or calibrated, got {config.score!r}")
+    calibration = saved_calibration(judge)
+    if config.score == "calibrated" and calibration is None:
+        raise InputError("score: calibrated, but the judge has no calibration.json", file=Path(judge))
+    calibrated = calibration(judged["expected_score"].to_numpy()) if calibration is not None else None
+    mean_score = float(judged["expected_score"].mean() if config.score == "expected" else calibrated.mean())
     near_copy_rate = float(verifiable["near_copy"].mean())
     decision = decide(mean_score, near_copy_rate, config, len(judged))
     details = {"judge": str(judge), "synthetic": str(synthetic_path),
-               "mean_realism_score": float(verifiable["realism_score"].mean())}
+               "mean_realism_score": float(verifiable["realism_score"].mean()), "score": config.score,
+               "mean_expected_score": float(judged["expected_score"].mean()),
+               "mean_calibrated_score": None if calibrated is None else float(calibrated.mean())}
     return register(decision, synthetic_path, name, config, details)

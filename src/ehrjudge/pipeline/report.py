@@ -108,6 +108,11 @@ def _suite_section(run: Path) -> str:
 
 def _agreement_section(run: Path, summary: dict) -> str:
     parts = ["<h2>Zero-shot judge vs trained judge</h2>"]
+    calibration = summary.get("calibration")
+    if calibration:
+        parts.append(f"<p>trained_calibrated = clip({calibration['slope']:.3f} &times; trained expected score "
+                     f"{calibration['intercept']:+.3f}, 1, 10): an increasing affine map fitted on "
+                     f"{html.escape(calibration['fitted_on'])}, never on these splits.</p>")
     for split, scorers in summary.get("splits", {}).items():
         rows = []
         for scorer, metrics in scorers.items():

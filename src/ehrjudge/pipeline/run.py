@@ -133,11 +133,13 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema
     from ehrjudge.judge.model import load_judge
+    from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.scoring import judge_records, record_texts
 
     schema = Schema.load(dataset / "reference" / "schema.json")
     reference = ReferenceStats.from_dir(dataset / "reference")
     model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
+    calibration = saved_calibration(judge_dir)
     for split in EVAL_SPLITS:
         records = pd.read_parquet(dataset / f"{split}.parquet")
         zero = pd.read_csv(zero_shot / split / "judge_scores.csv")
@@ -147,6 +149,8 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table = records[["record_id", "generator", "strength", "realism_score"]].copy()
         table["trained_score"] = trained["judge_score"].to_numpy()
         table["trained_expected"] = trained["expected_score"].to_numpy()
+        if calibration is not None:  # fitted on val by the training stage (judge/calibration.py)
+            table["trained_calibrated_expected"] = calibration(trained["expected_score"].to_numpy())
         zero = zero.set_index("record_id").loc[table["record_id"]]
         table["zero_shot_score"] = zero["judge_score"].to_numpy()
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()
@@ -165,6 +169,7 @@ def scorer_values(table: pd.DataFrame, scorer: str, prediction: str) -> np.ndarr
 
 def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
     from ehrjudge.judge.agreement import agreement
+    from ehrjudge.judge.calibration import saved_calibration
 
     summary: dict = {"splits": {}, "verifiable": {}, "prediction": cfg.train.prediction}
     for split in EVAL_SPLITS:
@@ -172,7 +177,10 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
         truth = table["realism_score"].to_numpy(dtype=float)
         summary["verifiable"][split] = {"mean": float(truth.mean()), "std": float(truth.std()), "n": len(truth)}
         summary["splits"][split] = {}
-        for scorer in ("zero_shot", "trained", "regressor"):
+        scorers = ["zero_shot", "trained", "regressor"]
+        if cfg.train.prediction == "expected" and "trained_calibrated_expected" in table:
+            scorers.insert(2, "trained_calibrated")
+        for scorer in scorers:
             a = agreement(scorer_values(table, scorer, cfg.train.prediction), truth, seed=0,
                           n_bootstrap=cfg.baseline.n_bootstrap)
             summary["splits"][split][scorer] = {
@@ -184,6 +192,8 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
                            "best_step": train_summary.get("best_step"),
                            "best_val_spearman": train_summary.get("best_val_spearman"),
                            "seconds_per_step_median": train_summary.get("seconds_per_step_median")}
+    calibration = saved_calibration(out / "train" / "judge")
+    summary["calibration"] = dataclasses.asdict(calibration) if calibration else None
     summary["stages"] = [dataclasses.asdict(r) for r in runner.records]
     summary["config"] = to_dict(cfg)
     return summary

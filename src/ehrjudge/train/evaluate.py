@@ -7,6 +7,7 @@ correlations ([-1, 1]) and within-1 ([0, 1]); lower is better for MAE ([0, 9]) a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -19,11 +20,13 @@ from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.judge.agreement import agreement
 from ehrjudge.judge.baseline import fit_regressor, load_split
+from ehrjudge.judge.calibration import saved_calibration
 from ehrjudge.judge.prompt import PromptConfig, saved_prompt
 from ehrjudge.judge.scoring import judge_records
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("test", "test_unseen")
+CALIBRATED_ROW = "RLVR judge (calibrated expected score)"  # affine map fitted on val (judge/calibration.py)
 
 
 def training_prompt(model_path: Path) -> PromptConfig:
@@ -54,12 +57,14 @@ def evaluate_judge(model: str | Path, dataset: str | Path, splits=EVAL_SPLITS, z
     model, dataset = Path(model), Path(dataset)
     schema = Schema.load(dataset / "reference" / "schema.json")
     prompt = training_prompt(model)
+    calibration = saved_calibration(model)
     reference = ReferenceStats.from_dir(dataset / "reference")
     judge, tokenizer = load_judge(str(model))
     train_records, train_scores = load_split(dataset, "train", schema)
     regressor = fit_regressor("hist_gradient_boosting", train_records[schema.names].to_numpy(), train_scores, seed)
     base = None
-    result: dict = {"model": str(model), "dataset": str(dataset), "prompt": prompt.__dict__, "splits": {}}
+    result: dict = {"model": str(model), "dataset": str(dataset), "prompt": prompt.__dict__, "splits": {},
+                    "calibration": dataclasses.asdict(calibration) if calibration else None}
     for split in splits:
         records, true_scores = load_split(dataset, split, schema)
         if limit and limit < len(records):
@@ -70,6 +75,8 @@ def evaluate_judge(model: str | Path, dataset: str | Path, splits=EVAL_SPLITS, z
         seconds = time.perf_counter() - start
         rows = {"RLVR judge (expected score)": judged["expected_score"].to_numpy(),
                 "RLVR judge (argmax label)": judged["judge_score"].to_numpy().astype(float)}
+        if calibration is not None:
+            rows[CALIBRATED_ROW] = calibration(judged["expected_score"].to_numpy())
         zero = find_baseline_report(dataset, split, baseline_dirs or [dataset]) if zero_shot == "auto" else None
         if zero is None and zero_shot in ("auto", "compute"):
             if base is None:

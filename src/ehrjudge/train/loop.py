@@ -21,6 +21,7 @@ import torch
 from ehrjudge.config import save_config
 from ehrjudge.errors import ConfigError
 from ehrjudge.io import write_json
+from ehrjudge.judge.calibration import fit_calibration, save_calibration
 from ehrjudge.train import expected, grpo, reinforce
 from ehrjudge.train.checkpoint import load_latest, rng_states, restore_rng, save_checkpoint
 from ehrjudge.train.config import TrainConfig
@@ -175,6 +176,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     scores = torch.tensor(train_split.scores)
     last_val: dict = {}
     last_val_step = -1
+    last_calibration: list = [None]  # the calibration fitted at the latest validation, saved with final/
     step_seconds: list[float] = []
 
     def checkpoint() -> None:
@@ -187,8 +189,13 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     def run_validation() -> dict:
         nonlocal last_val, last_val_step
         model.eval()
-        metrics = validate(policy, val_indices, val_split.scores, config.batch_size, config.prediction)
+        metrics, expected_scores = validate(policy, val_indices, val_split.scores, config.batch_size,
+                                            config.prediction)
         model.train()
+        calibration = None
+        if len(val_indices) >= 3:
+            calibration = fit_calibration(expected_scores, val_split.scores,
+                                          f"val ({len(val_indices)} records) at step {progress.step}")
         tracker.log({f"eval/{k}": v for k, v in metrics.items() if isinstance(v, float)}, progress.step)
         if metrics["entropy"] < COLLAPSE_ENTROPY or metrics["top_label_share"] > COLLAPSE_SHARE:
             log.warning("policy collapse at step %d: mean entropy %.3f nats, label %d takes %.0f%% of validation "
@@ -197,8 +204,12 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
         if metrics["spearman"] > progress.best_spearman:
             progress.best_spearman, progress.best_step = metrics["spearman"], progress.step
             save_model(model, tokenizer, run_dir / "best")
-            write_json(run_dir / "best" / "validation.json", {"step": progress.step, **metrics})
+            write_json(run_dir / "best" / "validation.json",
+                       {"step": progress.step, **metrics,
+                        "calibration": dataclasses.asdict(calibration) if calibration else None})
+            save_calibration(calibration, run_dir / "best")
         last_val, last_val_step = metrics, progress.step
+        last_calibration[0] = calibration
         return metrics
 
     if progress.step == 0:
@@ -263,6 +274,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
         run_validation()
     checkpoint()
     save_model(model, tokenizer, run_dir / "final")
+    save_calibration(last_calibration[0], run_dir / "final")
     tracker.close()
     summary = {"method": config.method, "steps": progress.step, "epochs_completed": progress.epoch,
                "stopped_by": stopped_by, "train_seconds": time.perf_counter() - started,
@@ -270,6 +282,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
                "train_records": len(train_split), "val_records": len(val_split),
                "best_step": progress.best_step, "best_val_spearman": progress.best_spearman,
                "final_validation": {k: v for k, v in last_val.items()}, "run_dir": str(run_dir),
+               "final_calibration": dataclasses.asdict(last_calibration[0]) if last_calibration[0] else None,
                "dataset": str(dataset_dir),
                "hidden_cache_mb": sum(a.numel() * a.element_size() + b.numel() * b.element_size()
                                       for a, b in policy.hidden_cache.values()) / 2**20}

@@ -19,8 +19,13 @@ def judge_scores(log_probs: torch.Tensor, prediction: str) -> np.ndarray:
     return (log_probs.argmax(-1) + 1).float().numpy()
 
 
-def validate(policy, indices: list[int], targets: np.ndarray, batch_size: int, prediction: str) -> dict:
-    """Spearman/Pearson (higher is better, in [-1, 1]; an undefined one, e.g. constant judge, counts as -1), MAE (lower, [0, 9]), mean entropy, top-label share."""
+def validate(policy, indices: list[int], targets: np.ndarray, batch_size: int, prediction: str
+             ) -> tuple[dict, np.ndarray]:
+    """(metrics, expected score E_pi[k] per record) on the validation records.
+
+    metrics: Spearman/Pearson (higher is better, in [-1, 1]; an undefined one, e.g. constant judge, counts as -1),
+    MAE (lower, [0, 9]), mean entropy, top-label share. The expected scores feed the judge's calibration.
+    """
     from ehrjudge.judge.agreement import agreement
 
     with torch.no_grad():
@@ -37,4 +42,4 @@ def validate(policy, indices: list[int], targets: np.ndarray, batch_size: int, p
     metrics.update({"entropy": float(entropy(log_probs).mean()), "top_label": int(counts.argmax() + 1),
                     "top_label_share": float(counts.max() / counts.sum()),
                     "judge_mean": float(predicted.mean()), "score_mean": float(np.mean(targets))})
-    return metrics
+    return metrics, expected_label(log_probs).numpy()
