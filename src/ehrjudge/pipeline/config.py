@@ -41,12 +41,13 @@ class RunConfig:
 
 # Profiles are partial RunConfig mappings applied before the YAML file and flags.
 PROFILES: dict[str, dict] = {
-    # The training settings of configs/train_default.yaml (benchmarks/train_judge.py), with 25 instead of 30
-    # minutes of training so that the whole run (~19 min of cohort, dataset, suite, zero-shot judging of 798
-    # records and evaluation besides, measured on 2 AVX2 cores: docs/pipeline.md) stays within 45 minutes.
+    # The training settings of configs/train_default.yaml (benchmarks/train_judge.py), with 23 instead of 29
+    # minutes of training so that the whole run stays within 45 minutes on a machine without the cached cohort:
+    # besides training, the simulation takes 99 s and zero-shot judging + evaluation of 798 records ~18 min on 2
+    # AVX2 cores (docs/pipeline.md). With 25 minutes the run took 43:56 with the cohort cached (45:34 without).
     "default": {
         "train": {"learning_rate": 2.0e-3, "kl_coef": 0.05, "epochs": 5, "train_records": 1024, "val_records": 0,
-                  "eval_every": 50, "checkpoint_every": 50, "max_wall_minutes": 25.0,
+                  "eval_every": 50, "checkpoint_every": 50, "max_wall_minutes": 23.0,
                   "prompt": {"record_format": "deviations", "max_record_tokens": 128,
                              "system_prompt": "You rate synthetic patient records."}},
     },
