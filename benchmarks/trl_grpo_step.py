@@ -18,6 +18,7 @@ trl_grpo_step_checkpointing.json) and prints seconds per step and per record.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import re
@@ -148,7 +149,7 @@ def main(argv: list[str]) -> dict:
     trl_result = run_trl(split.prompts, [int(s) for s in split.scores], args)
     ours = run_ours(dataset, args)
     result = {"trl": trl_result, "ehrjudge_grpo": ours, "group_size": args.group_size,
-              "trl_version": __import__("trl").__version__,
+              "trl_version": importlib.metadata.version("trl"),
               "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
               "speedup_per_record_cached": trl_result["median_seconds_per_record"]
               / ours["median_cached_seconds_per_record"],

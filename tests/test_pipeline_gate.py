@@ -31,3 +31,21 @@ def test_register_creates_versions_only_when_accepted(tmp_path):
     sample = model.predict(pd.DataFrame({"n": [3], "seed": [1]}))
     assert len(sample) == 3 and set(sample["record_id"]) <= {"a", "b"}
     assert np.isclose(sample["age"].between(50, 60).mean(), 1.0)
+
+
+def test_calibrated_gate_without_calibration_fails_before_judging(tmp_path):
+    import pytest
+
+    from ehrjudge.config import load_config
+    from ehrjudge.errors import ConfigError, InputError
+    from ehrjudge.pipeline.gate import run_gate
+
+    # Setup: a judge folder with no calibration.json, and no synthetic file at all (judging would fail otherwise)
+    judge = tmp_path / "judge"
+    judge.mkdir()
+    # Run / Assert
+    with pytest.raises(InputError, match="no calibration.json") as error:
+        run_gate(str(judge), str(tmp_path / "missing.parquet"), "gen", GateConfig(score="calibrated"))
+    assert str(judge) in str(error.value)
+    with pytest.raises(ConfigError, match="score"):
+        load_config(GateConfig, None, ["--score", "median"])

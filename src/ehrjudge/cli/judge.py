@@ -43,11 +43,17 @@ def with_trained_prompt(judge_config, config_file: Optional[Path], overrides: di
     from_file = (yaml.safe_load(Path(config_file).read_text()) or {}) if config_file else {}
     if "prompt" in overrides or "prompt" in from_file:
         return judge_config
+    trained = saved_with_judge(judge_config, saved_prompt)
+    return dataclasses.replace(judge_config, prompt=trained) if trained is not None else judge_config
+
+
+def saved_with_judge(judge_config, lookup):
+    """The first thing `lookup(folder)` finds in the judge's adapter folder, then its model folder, else None."""
     for path in (judge_config.adapter, judge_config.model):
-        trained = saved_prompt(path) if path and Path(path).is_dir() else None
-        if trained is not None:
-            return dataclasses.replace(judge_config, prompt=trained)
-    return judge_config
+        found = lookup(path) if path and Path(path).is_dir() else None
+        if found is not None:
+            return found
+    return None
 
 
 @app.command("judge", context_settings=CONFIG_COMMAND, help=_judge_help())
@@ -77,8 +83,7 @@ def judge_command(
                                         judge_config.adapter)
     scores = judge_records(judge_model, tokenizer, records, schema, judge_config.prompt, judge_config.batch_size,
                            judge_config.reuse_prefix, ReferenceStats.from_dir(reference))
-    calibration = next(filter(None, (saved_calibration(path) for path in (judge_config.adapter, judge_config.model)
-                                     if path and Path(path).is_dir())), None)
+    calibration = saved_with_judge(judge_config, saved_calibration)
     if calibration is not None:  # the trained judge's own affine map, fitted on its validation split
         scores.insert(3, "calibrated_score", calibration(scores["expected_score"].to_numpy()))
     write_csv(out, scores, float_format=FLOAT_FORMAT)

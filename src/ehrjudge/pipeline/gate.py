@@ -16,11 +16,12 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
 from ehrjudge.config import option, to_dict
-from ehrjudge.errors import ConfigError, InputError
+from ehrjudge.errors import InputError
 from ehrjudge.judge.calibration import saved_calibration
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class GateConfig:
     threshold: float = option(6.0, "minimum mean judge score (1-10, see `score`) for acceptance")
-    score: str = option("expected", "judge score the threshold applies to: expected (E_pi[k]) or calibrated (the "
+    score: Literal["expected", "calibrated"] = option("expected", "judge score the threshold applies to: expected (E_pi[k]) or calibrated (the "
                         "judge's calibration.json, fitted on its validation split; an error if it has none)")
     max_near_copy_rate: float = option(0.05, "maximum share of records flagged as near-copies of real patients")
     reference: str | None = option(None, "reference cohort dir for the near-copy check (default: the judge's dataset reference)")
@@ -147,12 +148,10 @@ def register(decision: GateDecision, synthetic: Path, name: str, config: GateCon
 
 def run_gate(judge: str, synthetic: str, name: str, config: GateConfig) -> GateDecision:
     synthetic_path = Path(synthetic)
-    judged, verifiable = score_synthetic(judge, synthetic_path, config)
-    if config.score not in ("expected", "calibrated"):
-        raise ConfigError(f"gate score must be expected or calibrated, got {config.score!r}")
-    calibration = saved_calibration(judge)
+    calibration = saved_calibration(judge)  # before judging every record: a missing one fails at once
     if config.score == "calibrated" and calibration is None:
         raise InputError("score: calibrated, but the judge has no calibration.json", file=Path(judge))
+    judged, verifiable = score_synthetic(judge, synthetic_path, config)
     calibrated = calibration(judged["expected_score"].to_numpy()) if calibration is not None else None
     mean_score = float(judged["expected_score"].mean() if config.score == "expected" else calibrated.mean())
     near_copy_rate = float(verifiable["near_copy"].mean())

@@ -176,7 +176,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     scores = torch.tensor(train_split.scores)
     last_val: dict = {}
     last_val_step = -1
-    last_calibration: list = [None]  # the calibration fitted at the latest validation, saved with final/
+    last_calibration = None  # fitted at the latest validation, saved with final/
     step_seconds: list[float] = []
 
     def checkpoint() -> None:
@@ -187,7 +187,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
         save_checkpoint(run_dir, progress.step, model, state, config.keep_checkpoints)
 
     def run_validation() -> dict:
-        nonlocal last_val, last_val_step
+        nonlocal last_val, last_val_step, last_calibration
         model.eval()
         metrics, expected_scores = validate(policy, val_indices, val_split.scores, config.batch_size,
                                             config.prediction)
@@ -209,7 +209,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
                         "calibration": dataclasses.asdict(calibration) if calibration else None})
             save_calibration(calibration, run_dir / "best")
         last_val, last_val_step = metrics, progress.step
-        last_calibration[0] = calibration
+        last_calibration = calibration
         return metrics
 
     if progress.step == 0:
@@ -274,7 +274,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
         run_validation()
     checkpoint()
     save_model(model, tokenizer, run_dir / "final")
-    save_calibration(last_calibration[0], run_dir / "final")
+    save_calibration(last_calibration, run_dir / "final")
     tracker.close()
     summary = {"method": config.method, "steps": progress.step, "epochs_completed": progress.epoch,
                "stopped_by": stopped_by, "train_seconds": time.perf_counter() - started,
@@ -282,7 +282,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
                "train_records": len(train_split), "val_records": len(val_split),
                "best_step": progress.best_step, "best_val_spearman": progress.best_spearman,
                "final_validation": {k: v for k, v in last_val.items()}, "run_dir": str(run_dir),
-               "final_calibration": dataclasses.asdict(last_calibration[0]) if last_calibration[0] else None,
+               "final_calibration": dataclasses.asdict(last_calibration) if last_calibration else None,
                "dataset": str(dataset_dir),
                "hidden_cache_mb": sum(a.numel() * a.element_size() + b.numel() * b.element_size()
                                       for a, b in policy.hidden_cache.values()) / 2**20}
