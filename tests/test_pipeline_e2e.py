@@ -47,6 +47,9 @@ def test_quick_run_writes_summary_and_report(quick_run):
     assert ("trained_calibrated" in summary["splits"]["test"]) == (summary["calibration"] is not None)
     assert (summary["calibration"] is not None) == (run / "train" / "judge" / "calibration.json").exists()
     assert summary["config"]["train"]["max_steps"] == 8
+    # the trained judge (LoRA on the top 4 of SmolLM2's 30 layers) ran only those, on the zero-shot pass's inputs
+    judging = json.loads((run / "evaluation" / "judging.json").read_text())
+    assert {split: info["from_layer"] for split, info in judging.items()} == {"test": 26, "test_unseen": 26}
     page = (run / "report.html").read_text()
     assert "Zero-shot judge vs trained judge" in page and page.count("data:image/png;base64,") >= 4
     assert (run / "mlruns" / "mlflow.db").exists()

@@ -22,6 +22,7 @@ from ehrjudge.config import option, save_config, to_dict
 from ehrjudge.errors import InputError
 from ehrjudge.io import atomic_dir, read_table, write_csv, write_json, write_text
 from ehrjudge.judge.agreement import agreement
+from ehrjudge.judge.layer_inputs import LayerCapture
 from ehrjudge.judge.scoring import JudgeConfig, judge_records, record_texts, save_judge_config
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,12 @@ def largest_disagreements(table: pd.DataFrame, texts: list[str], n: int) -> list
     return rows
 
 
-def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | None = None) -> dict:
-    """Judge one split zero-shot, compare with the verifiable score and a regressor; write the report to `out`."""
+def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | None = None,
+                 capture: LayerCapture | None = None) -> dict:
+    """Judge one split zero-shot, compare with the verifiable score and a regressor; write the report to `out`.
+
+    `capture`: keep one decoder layer's inputs of the judging pass (judge.layer_inputs), for the trained judge.
+    """
     from ehrjudge.judge.model import load_judge
 
     config = config or BaselineConfig()
@@ -115,7 +120,7 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
     start = time.perf_counter()
     reference = ReferenceStats.from_dir(dataset / "reference")
     judged = judge_records(model, tokenizer, records, schema, config.judge.prompt, config.judge.batch_size,
-                           config.judge.reuse_prefix, reference)
+                           config.judge.reuse_prefix, reference, capture)
     judge_seconds = time.perf_counter() - start
     regressor = fit_regressor(config.regressor, train_records[schema.names].to_numpy(), train_scores, config.seed)
     regressor_scores = np.clip(np.rint(regressor.predict(records[schema.names].to_numpy())), 1, 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -17,6 +18,8 @@ from ehrjudge.cohort.text import record_to_text
 from ehrjudge.config import option, save_config
 from ehrjudge.errors import InputError
 from ehrjudge.judge.labels import LABELS, LabelScorer
+from ehrjudge.judge.layer_inputs import (LayerCapture, LayerInputs, base_causal_lm, captured_inputs,
+                                        lower_weights_sha, prompt_key)
 from ehrjudge.judge.prompt import PromptConfig, build_prompt, resolved_chat_template
 
 log = logging.getLogger(__name__)
@@ -80,37 +83,72 @@ def summarize_distribution(log_probs: np.ndarray) -> pd.DataFrame:
     })
 
 
+def progress_batches(order: np.ndarray, batch_size: int, description: str):
+    """Yield `order` in consecutive slices of `batch_size` under a progress bar advanced after each slice."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(description, total=len(order))
+        for begin in range(0, len(order), batch_size):
+            index = order[begin:begin + batch_size]
+            yield index
+            progress.advance(task, len(index))
+
+
 def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reuse_prefix: bool = True,
-                  description: str = "judging") -> np.ndarray:
-    """(N, 10) label log-probabilities, batches formed from length-sorted prompts to limit padding."""
+                  description: str = "judging", capture: LayerCapture | None = None) -> np.ndarray:
+    """(N, 10) label log-probabilities, batches formed from length-sorted prompts to limit padding.
+
+    `capture`: also keep the inputs of decoder layer `capture.layer` in `capture.result` (judge.layer_inputs), for a
+    later judge that differs from this model only in the layers above.
+    """
     scorer = LabelScorer(tokenizer)
-    prefix = None
+    ids = scorer.tokenize(prompts)
+    layers = base_causal_lm(model).model.layers
+    kept = None if capture is None else capture.layer % len(layers)
+    layer = None if kept is None else layers[kept]
+
+    def watch():
+        return captured_inputs(layer) if layer is not None else contextlib.nullcontext([])
+
+    prefix, prefix_hidden = None, None
     if reuse_prefix and len(prompts) > 1:
-        prefix = scorer.shared_prefix(model, prompts)
-    lengths = [len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts]
+        with watch() as seen:
+            prefix = scorer.shared_prefix(model, prompts)
+        prefix_hidden = seen[0][0].cpu().clone() if layer is not None else None  # (P, H)
+    skip = len(prefix.token_ids) if prefix is not None else 0
+    lengths = [len(x) for x in ids]
     order = np.argsort(lengths, kind="stable")
     out = np.empty((len(prompts), len(LABELS)), dtype=np.float64)
+    own: list[torch.Tensor | None] = [None] * len(prompts)
+    trie: list[torch.Tensor | None] = [None] * len(prompts)
     start = time.perf_counter()
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, transient=True) as progress, torch.no_grad():
-        task = progress.add_task(description, total=len(prompts))
-        for begin in range(0, len(prompts), batch_size):
-            index = order[begin:begin + batch_size]
+    with torch.no_grad():
+        for index in progress_batches(order, batch_size, description):
             batch = [prompts[i] for i in index]
-            out[index] = scorer.log_probs(model, batch, prefix=prefix).double().cpu().numpy()
-            progress.advance(task, len(index))
+            with watch() as seen:
+                out[index] = scorer.log_probs(model, batch, prefix=prefix).double().cpu().numpy()
+            if layer is not None:
+                # Scoring without grad is two-step: the prompt forward (B, T, H), then the trie step (B, N, H).
+                prompt_hidden, trie_hidden = seen
+                for row, i in enumerate(index):  # left-padded: a row's own tokens are its last ones
+                    own[i] = prompt_hidden[row, prompt_hidden.shape[1] - (lengths[i] - skip):].cpu().clone()
+                    trie[i] = trie_hidden[row].cpu().clone()
     elapsed = time.perf_counter() - start
     log.info("judged %d prompts (mean %.0f tokens) in %.1f s: %.2f records/s", len(prompts), np.mean(lengths),
              elapsed, len(prompts) / max(elapsed, 1e-9))
+    if capture is not None:
+        capture.result = LayerInputs(kept, lower_weights_sha(model, kept),
+                                     [prompt_key(x) for x in ids], own, trie, prefix_hidden)
     return out
 
 
 def judge_records(model, tokenizer, records_df: pd.DataFrame, schema: Schema, prompt_config: PromptConfig | None = None,
-                  batch_size: int = 8, reuse_prefix: bool = True, reference: ReferenceStats | None = None
-                  ) -> pd.DataFrame:
+                  batch_size: int = 8, reuse_prefix: bool = True, reference: ReferenceStats | None = None,
+                  capture: LayerCapture | None = None) -> pd.DataFrame:
     """record_id, judge_score, expected_score, entropy, p_1..p_10 for every record, in input order.
 
     `reference`: the reference cohort's statistics, needed by the "deviations" record format.
+    `capture`: keep one decoder layer's inputs (see judge_prompts).
     """
     if "record_id" not in records_df.columns:
         raise InputError("records table has no record_id column", column="record_id")
@@ -118,6 +156,6 @@ def judge_records(model, tokenizer, records_df: pd.DataFrame, schema: Schema, pr
         raise InputError("no records to judge")
     prompts = record_prompts(records_df, schema, tokenizer, prompt_config, reference)
     summary = summarize_distribution(judge_prompts(model, tokenizer, prompts, batch_size=batch_size,
-                                                  reuse_prefix=reuse_prefix))
+                                                  reuse_prefix=reuse_prefix, capture=capture))
     summary.insert(0, "record_id", records_df["record_id"].to_numpy())
     return summary

@@ -41,13 +41,14 @@ class RunConfig:
 
 # Profiles are partial RunConfig mappings applied before the YAML file and flags.
 PROFILES: dict[str, dict] = {
-    # The training settings of configs/train_default.yaml (benchmarks/train_judge.py), with 23 instead of 29
+    # The training settings of configs/train_default.yaml (benchmarks/train_judge.py), with 26 instead of 29
     # minutes of training so that the whole run stays within 45 minutes on a machine without the cached cohort:
-    # besides training, the simulation takes 99 s and zero-shot judging + evaluation of 798 records ~18 min on 2
-    # AVX2 cores (docs/pipeline.md). With 25 minutes the run took 43:56 with the cohort cached (45:34 without).
+    # besides training, the simulation takes ~99 s, zero-shot judging of 798 records 9-11 min and the trained
+    # judge's evaluation ~1.5 min on 2 AVX2 cores (it runs only the 4 LoRA layers, on the zero-shot pass's saved
+    # layer-26 inputs; docs/pipeline.md).
     "default": {
         "train": {"learning_rate": 2.0e-3, "kl_coef": 0.05, "epochs": 5, "train_records": 1024, "val_records": 0,
-                  "eval_every": 50, "checkpoint_every": 50, "max_wall_minutes": 23.0,
+                  "eval_every": 50, "checkpoint_every": 50, "max_wall_minutes": 26.0,
                   "prompt": {"record_format": "deviations", "max_record_tokens": 128,
                              "system_prompt": "You rate synthetic patient records."}},
     },

@@ -27,6 +27,7 @@ from ehrjudge.pipeline.stages import StageRunner
 log = logging.getLogger(__name__)
 STAGES = ("cohort", "dataset", "suite", "zero_shot", "train", "evaluation")
 EVAL_SPLITS = ("test", "test_unseen")
+LAYER_INPUTS = "layer_inputs.pt"  # the zero-shot pass's inputs of the first trained layer (judge.layer_inputs)
 
 
 def source_fingerprint(path: str | None) -> str | None:
@@ -95,13 +96,21 @@ def _judge_config(cfg: RunConfig, model: str | None, batch_size: int):
 
 def build_zero_shot_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
     """One zero-shot baseline report over test + test_unseen together (798 records on the default dataset, the
-    >= 500 the baseline report is meant for), then each split's rows in SPLIT/judge_scores.csv."""
+    >= 500 the baseline report is meant for), then each split's rows in SPLIT/judge_scores.csv.
+
+    When training adapts only the top `train_layers` layers, the pass also keeps the input of the first of them
+    (LAYER_INPUTS), so that the evaluation stage runs only those layers for the trained judge.
+    """
     from ehrjudge.io import write_csv
     from ehrjudge.judge.baseline import run_baseline
+    from ehrjudge.judge.layer_inputs import LayerCapture
 
     baseline = dataclasses.replace(cfg.baseline, split="+".join(EVAL_SPLITS),
                                    judge=_judge_config(cfg, cfg.train.model, cfg.baseline.judge.batch_size))
-    run_baseline(dataset, out / "report", baseline)
+    capture = LayerCapture(-cfg.train.train_layers) if cfg.train.train_layers > 0 else None
+    run_baseline(dataset, out / "report", baseline, capture)
+    if capture is not None:
+        capture.result.save(out / LAYER_INPUTS)
     scores = pd.read_csv(out / "report" / "judge_scores.csv", dtype={"record_id": str})
     for split in EVAL_SPLITS:
         ids = pd.read_parquet(dataset / f"{split}.parquet", columns=["record_id"])["record_id"].astype(str)
@@ -134,18 +143,30 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     from ehrjudge.cohort.schema import Schema
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.calibration import saved_calibration
-    from ehrjudge.judge.scoring import judge_records, record_texts
+    from ehrjudge.judge.layer_inputs import LayerInputs
+    from ehrjudge.judge.scoring import judge_prompts, record_prompts, record_texts, summarize_distribution
+    from ehrjudge.train.policy import judge_from_layer_inputs
 
     schema = Schema.load(dataset / "reference" / "schema.json")
     reference = ReferenceStats.from_dir(dataset / "reference")
     model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
     calibration = saved_calibration(judge_dir)
+    saved = LayerInputs.load(zero_shot / LAYER_INPUTS) if (zero_shot / LAYER_INPUTS).exists() else None
+    judging = {}
     for split in EVAL_SPLITS:
         records = pd.read_parquet(dataset / f"{split}.parquet")
         zero = pd.read_csv(zero_shot / split / "judge_scores.csv")
         records = records[records["record_id"].isin(zero["record_id"])].reset_index(drop=True)
-        trained = judge_records(model, tokenizer, records, schema, cfg.train.prompt, cfg.eval_batch_size,
-                                reference=reference)
+        prompts = record_prompts(records, schema, tokenizer, cfg.train.prompt, reference)
+        start = time.perf_counter()
+        # The trained judge equals the zero-shot model below its first trained layer: reuse that pass's inputs.
+        log_probs = None if saved is None else judge_from_layer_inputs(model, tokenizer, prompts, saved,
+                                                                       cfg.eval_batch_size)
+        judging[split] = {"records": len(records), "from_layer": None if log_probs is None else saved.layer}
+        if log_probs is None:
+            log_probs = judge_prompts(model, tokenizer, prompts, cfg.eval_batch_size)
+        judging[split]["seconds"] = time.perf_counter() - start
+        trained = summarize_distribution(log_probs)
         table = records[["record_id", "generator", "strength", "realism_score"]].copy()
         table["trained_score"] = trained["judge_score"].to_numpy()
         table["trained_expected"] = trained["expected_score"].to_numpy()
@@ -157,6 +178,7 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table["regressor_score"] = zero["regressor_score"].to_numpy()
         table["summary"] = [t[:400] for t in record_texts(records, schema, tokenizer, cfg.train.prompt, reference)]
         write_parquet(out / f"{split}.parquet", table)
+    write_json(out / "judging.json", judging)  # which pass judged each split, and how long it took
 
 
 def scorer_values(table: pd.DataFrame, scorer: str, prediction: str) -> np.ndarray:

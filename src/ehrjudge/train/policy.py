@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
+import numpy as np
 import torch
 
-from ehrjudge.judge.labels import LabelScorer, cache_keyword, common_prefix_length
+from ehrjudge.judge.labels import LABELS, LabelScorer, cache_keyword, common_prefix_length
+from ehrjudge.judge.layer_inputs import LayerInputs, base_causal_lm, captured_inputs, prompt_key
+from ehrjudge.judge.scoring import progress_batches
 
 log = logging.getLogger(__name__)
-
-
-def base_causal_lm(model):
-    """The underlying *ForCausalLM of a plain or PEFT-wrapped model."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 class PrefixKV:
@@ -53,19 +52,6 @@ class PrefixKV:
         batch = keys.shape[0]
         return (torch.cat([prefix_keys.expand(batch, -1, -1, -1), keys], dim=2),
                 torch.cat([prefix_values.expand(batch, -1, -1, -1), values], dim=2))
-
-
-@contextlib.contextmanager
-def captured_inputs(layer):
-    """Collect the hidden-state input of every forward call of `layer` (detached) while the context is open."""
-    captured: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(
-        lambda module, args, kwargs: captured.append((args[0] if args else kwargs["hidden_states"]).detach()),
-        with_kwargs=True)
-    try:
-        yield captured
-    finally:
-        handle.remove()
 
 
 def adapter_disabled(model):
@@ -228,6 +214,38 @@ class LabelPolicy:
                 total = total + log_softmax[:, node + 1, token]  # node -1 = the prompt's last position
             columns.append(total)
         return torch.log_softmax(torch.stack(columns, dim=1), dim=-1)  # (B, 10)
+
+
+def judge_from_layer_inputs(model, tokenizer, prompts: list[str], inputs: LayerInputs, batch_size: int = 16,
+                            description: str = "judging (upper layers)") -> np.ndarray | None:
+    """(N, 10) label log-probs of `model` on `prompts`, running only layers inputs.layer.. on saved inputs.
+
+    None (the reason logged) when the inputs do not fit: other prompts, or other weights below that layer.
+    Same numbers as judge.scoring.judge_prompts on the whole model, up to float rounding (tests/test_layer_inputs.py).
+    """
+    token_ids = LabelScorer(tokenizer).tokenize(prompts)
+    why = inputs.mismatch(model, token_ids)
+    if why is not None:
+        log.warning("saved layer-%d inputs not used (%s): running the whole model", inputs.layer, why)
+        return None
+    n_layers = len(base_causal_lm(model).model.layers)
+    policy = LabelPolicy(model, tokenizer, prompts, n_layers - inputs.layer, cache_lower_layers=True,
+                         use_prefix=False)
+    saved = {key: j for j, key in enumerate(inputs.prompt_keys)}
+    for i, ids in enumerate(token_ids):
+        j = saved[prompt_key(ids)]
+        policy.hidden_cache[i] = (inputs.own[j], inputs.trie[j])
+    policy.prefix_hidden = inputs.prefix
+    order = np.argsort([len(x) for x in token_ids], kind="stable")
+    out = np.empty((len(prompts), len(LABELS)), dtype=np.float64)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for index in progress_batches(order, batch_size, description):
+            out[index] = policy._upper_log_probs(index.tolist()).double().cpu().numpy()
+    elapsed = time.perf_counter() - start
+    log.info("judged %d prompts on layers %d.. in %.1f s: %.2f records/s", len(prompts), inputs.layer, elapsed,
+             len(prompts) / max(elapsed, 1e-9))
+    return out
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

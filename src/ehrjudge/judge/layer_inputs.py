@@ -1,0 +1,106 @@
+"""The input of one decoder layer K, kept from a judging pass, for a later judge that differs only in layers K..
+
+A judge trained with `train_layers = L` (LoRA or full fine-tuning of the top L layers) computes exactly what its
+base model computes below layer K = n_layers - L. So once the base model has judged a set of prompts (the
+pipeline's zero-shot stage), the trained judge needs only layers K.. + norm + lm_head on the kept inputs
+(train.policy.judge_from_layer_inputs): 4 of 30 layers for SmolLM2-135M with the default train_layers 4.
+
+What is kept per prompt: layer K's input for its own tokens (after the prompt prefix shared by all prompts, held
+once) and for the label-trie tokens of the two-step scoring (judge.labels). The inputs fit a model only when
+`weights_sha` (a SHA-256 over every tensor the lower layers read: embeddings, layers < K, rotary buffers) and
+each prompt's token ids match; `mismatch` says why not, and the caller then runs the whole model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import pickle
+from pathlib import Path
+
+import torch
+
+from ehrjudge.errors import InputError
+from ehrjudge.io import atomic_file
+
+
+def base_causal_lm(model):
+    """The underlying *ForCausalLM of a plain or PEFT-wrapped model."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@contextlib.contextmanager
+def captured_inputs(layer):
+    """Collect the hidden-state input of every forward call of `layer` (detached) while the context is open."""
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(
+        lambda module, args, kwargs: captured.append((args[0] if args else kwargs["hidden_states"]).detach()),
+        with_kwargs=True)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def lower_weights_sha(model, layer: int) -> str:
+    """SHA-256 over the names, dtypes and bytes of every parameter and buffer that layers below `layer` read."""
+    decoder = base_causal_lm(model).model
+    digest = hashlib.sha256()
+    modules = [("embed_tokens", decoder.embed_tokens), ("rotary_emb", decoder.rotary_emb)]
+    modules += [(f"layers.{i}", decoder.layers[i]) for i in range(layer)]
+    for prefix, module in modules:
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            data = tensor.detach().cpu().contiguous()
+            digest.update(f"{prefix}.{name}:{data.dtype}:{tuple(data.shape)}".encode())
+            digest.update(data.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def prompt_key(token_ids: list[int]) -> str:
+    return hashlib.sha256(" ".join(map(str, token_ids)).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class LayerInputs:
+    """Layer `layer`'s inputs for a set of prompts (all tensors on CPU, in the model's dtype)."""
+
+    layer: int
+    weights_sha: str  # lower_weights_sha of the model that produced them
+    prompt_keys: list[str]  # prompt_key of each prompt's full token ids
+    own: list[torch.Tensor]  # (T_i, H): prompt i's tokens after the shared prefix
+    trie: list[torch.Tensor]  # (N, H): the label-trie tokens of prompt i
+    prefix: torch.Tensor | None  # (P, H): the shared prefix's tokens, or None when none was reused
+
+    def mismatch(self, model, token_ids: list[list[int]]) -> str | None:
+        """Why these inputs do not fit `model` on prompts with these token ids, or None when they do."""
+        n_layers = len(base_causal_lm(model).model.layers)
+        if not 0 < self.layer < n_layers:
+            return f"layer {self.layer} is not inside the model's 1..{n_layers - 1}"
+        known = set(self.prompt_keys)
+        missing = sum(prompt_key(ids) not in known for ids in token_ids)
+        if missing:
+            return f"{missing} of {len(token_ids)} prompts were not judged in the saved pass"
+        if lower_weights_sha(model, self.layer) != self.weights_sha:
+            return f"the model's embeddings or layers below {self.layer} differ from the saved pass's"
+        return None
+
+    def save(self, path: str | Path) -> None:
+        with atomic_file(path) as tmp:
+            torch.save({field.name: getattr(self, field.name) for field in dataclasses.fields(self)}, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LayerInputs":
+        try:
+            data = torch.load(path, weights_only=True)
+            return cls(**data)
+        except (OSError, RuntimeError, TypeError, EOFError, pickle.UnpicklingError) as error:
+            raise InputError(f"cannot read saved layer inputs: {error}", file=path) from error
+
+
+@dataclasses.dataclass
+class LayerCapture:
+    """Asks a judging pass (judge.scoring.judge_prompts) to keep layer `layer`'s inputs in `result`."""
+
+    layer: int  # decoder layer index; negative counts from the top, as in Python (-4: K = n_layers - 4)
+    result: LayerInputs | None = None
