@@ -3,6 +3,7 @@
     python benchmarks/judge_throughput.py [--threads 2] [--records 32] [--out benchmarks/results/judge_throughput.json]
     python benchmarks/judge_throughput.py --train-config configs/train_default.yaml \
         --out benchmarks/results/judge_throughput_trained_prompt.json     # the trained judge's prompt
+    ... --int8     # also torch's dynamic int8 quantization (measured and rejected: docs/judge.md)
 
 Measures, on real records of the default cohort: records/s at batch 8 with and without the cached shared prompt
 prefix in fp32 and with it in bf16 (only where the CPU multiplies bf16 natively, unless --dtypes says otherwise),
@@ -16,6 +17,7 @@ Each figure is the median of --repeats runs; the load average before and after i
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -90,6 +92,20 @@ def continuation_share(model, scorer, prompts, repeats: int) -> dict:
             "continuation_over_forward": (full_s - forward_s) / forward_s}
 
 
+def int8_dynamic(fp32_judge, fp32_probs: torch.Tensor, repeats: int) -> dict:
+    """records/s of the judge with int8 dynamic quantization of the decoder's Linear layers (lm_head stays fp32),
+    and how far its label distribution is from fp32's (batch 8, prefix reuse, the same prompts)."""
+    model, scorer, prompts = fp32_judge
+    quantized = copy.deepcopy(model)
+    quantized.model = torch.ao.quantization.quantize_dynamic(quantized.model, {torch.nn.Linear}, dtype=torch.qint8)
+    rate, probs = timed_scoring(quantized, scorer, prompts, 8, True, repeats)
+    labels = torch.arange(1, 11, dtype=torch.float64)
+    return {"records_per_second": rate,
+            "max_abs_probability_difference": float((probs - fp32_probs).abs().max()),
+            "max_abs_expected_score_difference": float(((probs - fp32_probs) @ labels).abs().max()),
+            "argmax_agreement": float((probs.argmax(1) == fp32_probs.argmax(1)).double().mean())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -102,6 +118,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default=None,
                         help="comma list of float32,bfloat16 (default: float32, plus bfloat16 where the CPU has native "
                              "bf16 matmul, avx512_bf16 or amx_bf16; elsewhere torch emulates it at a fraction of fp32)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also measure torch's dynamic int8 quantization of the decoder's Linear layers (fbgemm) "
+                             "and how far it moves the label distribution from fp32")
     args = parser.parse_args()
     dtypes = args.dtypes.split(",") if args.dtypes else ["float32"] + (["bfloat16"] if native_bf16() else [])
     prompt_config = load_config(TrainConfig, args.train_config).prompt if args.train_config else PromptConfig()
@@ -170,6 +189,8 @@ def main() -> None:
         results["bf16_vs_fp32"] = {"max_abs_probability_difference": float(difference.max()),
                                    "mean_abs_probability_difference": float(difference.mean()),
                                    "argmax_agreement": float((bf16.argmax(1) == fp32.argmax(1)).double().mean())}
+    if args.int8:
+        results["int8_dynamic"] = int8_dynamic(judges["float32"], distributions[("float32", 8, True)], args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"tokens/record: {results['tokens_per_record']}")
@@ -180,6 +201,8 @@ def main() -> None:
         f"{name} {results[f'continuation_{name}_batch8']['continuation_over_forward']:.1%}" for name in dtypes))
     if "bf16_vs_fp32" in results:
         print(f"bf16 vs fp32 label distribution: {results['bf16_vs_fp32']}")
+    if "int8_dynamic" in results:
+        print(f"int8 dynamic (batch 8, prefix reuse): {results['int8_dynamic']}")
     print(f"best: {best}; load average before {results['load_average_before']}, "
           f"after {results['load_average_after']} -> {args.out}")
 
