@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ehrjudge.errors import InputError
+from ehrjudge.judge.labels import common_prefix_length
 from ehrjudge.judge.layer_inputs import LayerCapture, LayerInputs
 from ehrjudge.judge.prompt import build_prompt
 from ehrjudge.judge.scoring import judge_prompts
@@ -101,3 +102,54 @@ def test_save_load_round_trip_and_bad_file(tmp_path):
                                   judge_from_layer_inputs(model, tokenizer, prompts, capture.result))
     with pytest.raises(InputError, match="bad.pt"):
         LayerInputs.load(tmp_path / "bad.pt")
+
+
+def lora_judge(model, layers, seed=0):
+    """A PEFT LoRA judge on `layers`, its B matrices random so that the adapter changes the output."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                           "up_proj", "down_proj"],
+                        layers_to_transform=layers, init_lora_weights=False)
+    return get_peft_model(copy.deepcopy(model), config).eval()
+
+
+def test_lora_judge_on_a_subset_with_a_longer_prefix_and_duplicates():
+    # Setup: LoRA on the top 2 of 3 layers, as training makes it; the subset "age 41", "age 45", "age 41" shares
+    # more tokens than all prompts do, and holds one prompt twice
+    model, tokenizer = tiny_judge(seed=8, layers=3, hidden=32)
+    prompts = [build_prompt(f"Demographics: female, age {age}", tokenizer, TINY_PROMPT) for age in (41, 45, 70, 23)]
+    capture = LayerCapture(-2)
+    judge_prompts(model, tokenizer, prompts, batch_size=3, capture=capture)
+    trained = lora_judge(model, layers=[1, 2])
+    subset = [prompts[0], prompts[1], prompts[0]]
+    # Run
+    reused = judge_from_layer_inputs(trained, tokenizer, subset, capture.result, batch_size=2)
+    direct = judge_prompts(trained, tokenizer, subset, batch_size=3)
+    # Assert
+    longer = common_prefix_length(tokenizer(subset, add_special_tokens=False)["input_ids"])
+    assert longer > capture.result.prefix.shape[0]  # the subset's own shared prefix is not the saved one
+    np.testing.assert_allclose(reused, direct, atol=1e-5)
+    np.testing.assert_allclose(reused[0], reused[2], atol=1e-5)  # the duplicate, in another batch
+    assert np.abs(direct - judge_prompts(model, tokenizer, subset)).max() > 0.01  # the adapter does change it
+
+
+def test_lora_on_a_lower_layer_is_refused_and_bad_layers_raise(tmp_path, caplog):
+    # Setup
+    model, tokenizer = tiny_judge(seed=9, layers=3, hidden=32)
+    prompts = prompts_for(tokenizer, 3)
+    capture = LayerCapture(-2)
+    judge_prompts(model, tokenizer, prompts, capture=capture)
+    data = {field: getattr(capture.result, field) for field in ("layer", "weights_sha", "trie_tokens",
+                                                                "prompt_keys", "own", "trie", "prefix")}
+    torch.save({**data, "own": data["own"][:2]}, tmp_path / "short.pt")
+    # Run
+    with caplog.at_level(logging.WARNING):
+        refused = judge_from_layer_inputs(lora_judge(model, layers=[0, 1, 2]), tokenizer, prompts, capture.result)
+    # Assert
+    assert refused is None and "layers below 1 differ" in caplog.text
+    with pytest.raises(ValueError, match="layer 3 does not exist"):
+        judge_prompts(model, tokenizer, prompts, capture=LayerCapture(3))
+    with pytest.raises(InputError, match="3 prompt keys, 2 prompt"):
+        LayerInputs.load(tmp_path / "short.pt")

@@ -8,10 +8,17 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
+
+
+def feature_columns(run):
+    """The patient-vector columns of a run's reference cohort (what the judge and the gate read)."""
+    reference = pd.read_parquet(run / "dataset" / "reference" / "vectors.parquet")
+    return reference, [c for c in reference.columns if c != "subject_id"]
 
 
 def ehrjudge(*args, cwd, check=True):
@@ -64,13 +71,30 @@ def test_rerun_with_unchanged_inputs_skips_every_stage(quick_run):
     assert all(s[1] == "cached" for s in stage_lines)
 
 
+def test_evaluation_on_saved_layer_inputs_equals_the_whole_trained_judge(quick_run):
+    # Setup: the records the evaluation stage judged from the zero-shot pass's layer-26 inputs
+    root, _ = quick_run
+    run = root / "run"
+    evaluated = pd.read_parquet(run / "evaluation" / "test.parquet")
+    _, features = feature_columns(run)
+    records = pd.read_parquet(run / "dataset" / "test.parquet").set_index("record_id").loc[evaluated["record_id"]]
+    records.reset_index()[["record_id", *features]].to_parquet(root / "evaluated.parquet")
+    # Run: `ehrjudge judge` runs the whole trained judge (all 30 layers) with the prompt saved beside it
+    ehrjudge("judge", "--reference", str(run / "dataset" / "reference"), "--synthetic", str(root / "evaluated.parquet"),
+             "--model", str(run / "train" / "judge"), "--out", str(root / "whole.csv"), cwd=root)
+    whole = pd.read_csv(root / "whole.csv", dtype={"record_id": str}).set_index("record_id").loc[evaluated["record_id"]]
+    # Assert
+    assert len(evaluated) > 0
+    assert np.abs(whole["expected_score"].to_numpy() - evaluated["trained_expected"].to_numpy()).max() < 1e-4
+    assert (whole["judge_score"].to_numpy() == evaluated["trained_score"].to_numpy()).all()
+
+
 def test_gate_accepts_good_and_refuses_copies(quick_run):
     # Setup: a good set (held-out real patients) and a bad one (exact copies of reference patients)
     root, _ = quick_run
     run = root / "run"
     test = pd.read_parquet(run / "dataset" / "test.parquet")
-    reference = pd.read_parquet(run / "dataset" / "reference" / "vectors.parquet")
-    features = [c for c in reference.columns if c != "subject_id"]
+    reference, features = feature_columns(run)
     good = test[test["generator"] == "holdout_real"][["record_id", *features]]
     copies = reference.head(len(good)).rename(columns={"subject_id": "record_id"})[["record_id", *features]]
     good.to_parquet(root / "good.parquet")

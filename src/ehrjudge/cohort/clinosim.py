@@ -77,7 +77,6 @@ def load_clinosim(con, csv_dir: Path, patients: int | None = None) -> Origins:
     files = {name: find_file(csv_dir, name) for name in TABLES}
     for name, needed in TABLES.items():
         require_columns(con, files[name], needed)
-    f = {k: sql_str(v) for k, v in files.items()}
     origins = Origins(files={
         "patients": (str(files["patients"]), "patient_id"), "patients_id": (str(files["patients"]), "patient_id"),
         "gender": (str(files["patients"]), "sex"), "age": (str(files["patients"]), "age"),

@@ -7,8 +7,9 @@ pipeline's zero-shot stage), the trained judge needs only layers K.. + norm + lm
 
 What is kept per prompt: layer K's input for its own tokens (after the prompt prefix shared by all prompts, held
 once) and for the label-trie tokens of the two-step scoring (judge.labels). The inputs fit a model only when
-`weights_sha` (a SHA-256 over every tensor the lower layers read: embeddings, layers < K, rotary buffers) and
-each prompt's token ids match; `mismatch` says why not, and the caller then runs the whole model.
+`weights_sha` (a SHA-256 over the model config and every tensor the lower layers read: embeddings, layers < K,
+rotary buffers), the label-trie tokens and each prompt's token ids match; `mismatch` says why not, and the
+caller then runs the whole model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import pickle
 from pathlib import Path
 
@@ -43,17 +45,26 @@ def captured_inputs(layer):
         handle.remove()
 
 
+# Config entries that do not change what the layers compute (paths, versions, output switches).
+CONFIG_IGNORED = {"transformers_version", "architectures", "use_cache", "return_dict", "output_attentions",
+                  "output_hidden_states", "id2label", "label2id", "problem_type", "dtype", "torch_dtype"}
+
+
 def lower_weights_sha(model, layer: int) -> str:
-    """SHA-256 over the names, dtypes and bytes of every parameter and buffer that layers below `layer` read."""
-    decoder = base_causal_lm(model).model
+    """SHA-256 over the model config and the names, dtypes and bytes of every parameter and buffer that layers below
+    `layer` read."""
+    causal_lm = base_causal_lm(model)
+    decoder = causal_lm.model
     digest = hashlib.sha256()
+    config = {k: v for k, v in causal_lm.config.to_dict().items() if not k.startswith("_") and k not in CONFIG_IGNORED}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     modules = [("embed_tokens", decoder.embed_tokens), ("rotary_emb", decoder.rotary_emb)]
     modules += [(f"layers.{i}", decoder.layers[i]) for i in range(layer)]
     for prefix, module in modules:
         for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
             data = tensor.detach().cpu().contiguous()
             digest.update(f"{prefix}.{name}:{data.dtype}:{tuple(data.shape)}".encode())
-            digest.update(data.view(torch.uint8).numpy())
+            digest.update(data.reshape(-1).view(torch.uint8).numpy())  # reshape: 0-dim buffers too
     return digest.hexdigest()
 
 
@@ -67,16 +78,19 @@ class LayerInputs:
 
     layer: int
     weights_sha: str  # lower_weights_sha of the model that produced them
+    trie_tokens: list[int]  # the label-trie's input tokens (judge.labels.LabelTrie.node_tokens), in node order
     prompt_keys: list[str]  # prompt_key of each prompt's full token ids
     own: list[torch.Tensor]  # (T_i, H): prompt i's tokens after the shared prefix
     trie: list[torch.Tensor]  # (N, H): the label-trie tokens of prompt i
     prefix: torch.Tensor | None  # (P, H): the shared prefix's tokens, or None when none was reused
 
-    def mismatch(self, model, token_ids: list[list[int]]) -> str | None:
-        """Why these inputs do not fit `model` on prompts with these token ids, or None when they do."""
+    def mismatch(self, model, token_ids: list[list[int]], trie_tokens: list[int]) -> str | None:
+        """Why these inputs do not fit `model` on prompts with these token ids and this label trie, or None."""
         n_layers = len(base_causal_lm(model).model.layers)
-        if not 0 < self.layer < n_layers:
-            return f"layer {self.layer} is not inside the model's 1..{n_layers - 1}"
+        if not 0 <= self.layer < n_layers:
+            return f"layer {self.layer} is not one of the model's 0..{n_layers - 1}"
+        if list(trie_tokens) != list(self.trie_tokens):
+            return "the label tokens differ (another tokenizer or label set)"
         known = set(self.prompt_keys)
         missing = sum(prompt_key(ids) not in known for ids in token_ids)
         if missing:
@@ -92,10 +106,13 @@ class LayerInputs:
     @classmethod
     def load(cls, path: str | Path) -> "LayerInputs":
         try:
-            data = torch.load(path, weights_only=True)
-            return cls(**data)
+            inputs = cls(**torch.load(path, weights_only=True))
         except (OSError, RuntimeError, TypeError, EOFError, pickle.UnpicklingError) as error:
             raise InputError(f"cannot read saved layer inputs: {error}", file=path) from error
+        if not len(inputs.prompt_keys) == len(inputs.own) == len(inputs.trie):
+            raise InputError(f"saved layer inputs hold {len(inputs.prompt_keys)} prompt keys, {len(inputs.own)} prompt "
+                             f"and {len(inputs.trie)} trie tensors", file=path)
+        return inputs
 
 
 @dataclasses.dataclass
@@ -104,3 +121,8 @@ class LayerCapture:
 
     layer: int  # decoder layer index; negative counts from the top, as in Python (-4: K = n_layers - 4)
     result: LayerInputs | None = None
+
+    def resolved(self, n_layers: int) -> int:
+        if not -n_layers <= self.layer < n_layers:
+            raise ValueError(f"layer {self.layer} does not exist in a model of {n_layers} layers")
+        return self.layer % n_layers

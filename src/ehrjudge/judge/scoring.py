@@ -104,7 +104,7 @@ def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reu
     scorer = LabelScorer(tokenizer)
     ids = scorer.tokenize(prompts)
     layers = base_causal_lm(model).model.layers
-    kept = None if capture is None else capture.layer % len(layers)
+    kept = None if capture is None else capture.resolved(len(layers))
     layer = None if kept is None else layers[kept]
 
     def watch():
@@ -137,7 +137,7 @@ def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reu
     log.info("judged %d prompts (mean %.0f tokens) in %.1f s: %.2f records/s", len(prompts), np.mean(lengths),
              elapsed, len(prompts) / max(elapsed, 1e-9))
     if capture is not None:
-        capture.result = LayerInputs(kept, lower_weights_sha(model, kept),
+        capture.result = LayerInputs(kept, lower_weights_sha(model, kept), list(scorer.trie.node_tokens),
                                      [prompt_key(x) for x in ids], own, trie, prefix_hidden)
     return out
 

@@ -152,11 +152,16 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
     calibration = saved_calibration(judge_dir)
     saved = LayerInputs.load(zero_shot / LAYER_INPUTS) if (zero_shot / LAYER_INPUTS).exists() else None
+    if saved is None:
+        log.info("no %s in %s: the trained judge runs the whole model", LAYER_INPUTS, zero_shot)
     judging = {}
     for split in EVAL_SPLITS:
         records = pd.read_parquet(dataset / f"{split}.parquet")
         zero = pd.read_csv(zero_shot / split / "judge_scores.csv")
         records = records[records["record_id"].isin(zero["record_id"])].reset_index(drop=True)
+        if len(records) == 0:
+            raise InputError(f"no {split} record was judged by the zero-shot stage",
+                             file=zero_shot / split / "judge_scores.csv")
         prompts = record_prompts(records, schema, tokenizer, cfg.train.prompt, reference)
         start = time.perf_counter()
         # The trained judge equals the zero-shot model below its first trained layer: reuse that pass's inputs.
@@ -264,7 +269,8 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
         ("suite", lambda: {"suite": to_dict(cfg.suite), "n": cfg.suite_records, "dataset": h["dataset"]},
          lambda tmp: build_suite_stage(cfg, dataset, tmp)),
         ("zero_shot", lambda: {"baseline": to_dict(cfg.baseline), "prompt": to_dict(cfg.train.prompt),
-                               "model": cfg.train.model, "dataset": h["dataset"]},
+                               "model": cfg.train.model, "dataset": h["dataset"],
+                               "kept_layer": -cfg.train.train_layers},  # which layer's inputs it keeps
          lambda tmp: build_zero_shot_stage(cfg, dataset, tmp)),
         ("train", lambda: {"train": train_settings, "dataset": h["dataset"]},
          lambda tmp: build_train_stage(cfg, dataset, runner.work_dir("train"), tmp)),

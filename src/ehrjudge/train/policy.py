@@ -223,8 +223,9 @@ def judge_from_layer_inputs(model, tokenizer, prompts: list[str], inputs: LayerI
     None (the reason logged) when the inputs do not fit: other prompts, or other weights below that layer.
     Same numbers as judge.scoring.judge_prompts on the whole model, up to float rounding (tests/test_layer_inputs.py).
     """
-    token_ids = LabelScorer(tokenizer).tokenize(prompts)
-    why = inputs.mismatch(model, token_ids)
+    scorer = LabelScorer(tokenizer)
+    token_ids = scorer.tokenize(prompts)
+    why = inputs.mismatch(model, token_ids, scorer.trie.node_tokens)
     if why is not None:
         log.warning("saved layer-%d inputs not used (%s): running the whole model", inputs.layer, why)
         return None
