@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from ehrjudge.cohort.schema import Cohort, FeatureSpec, Schema
+from ehrjudge.errors import InputError
 
 
 def cli(*args, cwd):
@@ -40,3 +42,21 @@ def test_gate_names_the_file_and_column_of_a_mismatched_synthetic_set(tmp_path):
     assert result.returncode == 2
     assert "schema mismatch" in result.stderr and "bad.parquet" in result.stderr and "'lab_K'" in result.stderr
     assert not (tmp_path / "registry").exists()
+
+
+def test_evaluation_stage_names_the_zero_shot_file_that_judged_no_record(tmp_path):
+    # Setup: a judge dataset, and zero-shot scores that hold none of its test records
+    from ehrjudge.pipeline.config import RunConfig
+    from ehrjudge.pipeline.run import build_evaluation_stage
+    from ehrjudge.train.tiny import tiny_dataset
+
+    dataset = tiny_dataset(tmp_path / "dataset")
+    zero_shot = tmp_path / "zero_shot"
+    for split in ("test", "test_unseen"):
+        (zero_shot / split).mkdir(parents=True)
+        pd.DataFrame({"record_id": ["nobody"], "judge_score": [5], "expected_score": [5.0],
+                      "regressor_score": [5]}).to_csv(zero_shot / split / "judge_scores.csv", index=False)
+    # Run / Assert: refused before any judge is loaded (there is none in the judge folder)
+    with pytest.raises(InputError, match="no test record was judged by the zero-shot stage") as error:
+        build_evaluation_stage(RunConfig(), dataset, zero_shot, tmp_path / "no-judge", tmp_path / "out")
+    assert str(zero_shot / "test" / "judge_scores.csv") in str(error.value)

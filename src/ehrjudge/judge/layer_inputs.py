@@ -45,6 +45,13 @@ def captured_inputs(layer):
         handle.remove()
 
 
+def split_rows(prompt_hidden: torch.Tensor, trie_hidden: torch.Tensor, own_lengths: list[int]):
+    """Per row of a left-padded two-step pass, (B, T, H) and (B, N, H): its own tokens' inputs (T_i, H), the last
+    `own_lengths[row]` positions, and its trie tokens' inputs (N, H); both cloned off the batch tensors."""
+    return [(prompt_hidden[row, prompt_hidden.shape[1] - n:].clone(), trie_hidden[row].clone())
+            for row, n in enumerate(own_lengths)]
+
+
 # Config entries that do not change what the layers compute (paths, versions, output switches).
 CONFIG_IGNORED = {"transformers_version", "architectures", "use_cache", "return_dict", "output_attentions",
                   "output_hidden_states", "id2label", "label2id", "problem_type", "dtype", "torch_dtype"}

@@ -19,7 +19,7 @@ from ehrjudge.config import option, save_config
 from ehrjudge.errors import InputError
 from ehrjudge.judge.labels import LABELS, LabelScorer
 from ehrjudge.judge.layer_inputs import (LayerCapture, LayerInputs, base_causal_lm, captured_inputs,
-                                        lower_weights_sha, prompt_key)
+                                        lower_weights_sha, prompt_key, split_rows)
 from ehrjudge.judge.prompt import PromptConfig, build_prompt, resolved_chat_template
 
 log = logging.getLogger(__name__)
@@ -130,9 +130,9 @@ def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reu
             if layer is not None:
                 # Scoring without grad is two-step: the prompt forward (B, T, H), then the trie step (B, N, H).
                 prompt_hidden, trie_hidden = seen
-                for row, i in enumerate(index):  # left-padded: a row's own tokens are its last ones
-                    own[i] = prompt_hidden[row, prompt_hidden.shape[1] - (lengths[i] - skip):].cpu().clone()
-                    trie[i] = trie_hidden[row].cpu().clone()
+                rows = split_rows(prompt_hidden.cpu(), trie_hidden.cpu(), [lengths[i] - skip for i in index])
+                for i, (own_inputs, trie_inputs) in zip(index, rows):
+                    own[i], trie[i] = own_inputs, trie_inputs
     elapsed = time.perf_counter() - start
     log.info("judged %d prompts (mean %.0f tokens) in %.1f s: %.2f records/s", len(prompts), np.mean(lengths),
              elapsed, len(prompts) / max(elapsed, 1e-9))

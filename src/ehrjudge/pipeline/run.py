@@ -144,9 +144,19 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.layer_inputs import LayerInputs
-    from ehrjudge.judge.scoring import judge_prompts, record_prompts, record_texts, summarize_distribution
+    from ehrjudge.judge.prompt import build_prompt
+    from ehrjudge.judge.scoring import judge_prompts, record_texts, summarize_distribution
     from ehrjudge.train.policy import judge_from_layer_inputs
 
+    splits = {}
+    for split in EVAL_SPLITS:  # checked before any model is loaded
+        records = pd.read_parquet(dataset / f"{split}.parquet")
+        zero = pd.read_csv(zero_shot / split / "judge_scores.csv")
+        records = records[records["record_id"].isin(zero["record_id"])].reset_index(drop=True)
+        if len(records) == 0:
+            raise InputError(f"no {split} record was judged by the zero-shot stage",
+                             file=zero_shot / split / "judge_scores.csv")
+        splits[split] = records, zero
     schema = Schema.load(dataset / "reference" / "schema.json")
     reference = ReferenceStats.from_dir(dataset / "reference")
     model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
@@ -155,14 +165,9 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     if saved is None:
         log.info("no %s in %s: the trained judge runs the whole model", LAYER_INPUTS, zero_shot)
     judging = {}
-    for split in EVAL_SPLITS:
-        records = pd.read_parquet(dataset / f"{split}.parquet")
-        zero = pd.read_csv(zero_shot / split / "judge_scores.csv")
-        records = records[records["record_id"].isin(zero["record_id"])].reset_index(drop=True)
-        if len(records) == 0:
-            raise InputError(f"no {split} record was judged by the zero-shot stage",
-                             file=zero_shot / split / "judge_scores.csv")
-        prompts = record_prompts(records, schema, tokenizer, cfg.train.prompt, reference)
+    for split, (records, zero) in splits.items():
+        texts = record_texts(records, schema, tokenizer, cfg.train.prompt, reference)
+        prompts = [build_prompt(text, tokenizer, cfg.train.prompt) for text in texts]
         start = time.perf_counter()
         # The trained judge equals the zero-shot model below its first trained layer: reuse that pass's inputs.
         log_probs = None if saved is None else judge_from_layer_inputs(model, tokenizer, prompts, saved,
@@ -181,7 +186,7 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table["zero_shot_score"] = zero["judge_score"].to_numpy()
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()
         table["regressor_score"] = zero["regressor_score"].to_numpy()
-        table["summary"] = [t[:400] for t in record_texts(records, schema, tokenizer, cfg.train.prompt, reference)]
+        table["summary"] = [t[:400] for t in texts]
         write_parquet(out / f"{split}.parquet", table)
     write_json(out / "judging.json", judging)  # which pass judged each split, and how long it took
 

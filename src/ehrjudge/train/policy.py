@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ehrjudge.judge.labels import LABELS, LabelScorer, cache_keyword, common_prefix_length
-from ehrjudge.judge.layer_inputs import LayerInputs, base_causal_lm, captured_inputs, prompt_key
+from ehrjudge.judge.layer_inputs import LayerInputs, base_causal_lm, captured_inputs, prompt_key, split_rows
 from ehrjudge.judge.scoring import progress_batches
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,8 @@ class LabelPolicy:
         prompt_hidden, trie_hidden = captured  # (B, T, H), (B, N, H): the prompt forward, then the trie step
         skip = len(self.prefix.token_ids) if self.prefix is not None else 0  # the prefix is held once, apart
         lengths = [len(x) - skip for x in self.scorer.tokenize([self.prompts[i] for i in indices])]
-        for row, index in enumerate(indices):  # left-padded: a row's own tokens are its last `lengths[row]`
-            own = prompt_hidden[row, prompt_hidden.shape[1] - lengths[row]:]
-            self.hidden_cache[index] = (own.clone(), trie_hidden[row].clone())
+        for row, (index, inputs) in enumerate(zip(indices, split_rows(prompt_hidden, trie_hidden, lengths))):
+            self.hidden_cache[index] = inputs
             if keep_reference:
                 self.reference_cache[index] = reference[row]
 
