@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import ehrjudge.cli.scoring  # noqa: F401 - registers the commands on `app`
+from ehrjudge.scoring.hardened.scorer import HardenedScorer
 from ehrjudge.cli.app import app
 from ehrjudge.cohort.schema import Cohort, FeatureSpec, Schema
 from ehrjudge.errors import InputError
@@ -72,7 +73,7 @@ def test_score_writes_one_row_per_record_and_reruns_byte_identically(inputs, tmp
     assert result_second.exit_code == 0, result_second.output
     assert first.read_bytes() == second.read_bytes()
     scores = pd.read_csv(first)
-    assert list(scores.columns[:4]) == ["record_id", "mahalanobis", "knn_distance", "nn_distance"]
+    assert list(scores.columns) == ["record_id", *HardenedScorer.columns]  # the default definition: hardened
     assert scores["record_id"].tolist() == [f"r{i}" for i in range(60)]
     assert scores["realism_score"].between(1, 10).all()
     saved = (tmp_path / "first.config.yaml").read_text()

@@ -1,5 +1,7 @@
-"""Realism score: distances against scipy / scikit-learn, mappings, near copies, determinism, bad input."""
+"""The seed realism score (definition: seed): distances against scipy / scikit-learn, mappings, near copies,
+determinism, bad input."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -19,7 +21,9 @@ from ehrjudge.errors import ConfigError, InputError
 from ehrjudge.scoring.knn import ExactKNN
 from ehrjudge.scoring.mahalanobis import ledoit_wolf
 from ehrjudge.scoring.mapping import linear_score
-from ehrjudge.scoring.realism import SCORE_COLUMNS, RealismScorer, ScoreConfig, score_records
+from ehrjudge.scoring.realism import SEED_COLUMNS, RealismScorer, ScoreConfig, score_records
+
+SeedConfig = functools.partial(ScoreConfig, definition="seed")
 
 
 def count_data(n: int, p: int, seed: int) -> np.ndarray:
@@ -39,24 +43,24 @@ def make_cohort(matrix: np.ndarray, id_column: str = "subject_id") -> Cohort:
 
 
 def standardized(scorer: RealismScorer, matrix: np.ndarray) -> np.ndarray:
-    used = ~scorer.constant_
-    return (matrix[:, used] - scorer.mean_[used]) / scorer.scale_
+    used = ~scorer.fitted_.constant_
+    return (matrix[:, used] - scorer.fitted_.mean_[used]) / scorer.fitted_.scale_
 
 
 @pytest.mark.parametrize("method, estimator", [("ledoit_wolf", LedoitWolf), ("oas", OAS)])
 def test_mahalanobis_matches_scipy_with_the_same_shrunk_covariance(method, estimator):
     # Setup
     reference, holdout, records = count_data(300, 40, 1), count_data(60, 40, 2), count_data(25, 40, 3)
-    scorer = RealismScorer(ScoreConfig(covariance=method, mahalanobis_precision="float64")).fit(reference, holdout)
+    scorer = RealismScorer(SeedConfig(covariance=method, mahalanobis_precision="float64")).fit(reference, holdout)
     z_reference = standardized(scorer, reference)
     covariance = estimator(assume_centered=True).fit(z_reference).covariance_
     # Back in raw units: Sigma_raw = D Sigma D with D = diag(std), centred on the reference mean.
-    scale = np.diag(scorer.scale_)
+    scale = np.diag(scorer.fitted_.scale_)
     inverse_raw = np.linalg.inv(scale @ covariance @ scale)
-    used = ~scorer.constant_
+    used = ~scorer.fitted_.constant_
     # Run
     scores = scorer.score(records)
-    expected = [scipy_mahalanobis(row[used], scorer.mean_[used], inverse_raw) for row in records]
+    expected = [scipy_mahalanobis(row[used], scorer.fitted_.mean_[used], inverse_raw) for row in records]
     # Assert
     np.testing.assert_allclose(scores["mahalanobis"], expected, rtol=1e-9)
 
@@ -64,7 +68,7 @@ def test_mahalanobis_matches_scipy_with_the_same_shrunk_covariance(method, estim
 def test_knn_matches_sklearn_brute_force():
     # Setup: chunk size smaller than the query set so several chunks run
     reference, holdout, records = count_data(400, 60, 4), count_data(80, 60, 5), count_data(130, 60, 6)
-    scorer = RealismScorer(ScoreConfig(k=5, chunk_size=32)).fit(reference, holdout)
+    scorer = RealismScorer(SeedConfig(k=5, chunk_size=32)).fit(reference, holdout)
     nn = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(standardized(scorer, reference))
     # Run
     scores = scorer.score(records)
@@ -153,7 +157,7 @@ def test_ledoit_wolf_equals_sklearn():
 def test_float32_mahalanobis_is_within_the_stated_tolerance_of_scipy():
     # Setup
     reference, holdout, records = count_data(400, 60, 17), count_data(80, 60, 18), count_data(200, 60, 19)
-    scorer = RealismScorer(ScoreConfig(mahalanobis_precision="float32")).fit(reference, holdout)
+    scorer = RealismScorer(SeedConfig(mahalanobis_precision="float32")).fit(reference, holdout)
     inverse = np.linalg.inv(LedoitWolf(assume_centered=True).fit(standardized(scorer, reference)).covariance_)
     # Run
     distances = scorer.score(records)["mahalanobis"].to_numpy()
@@ -167,7 +171,7 @@ def test_scores_are_byte_identical_across_runs(tmp_path):
     reference, holdout, records = count_data(300, 40, 20), count_data(60, 40, 21), count_data(500, 40, 22)
     # Run
     for precision in ("float64", "float32"):
-        texts = [RealismScorer(ScoreConfig(chunk_size=64, mahalanobis_precision=precision)).fit(reference, holdout)
+        texts = [RealismScorer(SeedConfig(chunk_size=64, mahalanobis_precision=precision)).fit(reference, holdout)
                  .score(records).to_csv(index=False) for _ in range(2)]
         # Assert
         assert texts[0] == texts[1]
@@ -179,7 +183,7 @@ def test_fitted_scorer_pickles_and_scores_the_same():
 
     # Setup
     reference, holdout, records = count_data(200, 30, 23), count_data(50, 30, 24), count_data(40, 30, 25)
-    scorer = RealismScorer(ScoreConfig()).fit(reference, holdout)
+    scorer = RealismScorer(SeedConfig()).fit(reference, holdout)
     # Run
     copied = pickle.loads(pickle.dumps(scorer))
     # Assert
@@ -201,7 +205,7 @@ def test_held_out_real_scores_high_and_noise_scores_lower_step_by_step():
     # Setup
     reference, holdout, fresh = count_data(600, 50, 8), count_data(150, 50, 9), count_data(150, 50, 10)
     rng = np.random.default_rng(11)
-    scorer = RealismScorer(ScoreConfig()).fit(reference, holdout)
+    scorer = RealismScorer(SeedConfig()).fit(reference, holdout)
     # Run
     means = [scorer.score(np.abs(fresh + rng.normal(0, s, fresh.shape)))["realism_continuous"].mean()
              for s in (0.0, 1.0, 3.0)]
@@ -215,11 +219,11 @@ def test_scores_are_bounded_and_combine_as_documented():
     # Setup
     reference, holdout = count_data(200, 20, 12), count_data(50, 20, 13)
     records = np.vstack([count_data(30, 20, 14), count_data(30, 20, 15) * 50])
-    config = ScoreConfig(w_maha=0.85, w_knn=0.15)
+    config = SeedConfig(w_maha=0.85, w_knn=0.15)
     # Run
     scores = RealismScorer(config).fit(reference, holdout).score(records)
     # Assert
-    assert list(scores.columns) == SCORE_COLUMNS
+    assert list(scores.columns) == SEED_COLUMNS
     recombined = 0.85 * scores["s_maha"] + 0.15 * scores["s_knn"]
     np.testing.assert_allclose(scores["realism_continuous"], recombined)
     assert scores["realism_continuous"].between(1, 10).all()
@@ -234,7 +238,7 @@ def test_scores_are_bounded_and_combine_as_documented():
 def test_fixed_mapping_uses_per_column_anchors():
     # Setup
     reference, holdout, records = count_data(200, 16, 16), count_data(50, 16, 17), count_data(40, 16, 18)
-    config = ScoreConfig(mapping="fixed", maha_anchor_good=0.5, maha_anchor_bad=2.0,
+    config = SeedConfig(mapping="fixed", maha_anchor_good=0.5, maha_anchor_bad=2.0,
                          knn_anchor_copy=0.0, knn_anchor_private=0.25, offsupport_penalty=0.0)
     # Run
     scores = RealismScorer(config).fit(reference, holdout).score(records)
@@ -249,7 +253,7 @@ def test_fixed_mapping_uses_per_column_anchors():
 def test_quantile_mapping_gives_median_holdout_record_ten_and_tail_eight():
     # Setup
     reference, holdout = count_data(400, 30, 19), count_data(101, 30, 20)
-    config = ScoreConfig(offsupport_penalty=0.0, w_knn=0.0)
+    config = SeedConfig(offsupport_penalty=0.0, w_knn=0.0)
     scorer = RealismScorer(config).fit(reference, holdout)
     # Run
     scores = scorer.score(holdout)
@@ -266,7 +270,7 @@ def test_copied_records_are_near_copies_and_fresh_ones_rarely():
     # Setup
     reference, holdout, fresh = (np.random.default_rng(s).normal(size=(n, 12)) for s, n in
                                  ((21, 300), (22, 200), (23, 200)))
-    scorer = RealismScorer(ScoreConfig()).fit(reference, holdout)
+    scorer = RealismScorer(SeedConfig()).fit(reference, holdout)
     # Run
     copies = scorer.score(reference[:40])
     others = scorer.score(fresh)
@@ -274,7 +278,7 @@ def test_copied_records_are_near_copies_and_fresh_ones_rarely():
     assert copies["near_copy"].all()
     np.testing.assert_allclose(copies["nn_distance"], 0.0, atol=1e-9)
     assert others["near_copy"].mean() < 0.12
-    assert scorer.near_copy_threshold_ == pytest.approx(
+    assert scorer.fitted_.near_copy_threshold_ == pytest.approx(
         np.percentile(NearestNeighbors(n_neighbors=1).fit(standardized(scorer, reference))
                       .kneighbors(standardized(scorer, holdout))[0][:, 0], 5))
 
@@ -286,12 +290,12 @@ def test_constant_reference_columns_are_dropped_and_counted():
     holdout[:, 0] = 0.0
     records[:, 0] = 0.0
     records[:5, 0] = 3.0
-    on = RealismScorer(ScoreConfig(offsupport_penalty=2.0)).fit(reference, holdout)
-    off = RealismScorer(ScoreConfig(offsupport_penalty=0.0)).fit(reference, holdout)
+    on = RealismScorer(SeedConfig(offsupport_penalty=2.0)).fit(reference, holdout)
+    off = RealismScorer(SeedConfig(offsupport_penalty=0.0)).fit(reference, holdout)
     # Run
     penalized, plain = on.score(records), off.score(records)
     # Assert
-    assert on.constant_.tolist() == [True] + [False] * 9
+    assert on.fitted_.constant_.tolist() == [True] + [False] * 9
     assert penalized["n_offsupport"].tolist() == [1] * 5 + [0] * 15
     np.testing.assert_allclose(penalized["mahalanobis"], plain["mahalanobis"])
     np.testing.assert_allclose(penalized["s_maha"], np.maximum(plain["s_maha"] - 2.0 * (np.arange(20) < 5), 1.0))
@@ -300,8 +304,8 @@ def test_constant_reference_columns_are_dropped_and_counted():
 def test_chunked_scoring_equals_scoring_all_at_once():
     # Setup
     reference, holdout, records = count_data(300, 25, 27), count_data(60, 25, 28), count_data(97, 25, 29)
-    whole = RealismScorer(ScoreConfig(chunk_size=4096)).fit(reference, holdout)
-    chunked = RealismScorer(ScoreConfig(chunk_size=10)).fit(reference, holdout)
+    whole = RealismScorer(SeedConfig(chunk_size=4096)).fit(reference, holdout)
+    chunked = RealismScorer(SeedConfig(chunk_size=10)).fit(reference, holdout)
     # Run: each partition scored separately, as a cluster worker would, then concatenated
     at_once = whole.score(records)
     parts = pd.concat([chunked.score(records[i:i + 13]) for i in range(0, 97, 13)], ignore_index=True)
@@ -313,8 +317,8 @@ def test_without_holdout_a_seeded_split_calibrates_deterministically():
     # Setup
     reference, records = count_data(250, 20, 30), count_data(40, 20, 31)
     # Run
-    first = RealismScorer(ScoreConfig(calibration_seed=3)).fit(reference)
-    second = RealismScorer(ScoreConfig(calibration_seed=3)).fit(reference)
+    first = RealismScorer(SeedConfig(calibration_seed=3)).fit(reference)
+    second = RealismScorer(SeedConfig(calibration_seed=3)).fit(reference)
     # Assert
     assert first.calibration_["n_calibration"] == 50 and first.calibration_["n_reference"] == 200
     pd.testing.assert_frame_equal(first.score(records), second.score(records), check_exact=True)
@@ -325,9 +329,9 @@ def test_score_records_puts_record_id_first():
     reference, holdout = make_cohort(count_data(120, 8, 32)), make_cohort(count_data(40, 8, 33))
     records = make_cohort(count_data(15, 8, 34), id_column="record_id").vectors
     # Run
-    scores = score_records(reference, records, ScoreConfig(), holdout)
+    scores = score_records(reference, records, SeedConfig(), holdout)
     # Assert
-    assert list(scores.columns) == ["record_id"] + SCORE_COLUMNS
+    assert list(scores.columns) == ["record_id"] + SEED_COLUMNS
     assert scores["record_id"].tolist() == [f"r{i}" for i in range(15)]
 
 
@@ -336,7 +340,7 @@ def test_reference_smaller_than_k_is_an_input_error():
     reference, holdout = count_data(4, 6, 35), count_data(10, 6, 36)
     # Run / Assert
     with pytest.raises(InputError, match="fewer than k=5"):
-        RealismScorer(ScoreConfig(k=5)).fit(reference, holdout)
+        RealismScorer(SeedConfig(k=5)).fit(reference, holdout)
 
 
 def test_non_finite_and_mismatched_records_are_located():
@@ -348,13 +352,13 @@ def test_non_finite_and_mismatched_records_are_located():
     renamed = records.rename(columns={"dx_004": "dx_999"})
     # Run / Assert
     with pytest.raises(InputError, match=r"column 'dx_002', row 3"):
-        score_records(reference, with_nan, ScoreConfig(), holdout)
+        score_records(reference, with_nan, SeedConfig(), holdout)
     with pytest.raises(InputError, match="schema mismatch"):
-        score_records(reference, renamed, ScoreConfig(), holdout)
+        score_records(reference, renamed, SeedConfig(), holdout)
     with pytest.raises(InputError, match="no synthetic records"):
-        score_records(reference, records.iloc[:0], ScoreConfig(), holdout)
+        score_records(reference, records.iloc[:0], SeedConfig(), holdout)
     with pytest.raises(InputError, match="columns"):
-        RealismScorer().fit(reference.matrix(), holdout.matrix()).score(np.ones((2, 4)))
+        RealismScorer(SeedConfig()).fit(reference.matrix(), holdout.matrix()).score(np.ones((2, 4)))
 
 
 def test_config_flags_and_bad_values():
@@ -386,7 +390,7 @@ def test_holdout_with_other_columns_is_rejected():
     records = make_cohort(count_data(6, 5, 42), id_column="record_id").vectors
     # Run / Assert
     with pytest.raises(InputError, match="holdout cohort columns differ"):
-        score_records(reference, records, ScoreConfig(), other)
+        score_records(reference, records, SeedConfig(), other)
 
 
 def test_scale_benchmark_runs_on_a_tiny_problem(tmp_path):

@@ -64,6 +64,76 @@ def score_command(
     console.print("realism_score histogram (1..10): " + " ".join(str(c) for c in counts))
     console.print(f"mean realism_continuous {scores['realism_continuous'].mean():.3f}; "
                   f"near copies {int(scores['near_copy'].sum())}")
+    if "caps" in scores:  # hardened: why records were capped, so a user sees what to fix
+        reasons = scores["caps"][scores["caps"] != ""].str.split(";").explode().value_counts()
+        console.print("capped: " + (", ".join(f"{name} {count}" for name, count in reasons.items()) or "none")
+                      + f"; records breaking a clinical rule {int((scores['rule_violations'] != '').sum())}")
+
+
+def _probe_help() -> str:
+    from ehrjudge.scoring.realism import ScoreConfig
+
+    return settings_help("Adversarial probes of the realism reward: exact and near copies of reference patients, the mean "
+            "patient, an all-zero record, every code present, one column at 10x the reference maximum, counts x3; "
+            "beside them the rounded mean patient, spliced patients, rule violators next to their clean originals and "
+            "real held-out patients (cross-fitted). Prints per probe the hardened and seed scores, and the judge's "
+            "with --judge. Writes probes.json, probes.md and probe_records.csv to --out.", ScoreConfig)
+
+
+@app.command("probe", context_settings=CONFIG_COMMAND, help=_probe_help())
+def probe_command(
+    ctx: typer.Context,
+    reference: Path = typer.Option(..., "--reference", help="reference cohort dir (vectors.parquet, schema.json)"),
+    holdout: Path = typer.Option(..., "--holdout", help="held-out real cohort (calibration and the real probes)"),
+    out: Path = typer.Option(..., "--out", help="output directory (written atomically)"),
+    judge: Optional[Path] = typer.Option(None, "--judge", help="trained judge folder (LoRA adapter) to probe too"),
+    n: int = typer.Option(200, "--n", help="records per probe (at most the holdout's size)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the probes and the holdout halves"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of ScoreConfig settings"),
+) -> None:
+    from ehrjudge.io import atomic_dir, write_text
+    from ehrjudge.scoring.probes import markdown_table, run_probes
+    from ehrjudge.scoring.realism import ScoreConfig
+
+    score_config = load_config(ScoreConfig, config, ctx.args)
+    reference_cohort, holdout_cohort = Cohort.load(reference), Cohort.load(holdout)
+    scorers = {"judge": _judge_scorer(judge, reference, reference_cohort.schema)} if judge is not None else None
+    records, table = run_probes(reference_cohort, holdout_cohort, score_config, n, seed, scorers)
+    markdown = markdown_table(table)
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "probes.json", {"probes": table.to_dict(orient="records"), "n": n, "seed": seed,
+                                         "judge": None if judge is None else str(judge)})
+        write_text(tmp / "probes.md", markdown + "\n")
+        write_csv(tmp / "probe_records.csv", records, float_format=FLOAT_FORMAT)
+        save_config(score_config, tmp / "config.yaml")
+    _console().print(markdown)
+    _console().print(f"probes -> {out}")
+
+
+def _judge_scorer(judge: Path, reference: Path, schema):
+    """records (m, p) -> the trained judge's score: its calibrated expected score when it saved a calibration."""
+    import pandas as pd
+
+    from ehrjudge.cli.judge import saved_with_judge, with_trained_prompt
+    from ehrjudge.cohort.reference_stats import ReferenceStats
+    from ehrjudge.judge.calibration import saved_calibration
+    from ehrjudge.judge.model import load_judge
+    from ehrjudge.judge.scoring import JudgeConfig, judge_records
+
+    judge_config = with_trained_prompt(JudgeConfig(adapter=str(judge)), None, {})
+    model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype, judge_config.adapter)
+    calibration = saved_with_judge(judge_config, saved_calibration)
+    stats = ReferenceStats.from_dir(reference)
+
+    def score(matrix: np.ndarray) -> np.ndarray:
+        frame = pd.DataFrame(matrix, columns=schema.names)
+        frame.insert(0, "record_id", [f"probe-{i}" for i in range(len(frame))])
+        scores = judge_records(model, tokenizer, frame, schema, judge_config.prompt, judge_config.batch_size,
+                               judge_config.reuse_prefix, stats)
+        expected = scores["expected_score"].to_numpy()
+        return calibration(expected) if calibration is not None else expected
+
+    return score
 
 
 def _evaluate_help() -> str:

@@ -41,14 +41,14 @@ class RunConfig:
 
 # Profiles are partial RunConfig mappings applied before the YAML file and flags.
 PROFILES: dict[str, dict] = {
-    # The training settings of configs/train_default.yaml (benchmarks/train_judge.py), with 26 instead of 29
-    # minutes of training so that the whole run stays within 45 minutes on a machine without the cached cohort:
-    # besides training, the simulation takes ~99 s, zero-shot judging of 798 records 9-11 min and the trained
-    # judge's evaluation ~1.5 min on 2 AVX2 cores (it runs only the 4 LoRA layers, on the zero-shot pass's saved
-    # layer-26 inputs; docs/pipeline.md).
+    # The training settings of configs/train_default.yaml (benchmarks/train_judge.py) with a budget in steps: 550,
+    # what the earlier 26-minute wall cap reached on 2 AVX2 cores, so the same command trains the same judge on
+    # every machine; the wall cap is only a safety stop (reported when it fires). Besides training, the simulation
+    # takes ~99 s, zero-shot judging of 798 records 9-11 min and the trained judge's evaluation ~1.5 min on 2 AVX2
+    # cores (it runs only the 4 LoRA layers, on the zero-shot pass's saved layer-26 inputs; docs/pipeline.md).
     "default": {
         "train": {"learning_rate": 2.0e-3, "kl_coef": 0.05, "epochs": 5, "train_records": 1024, "val_records": 0,
-                  "eval_every": 50, "checkpoint_every": 50, "max_wall_minutes": 26.0,
+                  "max_steps": 550, "eval_every": 50, "checkpoint_every": 50, "max_wall_minutes": 40.0,
                   "prompt": {"record_format": "deviations", "max_record_tokens": 128,
                              "system_prompt": "You rate synthetic patient records."}},
     },

@@ -1,35 +1,43 @@
 """The verifiable per-record realism score (1..10) of synthetic patient vectors against a real reference.
 
+Two definitions (ScoreConfig.definition):
+- `hardened` (default, scoring/hardened/scorer.py): typicality on normal scores, a privacy cap for copies, value
+  validity, code sparsity and the clinical rubric; copies, mean patients and invalid records score low.
+- `seed`, the original design, kept exactly for comparison (SeedScorer below):
     realism_continuous = (w_maha * s_maha + w_knn * s_knn) / (w_maha + w_knn)     in [1, 10]
     realism_scaled     = attainable_scale(realism_continuous)                       in [1, 10]
     realism_score      = round-half-up(realism_scaled)                              in 1..10
-s_maha maps the shrinkage-Mahalanobis distance of the record to the reference distribution (closer = better)
-minus `offsupport_penalty` per column that is constant in the reference but not in the record; s_knn maps
-the mean distance to the k nearest reference records (further = better privacy, capped). Both distances
-live in the reference-standardized space with reference-constant columns dropped. See docs/scoring.md.
+  s_maha maps the shrinkage-Mahalanobis distance of the record to the reference distribution (closer = better)
+  minus `offsupport_penalty` per column that is constant in the reference but not in the record; s_knn maps
+  the mean distance to the k nearest reference records (further = better privacy, capped). Both distances
+  live in the reference-standardized space with reference-constant columns dropped.
+See docs/scoring.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
 import pandas as pd
 
-from ehrjudge.cohort.schema import Cohort
+from ehrjudge.cohort.schema import Cohort, Schema
 from ehrjudge.config import option
 from ehrjudge.errors import ConfigError, InputError
 from ehrjudge.io import check_finite
+from ehrjudge.scoring.hardened.scorer import HardenedScorer
 from ehrjudge.scoring.knn import ExactKNN
 from ehrjudge.scoring.mahalanobis import ShrunkMahalanobis
 from ehrjudge.scoring.mapping import linear_score, quantile_knn_anchors, quantile_maha_anchors
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ["mahalanobis", "knn_distance", "nn_distance", "n_offsupport", "s_maha", "s_knn",
-                 "realism_continuous", "realism_scaled", "realism_score", "near_copy"]
+SEED_COLUMNS = ["mahalanobis", "knn_distance", "nn_distance", "n_offsupport", "s_maha", "s_knn",
+                "realism_continuous", "realism_scaled", "realism_score", "near_copy"]
+SCORE_COLUMNS = list(dict.fromkeys([*SEED_COLUMNS, *HardenedScorer.columns]))  # what either definition writes
 CONSTANT_TOLERANCE = 1e-12  # a column is constant when std <= tol * max(1, |mean|)
 
 
@@ -37,6 +45,9 @@ CONSTANT_TOLERANCE = 1e-12  # a column is constant when std <= tol * max(1, |mea
 class ScoreConfig:
     """Settings of the realism score; every field is a `--key value` flag of `ehrjudge score`."""
 
+    definition: Literal["hardened", "seed"] = option(
+        "hardened", "hardened (typicality, privacy cap, validity, sparsity, rubric) or seed (the original "
+                    "0.85 Mahalanobis + 0.15 kNN score, exactly)")
     covariance: Literal["ledoit_wolf", "oas"] = option("ledoit_wolf", "shrinkage covariance estimator")
     k: int = option(5, "neighbours averaged in knn_distance")
     w_maha: float = option(0.85, "weight of the Mahalanobis component")
@@ -59,6 +70,24 @@ class ScoreConfig:
     calibration_seed: int = option(0, "seed of that calibration split")
     near_copy_percentile: float = option(5.0, "near copy: nn_distance <= this percentile of held-out "
                                               "real-to-reference nearest distances")
+    typicality_ratio_at_one: float = option(
+        100.0, "hardened: Mahalanobis distance on normal scores, as a multiple of the held-out real median, "
+               "that scores 1 (the median and closer score 10; linear in log distance between)")
+    w_typicality: float = option(0.8, "hardened: weight of the typicality component")
+    w_sparsity: float = option(0.2, "hardened: weight of the code-sparsity component")
+    sparsity_z_ok: float = option(2.5, "hardened: largest |normal score| of codes per table that still scores 10")
+    sparsity_z_bad: float = option(6.0, "hardened: |normal score| of codes per table that scores 1")
+    range_margin: float = option(1.0, "hardened: a value further than this many reference ranges beyond the "
+                                      "reference's min/max is invalid (within it: unusual)")
+    floor_mass: float = option(0.01, "hardened: a column's minimum held by at least this share of the reference "
+                                     "is a floor; values below it are invalid")
+    unusual_penalty: float = option(0.5, "hardened: points off per unusual value (outside the reference range "
+                                         "within the margin, or a code no reference patient has)")
+    rubric_points: float = option(10.0, "hardened: points off for a rubric pass rate of 0 (linear in 1 - pass)")
+    invalid_cap: float = option(2.0, "hardened: highest score of a record with an invalid value")
+    essential_cap: float = option(4.0, "hardened: highest score of a record breaking an essential clinical rule")
+    rules_file: Optional[Path] = option(None, "hardened: clinical rules YAML (default: the packaged "
+                                              "scoring/rules.yaml)")
     chunk_size: int = option(2048, "synthetic records per chunk (bounds memory: chunk x n_reference floats)")
     mahalanobis_precision: Literal["float64", "float32"] = option(
         "float32", "Mahalanobis arithmetic: float32 GEMM against L^-1 (default, faster; d^2 within ~1e-7 "
@@ -78,6 +107,13 @@ class ScoreConfig:
             (0 < self.calibration_fraction < 1, "calibration_fraction must lie in (0, 1)"),
             (0 <= self.near_copy_percentile <= 100, "near_copy_percentile must lie in [0, 100]"),
             (self.chunk_size >= 1, "chunk_size must be >= 1"),
+            (self.typicality_ratio_at_one > 1, "typicality_ratio_at_one must be > 1"),
+            (self.w_typicality >= 0 and self.w_sparsity >= 0 and self.w_typicality + self.w_sparsity > 0,
+             "hardened weights must be >= 0 with a positive sum"),
+            (0 <= self.sparsity_z_ok < self.sparsity_z_bad, "need 0 <= sparsity_z_ok < sparsity_z_bad"),
+            (self.range_margin >= 0 and 0 < self.floor_mass <= 1, "need range_margin >= 0, 0 < floor_mass <= 1"),
+            (self.unusual_penalty >= 0 and self.rubric_points >= 0, "penalties must be >= 0"),
+            (1 <= self.invalid_cap <= 10 and 1 <= self.essential_cap <= 10, "caps must lie in [1, 10]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -98,20 +134,65 @@ def _as_matrix(values, name: str, n_columns: int | None = None) -> np.ndarray:
 
 
 class RealismScorer:
-    """`RealismScorer(config).fit(reference, holdout).score(records)` -> one row of scores per record."""
+    """`RealismScorer(config, schema).fit(reference, holdout).score(records)` -> one row of scores per record.
 
-    def __init__(self, config: ScoreConfig | None = None):
-        self.config = config or ScoreConfig()
+    Fits the definition that `config.definition` names; the hardened one needs the cohort's schema (column kinds,
+    codes and the clinical rules). Without a holdout a seeded `calibration_fraction` of the reference calibrates
+    and is left out of it."""
+
+    def __init__(self, config: ScoreConfig | None = None, schema: Schema | None = None):
+        self.config, self.schema = config or ScoreConfig(), schema
 
     def fit(self, reference: np.ndarray, holdout: np.ndarray | None = None) -> "RealismScorer":
-        """Fit standardization, covariance and kNN index on `reference`; calibrate on `holdout`
-        (or, when None, on a seeded `calibration_fraction` split of the reference, which is then left out)."""
         cfg = self.config
         reference = _as_matrix(reference, "reference")
         if holdout is None:
-            reference, calibration = self._split(reference)
+            reference, calibration = split_calibration(reference, cfg)
         else:
             calibration = _as_matrix(holdout, "holdout", reference.shape[1])
+        if cfg.definition == "seed":
+            self.fitted_ = SeedScorer(cfg).fit(reference, calibration)
+        else:
+            if self.schema is None or len(self.schema.names) != reference.shape[1]:
+                raise InputError("the hardened realism score needs the reference's schema (column kinds and codes)")
+            self.fitted_ = HardenedScorer(cfg, self.schema).fit(reference, calibration)
+        self.calibration_ = self.fitted_.calibration_
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        """The score columns this definition writes, after record_id."""
+        return SEED_COLUMNS if self.config.definition == "seed" else HardenedScorer.columns
+
+    def score(self, records: np.ndarray) -> pd.DataFrame:
+        """One row per record with `columns` (components, caps and their reasons, realism_score)."""
+        if not hasattr(self, "fitted_"):
+            raise InputError("RealismScorer.score called before fit")
+        return self.fitted_.score(_as_matrix(records, "records", self.fitted_.n_features_))
+
+
+def split_calibration(reference: np.ndarray, cfg: ScoreConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(kept reference, calibration rows): a seeded `calibration_fraction` of the reference, left out of it."""
+    n = reference.shape[0]
+    n_calibration = max(2, int(round(cfg.calibration_fraction * n)))
+    if n - n_calibration < cfg.k:
+        raise InputError(f"reference has {n} records: after holding out {n_calibration} for calibration, "
+                         f"fewer than k={cfg.k} remain")
+    order = np.random.default_rng(cfg.calibration_seed).permutation(n)
+    return reference[np.sort(order[n_calibration:])], reference[np.sort(order[:n_calibration])]
+
+
+class SeedScorer:
+    """The original design's score: `SeedScorer(config).fit(reference, calibration).score(records)`."""
+
+    columns = SEED_COLUMNS
+
+    def __init__(self, config: ScoreConfig):
+        self.config = config
+
+    def fit(self, reference: np.ndarray, calibration: np.ndarray) -> "SeedScorer":
+        """Fit standardization, covariance and kNN index on `reference`; calibrate on `calibration`."""
+        cfg = self.config
         if reference.shape[0] < cfg.k:
             raise InputError(f"reference has {reference.shape[0]} records, fewer than k={cfg.k}")
         self.n_features_ = reference.shape[1]
@@ -127,18 +208,6 @@ class RealismScorer:
         self.knn_ = ExactKNN(standardized, cfg.chunk_size)
         self._calibrate(self._distances(calibration))
         return self
-
-    def _split(self, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cfg = self.config
-        n = reference.shape[0]
-        n_calibration = max(2, int(round(cfg.calibration_fraction * n)))
-        if n - n_calibration < cfg.k:
-            raise InputError(f"reference has {n} records: after holding out {n_calibration} for calibration, "
-                             f"fewer than k={cfg.k} remain")
-        order = np.random.default_rng(cfg.calibration_seed).permutation(n)
-        calibration = np.sort(order[:n_calibration])
-        kept = np.sort(order[n_calibration:])
-        return reference[kept], reference[calibration]
 
     def _standardize(self, matrix: np.ndarray) -> np.ndarray:
         used = ~self.constant_
@@ -180,6 +249,7 @@ class RealismScorer:
             self.knn_anchors_ = quantile_knn_anchors(held_out["knn_distance"], cfg.knn_private_quantile)
         self.near_copy_threshold_ = float(np.percentile(held_out["nn_distance"], cfg.near_copy_percentile))
         self.calibration_ = {
+            "definition": "seed",
             "mapping": cfg.mapping,
             "n_reference": int(self.knn_.reference.shape[0]),
             "n_calibration": int(held_out["nn_distance"].shape[0]),
@@ -197,11 +267,8 @@ class RealismScorer:
         log.info("score/calibration %s", self.calibration_)
 
     def score(self, records: np.ndarray) -> pd.DataFrame:
-        """One row per record with the SCORE_COLUMNS (distances, component scores, final score, near_copy)."""
+        """One row per record with SEED_COLUMNS (distances, component scores, final score, near_copy)."""
         cfg = self.config
-        if not hasattr(self, "calibration_"):
-            raise InputError("RealismScorer.score called before fit")
-        records = _as_matrix(records, "records", self.n_features_)
         distances = self._distances(records)
         maha = distances["mahalanobis"]
         if cfg.mapping == "quantile":
@@ -219,7 +286,7 @@ class RealismScorer:
         frame["realism_scaled"] = scaled
         frame["realism_score"] = np.clip(np.floor(scaled + 0.5), 1, 10).astype(np.int64)
         frame["near_copy"] = distances["nn_distance"] <= self.near_copy_threshold_
-        return frame[SCORE_COLUMNS]
+        return frame[SEED_COLUMNS]
 
 
 def attainable_scale(continuous: np.ndarray, w_maha: float, w_knn: float) -> np.ndarray:
@@ -239,7 +306,7 @@ def attainable_scale(continuous: np.ndarray, w_maha: float, w_knn: float) -> np.
 
 def score_records(reference: Cohort, records: pd.DataFrame, config: ScoreConfig | None = None,
                   holdout: Cohort | None = None, *, records_file=None) -> pd.DataFrame:
-    """Score synthetic `records` (record_id + the reference schema's columns) -> record_id then SCORE_COLUMNS."""
+    """Score synthetic `records` (record_id + the reference schema's columns) -> record_id then the score columns."""
     config = config or ScoreConfig()
     names = reference.schema.names
     if len(records) == 0:
@@ -263,4 +330,4 @@ def fit_scorer(reference: Cohort, config: ScoreConfig | None = None, holdout: Co
                             "(different column count)")
             raise InputError("holdout cohort columns differ from the reference", column=mismatch)
         holdout_matrix = holdout.matrix()
-    return RealismScorer(config or ScoreConfig()).fit(reference.matrix(), holdout_matrix)
+    return RealismScorer(config or ScoreConfig(), reference.schema).fit(reference.matrix(), holdout_matrix)

@@ -76,9 +76,9 @@ def _run(metrics: list[Metric], compute: Callable[[], list[dict]]) -> list[dict]
 
 
 def _realism(reference: np.ndarray, synthetic: np.ndarray, holdout: np.ndarray | None,
-             config: ScoreConfig) -> list[dict]:
+             config: ScoreConfig, schema) -> list[dict]:
     try:
-        scores = RealismScorer(config).fit(reference, holdout).score(synthetic)
+        scores = RealismScorer(config, schema).fit(reference, holdout).score(synthetic)
     except InputError as exc:  # e.g. a reference smaller than k: the metric is undefined on this input
         raise MetricUndefinedError(f"realism score: {exc}") from exc
     histogram = np.bincount(scores["realism_score"], minlength=11)[1:].tolist()
@@ -114,7 +114,7 @@ def evaluate(reference: Cohort, records: pd.DataFrame, holdout: Cohort | None = 
     if "rules" in parts:
         metrics += rule_metrics(real, synthetic, schema, ids, load_rules(config.rules_file))
     if "realism" in parts:
-        metrics += _run([REALISM_MEAN, NEAR_COPY], lambda: _realism(real, synthetic, held_out, config.score))
+        metrics += _run([REALISM_MEAN, NEAR_COPY], lambda: _realism(real, synthetic, held_out, config.score, schema))
     if "privacy" in parts:
         if held_out is None:
             metrics += [m.undefined("needs a held-out real set (--holdout)") for m in (AUC, PRECISION, RECALL, F1)]

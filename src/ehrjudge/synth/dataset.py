@@ -24,7 +24,7 @@ from ehrjudge.cohort.schema import Cohort
 from ehrjudge.config import option, save_config, to_dict
 from ehrjudge.errors import ConfigError
 from ehrjudge.io import atomic_dir, write_json, write_parquet
-from ehrjudge.scoring.realism import SCORE_COLUMNS, RealismScorer, ScoreConfig
+from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
 from ehrjudge.synth.generators import GENERATORS, generate
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def build_dataset(reference_dir, out, config: DatasetConfig | None = None) -> Pa
     cohort = Cohort.load(reference_dir)
     reference, holdout = split_reference(cohort, config.holdout_fraction, config.seed)
     log.info("dataset/split %d reference, %d held-out real patients", len(reference), len(holdout))
-    scorer = RealismScorer(config.score).fit(reference.matrix(), holdout.matrix())
+    scorer = RealismScorer(config.score, reference.schema).fit(reference.matrix(), holdout.matrix())
     sizes = config.split_sizes()
     seen = [g for g in config.generators if g not in config.unseen_generators]
     unseen = list(config.unseen_generators)
@@ -231,7 +231,7 @@ def build_dataset(reference_dir, out, config: DatasetConfig | None = None) -> Pa
     split[leaking] = "dropped"
     chosen["split"] = split
 
-    columns = ["record_id", "generator", "strength", *names, *SCORE_COLUMNS]
+    columns = ["record_id", "generator", "strength", *names, *scorer.columns]
     summary = summarize(candidates, chosen, config, radius, groups, len(reference), len(holdout), leaking)
     with atomic_dir(out) as tmp:
         (tmp / "reference" / "raw").mkdir(parents=True)

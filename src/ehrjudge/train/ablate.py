@@ -59,7 +59,7 @@ def rescore_dataset(dataset: Path, out: Path, w_maha: float, w_knn: float) -> Pa
     if (out / "train.parquet").exists():
         return out
     reference = Cohort.load(dataset / "reference")
-    config = ScoreConfig(w_maha=w_maha, w_knn=w_knn)
+    config = ScoreConfig(definition="seed", w_maha=w_maha, w_knn=w_knn)  # the weights are the seed's
     with atomic_dir(out) as tmp:
         shutil.copytree(dataset / "reference", tmp / "reference")
         for split in SPLITS:

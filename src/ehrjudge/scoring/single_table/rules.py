@@ -19,6 +19,8 @@ from ehrjudge.errors import ConfigError, MetricUndefinedError
 from ehrjudge.scoring.metric import Metric
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules.yaml"
+DEFAULT_SEVERITY = "important"  # a rule file without severities: every rule counts the same
+DEFAULT_SEVERITY_WEIGHTS = {"essential": 1.0, "important": 0.7, "optional": 0.3}
 SELECTOR_KEYS = {"name", "name_pattern", "group", "kind", "code_prefix"}
 OPERATORS = {
     "<": lambda a, b, t: a < b - t, "<=": lambda a, b, t: a <= b + t,
@@ -35,7 +37,8 @@ ANY_VIOLATION = Metric("rules/any_violation_rate", "minimize", 0.0, 1.0,
 
 
 def load_rules(path: str | Path | None = None) -> list[dict]:
-    """Rules from YAML with `for_each` templates expanded; malformed files raise ConfigError."""
+    """Rules from YAML with `for_each` templates expanded and each rule's `severity` and `weight` set;
+    malformed files raise ConfigError."""
     path = Path(path) if path is not None else DEFAULT_RULES
     try:
         data = yaml.safe_load(path.read_text())
@@ -43,13 +46,20 @@ def load_rules(path: str | Path | None = None) -> list[dict]:
         raise ConfigError(f"cannot read rules file {path}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         raise ConfigError(f"{path}: expected a mapping with a `rules:` list")
+    weights = data.get("severity_weights", DEFAULT_SEVERITY_WEIGHTS)
+    if not isinstance(weights, dict) or not all(isinstance(w, (int, float)) and w > 0 for w in weights.values()):
+        raise ConfigError(f"{path}: severity_weights must map severity names to positive numbers")
     rules = []
     for rule in data["rules"]:
         if not isinstance(rule, dict) or not {"id", "description", "violation"} <= set(rule):
             raise ConfigError(f"{path}: every rule needs id, description and violation; got {rule!r}")
+        severity = rule.get("severity", DEFAULT_SEVERITY)
+        if severity not in weights:
+            raise ConfigError(f"{path}: rule {rule['id']!r} has severity {severity!r}; choose from {sorted(weights)}")
         variants = rule.get("for_each", [{}])
         for variables in variants:
             expanded = _substitute({k: v for k, v in rule.items() if k != "for_each"}, variables)
+            expanded["severity"], expanded["weight"] = severity, float(weights[severity])
             rules.append(expanded)
     ids = [r["id"] for r in rules]
     if len(set(ids)) != len(ids):
@@ -85,11 +95,15 @@ def select_columns(schema: Schema, selector: dict) -> np.ndarray:
         if "kind" in selector and feature.kind != selector["kind"]:
             continue
         if prefixes is not None and (feature.code is None or
-                                     not any(str(feature.code).upper().startswith(str(p).upper())
-                                             for p in prefixes)):
+                                     not any(_bare_code(feature.code).startswith(str(p).upper()) for p in prefixes)):
             continue
         picked.append(j)
     return np.array(picked, dtype=np.int64)
+
+
+def _bare_code(code: str) -> str:
+    """The code without its vocabulary tag: "ICD10:Z34" -> "Z34" (clinosim, FHIR), "Z34" -> "Z34" (MIMIC)."""
+    return str(code).upper().rsplit(":", 1)[-1]
 
 
 def evaluate_expression(expression: dict, matrix: np.ndarray, schema: Schema) -> np.ndarray:
@@ -101,6 +115,8 @@ def evaluate_expression(expression: dict, matrix: np.ndarray, schema: Schema) ->
     if "columns" not in expression or "op" not in expression:
         raise ConfigError(f"a condition needs columns and op (or all/any): {expression!r}")
     left = _reduce(expression, matrix, schema)
+    if "times" in expression:
+        left = left * _reduce(expression["times"], matrix, schema)
     if "than" in expression:
         right = _reduce(expression["than"], matrix, schema)
     elif "value" in expression:

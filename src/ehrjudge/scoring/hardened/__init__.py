@@ -1,0 +1,1 @@
+"""The hardened realism score: typicality, privacy, validity, sparsity and a clinical rubric (docs/scoring.md)."""

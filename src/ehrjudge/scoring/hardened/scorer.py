@@ -1,0 +1,150 @@
+"""The hardened per-record realism score (ScoreConfig.definition = "hardened", the default).
+
+    s_typicality = 10 - 9 clip(log(d / d_med) / log(R1), 0, 1)     d: Mahalanobis distance on normal scores
+    s_sparsity   = 10 - 9 clip((z_max - z_ok) / (z_bad - z_ok), 0, 1)   z_max: largest |normal score| of the
+                   record's number of distinct codes per table (diagnoses, procedures, ...) against the reference
+    quality      = (w_t s_typicality + w_s s_sparsity) / (w_t + w_s)
+                   - unusual_penalty * n_unusual - rubric_points * (1 - rubric_pass)
+    caps         = privacy_cap = 1 + 9 min(1, DCR / DCR_q)   DCR: distance to the closest reference record, in
+                                                                 reference z-scores (tiny moves stay tiny there)
+                   invalid_cap    when any hard validity violation (validity.py)
+                   essential_cap  when any essential clinical rule is broken (rubric.py)
+    realism_continuous = clip(min(quality, caps), 1, 10);   realism_score = round-half-up(realism_continuous)
+d_med and DCR_q come from held-out real patients (their median distance; their `near_copy_percentile` DCR quantile):
+a record closer to a reference patient than nearly all new real patients are is treated as a (near) copy, the
+per-record form of distance-to-closest-record privacy tests (Park et al. 2018 DCR; Yale et al. 2020). `authentic`
+is Alaa et al. 2022's per-record test (ICML, "How faithful is your synthetic data?"): the record is further from
+its nearest reference patient than that patient is from its own nearest other reference patient.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ehrjudge.cohort.schema import Schema
+from ehrjudge.errors import InputError
+from ehrjudge.scoring.hardened.normal_scores import NormalScores
+from ehrjudge.scoring.hardened.rubric import Rubric
+from ehrjudge.scoring.hardened.validity import Validity
+from ehrjudge.scoring.knn import ExactKNN
+from ehrjudge.scoring.mahalanobis import ShrunkMahalanobis
+from ehrjudge.scoring.mapping import linear_score
+from ehrjudge.scoring.single_table.rules import load_rules
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["mahalanobis", "typicality_ratio", "nn_distance", "dcr_quantile", "authentic", "near_copy", "exact_copy",
+           "n_invalid", "invalid_columns", "n_unusual", "sparsity_z", "rubric_pass", "rule_violations",
+           "s_typicality", "s_sparsity", "privacy_cap", "caps", "realism_continuous", "realism_score"]
+EXACT_COPY = 1e-9  # DCR at or below this (normal-score units) is an exact copy of a reference patient
+
+
+class HardenedScorer:
+    """`HardenedScorer(config, schema).fit(reference, calibration).score(records)`; config is a ScoreConfig."""
+
+    columns = COLUMNS
+
+    def __init__(self, config, schema: Schema):
+        self.config, self.schema = config, schema
+
+    def fit(self, reference: np.ndarray, calibration: np.ndarray) -> "HardenedScorer":
+        cfg = self.config
+        if len(reference) < 3:
+            raise InputError(f"reference has {len(reference)} records; the hardened score needs at least 3")
+        self.n_features_ = reference.shape[1]
+        self.normal_ = NormalScores().fit(reference)
+        scores = self.normal_.transform(reference)  # (n, p)
+        self.varying_ = reference.std(axis=0) > 0
+        if not self.varying_.any():
+            raise InputError("every column is constant in the reference; nothing to score against")
+        self.center_ = scores[:, self.varying_].mean(axis=0)
+        centered = scores[:, self.varying_] - self.center_
+        self.mean_, self.scale_ = reference.mean(axis=0), np.where(self.varying_, reference.std(axis=0), 1.0)
+        standardized = self._standardize(reference)
+        self.mahalanobis_ = ShrunkMahalanobis(cfg.covariance, cfg.chunk_size, cfg.mahalanobis_precision).fit(centered)
+        self.knn_ = ExactKNN(standardized, cfg.chunk_size)
+        self.reference_nn_ = self.knn_.kneighbors(standardized, 2)[0][:, 1]  # (n,) each patient's nearest other
+        self.validity_ = Validity(self.schema, cfg.range_margin, cfg.floor_mass).fit(reference)
+        self.rubric_ = Rubric(load_rules(cfg.rules_file), self.schema)
+        self._fit_sparsity(reference)
+        held_out = self._distances(calibration)
+        self.median_distance_ = float(np.median(held_out["mahalanobis"]))
+        self.holdout_dcr_ = np.sort(held_out["nn_distance"])
+        self.dcr_threshold_ = float(np.percentile(held_out["nn_distance"], cfg.near_copy_percentile))
+        if not self.median_distance_ > 0 or not self.dcr_threshold_ > 0:
+            raise InputError("held-out real records coincide with reference records (median distance or DCR "
+                             "threshold is 0); the holdout must hold other patients")
+        self.calibration_ = {
+            "definition": "hardened", "n_reference": int(len(reference)), "n_calibration": int(len(calibration)),
+            "n_features": int(reference.shape[1]), "n_constant_columns": int((~self.varying_).sum()),
+            "shrinkage": self.mahalanobis_.shrinkage_, "holdout_mahalanobis_median": self.median_distance_,
+            "near_copy_threshold": self.dcr_threshold_, "sparsity_groups": self.groups_,
+            "rubric_rules": [rule["id"] for rule in self.rubric_.rules],
+        }
+        log.info("score/calibration %s", self.calibration_)
+        return self
+
+    def _standardize(self, records: np.ndarray) -> np.ndarray:
+        """z-scores on the reference's varying columns: the space of the privacy distances (DCR), as the seed's."""
+        return (records[:, self.varying_] - self.mean_[self.varying_]) / self.scale_[self.varying_]
+
+    def _fit_sparsity(self, reference: np.ndarray) -> None:
+        features = self.schema.features
+        self.groups_ = sorted({f.group for f in features if f.code is not None and f.kind != "continuous"})
+        self.group_columns_ = [np.array([j for j, f in enumerate(features) if f.group == g and f.code is not None
+                                         and f.kind != "continuous"]) for g in self.groups_]
+        if not self.groups_:
+            log.info("score/sparsity the schema has no per-code columns: the sparsity component is off")
+            return
+        self.sparsity_ = NormalScores().fit(self._code_counts(reference))
+
+    def _code_counts(self, records: np.ndarray) -> np.ndarray:
+        return np.stack([(records[:, cols] != 0).sum(axis=1) for cols in self.group_columns_], axis=1).astype(float)
+
+    def _distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        step = self.config.chunk_size
+        parts = [self._chunk_distances(records[i:i + step]) for i in range(0, len(records), step)]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    def _chunk_distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        centered = self.normal_.transform(records)[:, self.varying_] - self.center_
+        nearest, index = self.knn_.kneighbors(self._standardize(records), 1)  # (c, 1)
+        return {"mahalanobis": self.mahalanobis_.distance(centered), "nn_distance": nearest[:, 0],
+                "nearest": index[:, 0]}
+
+    def score(self, records: np.ndarray) -> pd.DataFrame:
+        cfg = self.config
+        frame = pd.DataFrame(self._distances(records))
+        nearest = frame.pop("nearest").to_numpy()
+        dcr = frame["nn_distance"].to_numpy()
+        frame["typicality_ratio"] = frame["mahalanobis"] / self.median_distance_
+        frame["dcr_quantile"] = np.searchsorted(self.holdout_dcr_, dcr, side="right") / len(self.holdout_dcr_)
+        frame["authentic"] = dcr > self.reference_nn_[nearest]
+        frame["near_copy"] = dcr <= self.dcr_threshold_
+        frame["exact_copy"] = dcr <= EXACT_COPY
+        for key, values in {**self.validity_.check(records), **self.rubric_.check(records)}.items():
+            frame[key] = values
+        if self.groups_:
+            frame["sparsity_z"] = np.abs(self.sparsity_.transform(self._code_counts(records))).max(axis=1)
+        else:
+            frame["sparsity_z"] = 0.0
+        ratio = np.maximum(frame["typicality_ratio"].to_numpy(), np.finfo(np.float64).tiny)
+        frame["s_typicality"] = linear_score(np.log(ratio), np.log(cfg.typicality_ratio_at_one), 0.0)
+        frame["s_sparsity"] = linear_score(frame["sparsity_z"].to_numpy(), cfg.sparsity_z_bad, cfg.sparsity_z_ok)
+        quality = (cfg.w_typicality * frame["s_typicality"] + cfg.w_sparsity * frame["s_sparsity"]) / (
+            cfg.w_typicality + cfg.w_sparsity)
+        quality = quality - cfg.unusual_penalty * frame["n_unusual"] - cfg.rubric_points * (1.0 - frame["rubric_pass"])
+        quality = np.clip(quality.to_numpy(), 1.0, 10.0)
+        frame["privacy_cap"] = 1.0 + 9.0 * np.minimum(1.0, dcr / self.dcr_threshold_)
+        caps = {"near_copy": frame["privacy_cap"].to_numpy(),
+                "invalid": np.where(frame["n_invalid"] > 0, cfg.invalid_cap, 10.0),
+                "essential_rule": np.where(frame["essential_violated"], cfg.essential_cap, 10.0)}
+        cap = np.minimum.reduce(list(caps.values()))
+        binding = {name: values < quality - 1e-9 for name, values in caps.items()}  # the caps that lowered it
+        frame["caps"] = [";".join(name for name in caps if binding[name][i]) for i in range(len(frame))]
+        frame["realism_continuous"] = np.clip(np.minimum(quality, cap), 1.0, 10.0)
+        frame["realism_score"] = np.clip(np.floor(frame["realism_continuous"] + 0.5), 1, 10).astype(np.int64)
+        return frame[COLUMNS]
