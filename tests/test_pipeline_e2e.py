@@ -61,13 +61,20 @@ def test_quick_run_writes_summary_and_report(quick_run):
     assert "Zero-shot judge vs trained judge" in page and page.count("data:image/png;base64,") >= 4
     assert (run / "mlruns" / "mlflow.db").exists()
     assert "trained" in first.stdout and "report:" in first.stdout
+    # the probes stage scored every probe with the hardened and seed scores and the trained judge, and the report shows it
+    probes = {row["probe"]: row for row in json.loads((run / "probes" / "probes.json").read_text())["probes"]}
+    assert {"exact_copy", "mean_patient", "all_zero", "holdout_real"} <= set(probes)
+    assert all(1.0 <= row["judge_mean"] <= 10.0 for row in probes.values())
+    assert probes["exact_copy"]["hardened_max"] <= 2.0 < probes["exact_copy"]["seed_mean"]
+    assert "Reward probes" in page
 
 
 def test_rerun_with_unchanged_inputs_skips_every_stage(quick_run):
     root, _ = quick_run
     again = ehrjudge("run", "--profile", "quick", "--out", str(root / "run"), cwd=root)
     stage_lines = [line.split() for line in again.stdout.splitlines() if line.startswith("  ")]
-    assert [s[0] for s in stage_lines] == ["cohort", "dataset", "suite", "zero_shot", "train", "evaluation"]
+    assert [s[0] for s in stage_lines] == ["cohort", "dataset", "suite", "zero_shot", "train", "evaluation",
+                                           "probes"]
     assert all(s[1] == "cached" for s in stage_lines)
 
 

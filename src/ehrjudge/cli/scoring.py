@@ -37,7 +37,9 @@ def _score_help() -> str:
     from ehrjudge.scoring.realism import ScoreConfig
 
     return settings_help("Score every synthetic record against a real reference cohort: one CSV row per record with "
-            "record_id, mahalanobis, knn_distance, realism_score (1..10) and components.", ScoreConfig)
+            "record_id, each component of the score, the caps that bound it and why (caps, invalid_columns, "
+            "rule_violations), realism_score (1..10). --definition seed gives the original 0.85 Mahalanobis + 0.15 kNN "
+            "score.", ScoreConfig)
 
 
 @app.command("score", context_settings=CONFIG_COMMAND, help=_score_help())
@@ -111,29 +113,17 @@ def probe_command(
 
 
 def _judge_scorer(judge: Path, reference: Path, schema):
-    """records (m, p) -> the trained judge's score: its calibrated expected score when it saved a calibration."""
-    import pandas as pd
-
+    """The trained judge in folder `judge` as a probe scorer (its saved prompt and calibration)."""
     from ehrjudge.cli.judge import saved_with_judge, with_trained_prompt
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
-    from ehrjudge.judge.scoring import JudgeConfig, judge_records
+    from ehrjudge.judge.scoring import JudgeConfig, matrix_scorer
 
     judge_config = with_trained_prompt(JudgeConfig(adapter=str(judge)), None, {})
     model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype, judge_config.adapter)
-    calibration = saved_with_judge(judge_config, saved_calibration)
-    stats = ReferenceStats.from_dir(reference)
-
-    def score(matrix: np.ndarray) -> np.ndarray:
-        frame = pd.DataFrame(matrix, columns=schema.names)
-        frame.insert(0, "record_id", [f"probe-{i}" for i in range(len(frame))])
-        scores = judge_records(model, tokenizer, frame, schema, judge_config.prompt, judge_config.batch_size,
-                               judge_config.reuse_prefix, stats)
-        expected = scores["expected_score"].to_numpy()
-        return calibration(expected) if calibration is not None else expected
-
-    return score
+    return matrix_scorer(model, tokenizer, schema, judge_config.prompt, ReferenceStats.from_dir(reference),
+                         judge_config.batch_size, saved_with_judge(judge_config, saved_calibration))
 
 
 def _evaluate_help() -> str:

@@ -159,3 +159,18 @@ def judge_records(model, tokenizer, records_df: pd.DataFrame, schema: Schema, pr
                                                   reuse_prefix=reuse_prefix, capture=capture))
     summary.insert(0, "record_id", records_df["record_id"].to_numpy())
     return summary
+
+
+def matrix_scorer(model, tokenizer, schema: Schema, prompt_config: PromptConfig, reference: ReferenceStats,
+                  batch_size: int = 8, calibration=None):
+    """f(records (m, p) in schema order) -> the judge's score per record: its calibrated expected score when a
+    calibration is given, else the expected score (for probes and other callers holding bare vectors)."""
+
+    def score(matrix: np.ndarray) -> np.ndarray:
+        frame = pd.DataFrame(matrix, columns=schema.names)
+        frame.insert(0, "record_id", [f"r{i}" for i in range(len(frame))])
+        expected = judge_records(model, tokenizer, frame, schema, prompt_config, batch_size,
+                                 reference=reference)["expected_score"].to_numpy()
+        return calibration(expected) if calibration is not None else expected
+
+    return score

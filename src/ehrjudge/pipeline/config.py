@@ -33,6 +33,7 @@ class RunConfig:
     suite_records: int = option(200, "at most this many test records per generator in the suite")
     baseline: BaselineConfig = option(BaselineConfig(), "zero-shot judge and regressor (split is set per stage)")
     train: TrainConfig = option(TrainConfig(), "RLVR training of the judge (dataset/output_dir are set by the run)")
+    probe_records: int = option(40, "records per adversarial probe scored by the trained judge (probes stage)")
     eval_batch_size: int = option(16, "batch size of the trained judge on test and test_unseen")
     tracking: Literal["mlflow", "none"] = option("mlflow", "log the run's config, metrics and artifacts to MLflow")
     tracking_uri: str | None = option(None, "MLflow URI (default $MLFLOW_TRACKING_URI or sqlite in the run folder)")
@@ -58,6 +59,7 @@ PROFILES: dict[str, dict] = {
         "cohort": {"patients": 120},
         "dataset": {"size": 360, "strengths": [0.0, 0.35, 1.0], "pool_factor": 2.0, "top_up_rounds": 1},
         "suite_records": 60,
+        "probe_records": 8,
         "suite": {"per_feature": False},
         "baseline": {"n_bootstrap": 200, "limit": 32},
         "train": {"max_steps": 8, "batch_size": 4, "val_records": 16, "eval_every": 4, "checkpoint_every": 4,

@@ -106,6 +106,17 @@ def _suite_section(run: Path) -> str:
     return f"<h2>Dataset-level evaluation suite per generator</h2>{_table(frame)}"
 
 
+def _probes_section(run: Path) -> str:
+    path = run / "probes" / "probes.json"
+    if not path.exists():
+        return ""
+    table = pd.DataFrame(json.loads(path.read_text())["probes"])
+    shown = ["probe", "kind", "n"] + [c for c in table.columns if c.endswith(("_mean", "_max"))]
+    note = ("<p>Adversarial probes of the reward (scoring/probes.py): a sound score gives every <em>hack</em> probe "
+            "at most 3; real held-out patients are cross-fitted (calibrated on the other half of the holdout).</p>")
+    return f"<h2>Reward probes: hardened vs seed score vs trained judge</h2>{note}{_table(table[shown], '{:.2f}')}"
+
+
 def _agreement_section(run: Path, summary: dict) -> str:
     parts = ["<h2>Zero-shot judge vs trained judge</h2>"]
     calibration = summary.get("calibration")
@@ -194,7 +205,7 @@ def render_report(run: str | Path) -> str:
     header = (f"<h1>ehrjudge run report</h1><p class='muted'>{html.escape(str(run.resolve()))}"
               + (f" · training wall time {wall / 60:.1f} min" if wall else "") + "</p>")
     sections = [_cohort_section(run), _dataset_section(run), _suite_section(run),
-                _agreement_section(run, summary), _training_section(run)]
+                _agreement_section(run, summary), _probes_section(run), _training_section(run)]
     body = header + "".join(sections)
     return f"<!doctype html><html><head><meta charset='utf-8'><title>ehrjudge report</title><style>{CSS}</style></head><body>{body}</body></html>"
 

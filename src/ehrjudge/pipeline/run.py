@@ -20,12 +20,12 @@ import pandas as pd
 
 from ehrjudge.config import save_config, to_dict
 from ehrjudge.errors import InputError
-from ehrjudge.io import write_json, write_parquet
+from ehrjudge.io import write_csv, write_json, write_parquet, write_text
 from ehrjudge.pipeline.config import RunConfig
 from ehrjudge.pipeline.stages import StageRunner
 
 log = logging.getLogger(__name__)
-STAGES = ("cohort", "dataset", "suite", "zero_shot", "train", "evaluation")
+STAGES = ("cohort", "dataset", "suite", "zero_shot", "train", "evaluation", "probes")
 EVAL_SPLITS = ("test", "test_unseen")
 LAYER_INPUTS = "layer_inputs.pt"  # the zero-shot pass's inputs of the first trained layer (judge.layer_inputs)
 
@@ -101,7 +101,6 @@ def build_zero_shot_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
     When training adapts only the top `train_layers` layers, the pass also keeps the input of the first of them
     (LAYER_INPUTS), so that the evaluation stage runs only those layers for the trained judge.
     """
-    from ehrjudge.io import write_csv
     from ehrjudge.judge.baseline import run_baseline
     from ehrjudge.judge.layer_inputs import LayerCapture
 
@@ -189,6 +188,28 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table["summary"] = [t[:400] for t in texts]
         write_parquet(out / f"{split}.parquet", table)
     write_json(out / "judging.json", judging)  # which pass judged each split, and how long it took
+
+
+def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path) -> None:
+    """The adversarial probes (scoring/probes.py) under the run's score definition, the seed one and the trained
+    judge: probes.json, probes.md, probe_records.csv."""
+    from ehrjudge.cohort.reference_stats import ReferenceStats
+    from ehrjudge.cohort.schema import Cohort
+    from ehrjudge.judge.calibration import saved_calibration
+    from ehrjudge.judge.model import load_judge
+    from ehrjudge.judge.scoring import matrix_scorer
+    from ehrjudge.scoring.probes import markdown_table, run_probes
+
+    reference = Cohort.load(dataset / "reference")
+    model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
+    judge = matrix_scorer(model, tokenizer, reference.schema, cfg.train.prompt,
+                          ReferenceStats.from_dir(dataset / "reference"), cfg.eval_batch_size,
+                          saved_calibration(judge_dir))
+    records, table = run_probes(reference, holdout_cohort(dataset), cfg.dataset.score, cfg.probe_records,
+                                cfg.dataset.seed, {"judge": judge})
+    write_json(out / "probes.json", {"probes": table.to_dict(orient="records"), "n": cfg.probe_records})
+    write_text(out / "probes.md", markdown_table(table) + "\n")
+    write_csv(out / "probe_records.csv", records.drop(columns=["invalid_columns"]), float_format="%.6g")
 
 
 def scorer_values(table: pd.DataFrame, scorer: str, prediction: str) -> np.ndarray:
@@ -282,6 +303,9 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
         ("evaluation", lambda: {"train": h["train"], "zero_shot": h["zero_shot"], "dataset": h["dataset"],
                                 "batch": cfg.eval_batch_size, "judge": to_dict(cfg.baseline.judge)},
          lambda tmp: build_evaluation_stage(cfg, dataset, out / "zero_shot", out / "train" / "judge", tmp)),
+        ("probes", lambda: {"train": h["train"], "dataset": h["dataset"], "n": cfg.probe_records,
+                            "prompt": to_dict(cfg.train.prompt), "judge": to_dict(cfg.baseline.judge)},
+         lambda tmp: build_probes_stage(cfg, dataset, out / "train" / "judge", tmp)),
     ]
     for name, inputs, build in plan:
         h[name] = runner.run(name, inputs(), build)

@@ -6,7 +6,10 @@ Parts (each can be switched off with `parts`), by what is compared:
     sparsity     whole table: non-zero code columns (NZC), share of zeros
     rules        whole table: clinical rule violations (scoring/rules.yaml)
     realism      per-record realism score summarized (mean score, near-copy rate)
-    privacy      membership inference (needs holdout), attribute inference
+    detection    whole table: classifier two-sample test (logistic regression AUC, SDMetrics' score)
+    fidelity     alpha-precision / beta-recall (Alaa et al. 2022)
+    privacy      membership inference, DCR / NNDR against the holdout (both need it), attribute inference,
+                 authenticity
     efficacy     TSTR vs TRTR mortality AUROC (needs holdout)
 Every metric carries goal and range; one that cannot be computed is reported with value null and its reason.
 """
@@ -26,9 +29,15 @@ from ehrjudge.config import option, to_dict
 from ehrjudge.errors import ConfigError, InputError, MetricUndefinedError
 from ehrjudge.io import check_finite
 from ehrjudge.scoring.column_pairs.correlation import CORRELATION, correlation_metrics
+from ehrjudge.scoring.detection.logistic import AUC as DETECTION_AUC
+from ehrjudge.scoring.detection.logistic import SCORE as DETECTION_SCORE
+from ehrjudge.scoring.detection.logistic import detection_metrics
 from ehrjudge.scoring.efficacy.mortality import GAP, TRTR, TSTR, mortality_metrics
+from ehrjudge.scoring.fidelity.alpha_precision import (ALPHA_PRECISION, AUTHENTICITY, BETA_RECALL,
+                                                        alpha_precision_metrics)
 from ehrjudge.scoring.metric import Metric
 from ehrjudge.scoring.privacy.attribute import ACCURACY, GAIN, attribute_metrics
+from ehrjudge.scoring.privacy.dcr import CLOSE_SHARE, DCR_RATIO, NNDR, dcr_metrics
 from ehrjudge.scoring.privacy.membership import AUC, F1, PRECISION, RECALL, membership_metrics
 from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
 from ehrjudge.scoring.single_column.statistics import (MEAN, PREVALENCE, VARIANCE, ZERO_RATE, dimension_metrics,
@@ -38,7 +47,7 @@ from ehrjudge.scoring.single_table.sparsity import COVERAGE, EXTRA, ZERO_SHARE, 
 
 log = logging.getLogger(__name__)
 
-PARTS = ("dimension", "correlation", "sparsity", "rules", "realism", "privacy", "efficacy")
+PARTS = ("dimension", "correlation", "sparsity", "rules", "realism", "detection", "fidelity", "privacy", "efficacy")
 REALISM_MEAN = Metric("realism/mean_score", "maximize", 1.0, 10.0, "mean realism_score of the synthetic records")
 NEAR_COPY = Metric("realism/near_copy_rate", "minimize", 0.0, 1.0,
                    "share of synthetic records flagged as near copies of reference records")
@@ -115,12 +124,20 @@ def evaluate(reference: Cohort, records: pd.DataFrame, holdout: Cohort | None = 
         metrics += rule_metrics(real, synthetic, schema, ids, load_rules(config.rules_file))
     if "realism" in parts:
         metrics += _run([REALISM_MEAN, NEAR_COPY], lambda: _realism(real, synthetic, held_out, config.score, schema))
+    if "detection" in parts:
+        metrics += _run([DETECTION_AUC, DETECTION_SCORE], lambda: detection_metrics(real, synthetic, config.seed))
+    if "fidelity" in parts:
+        metrics += _run([ALPHA_PRECISION, BETA_RECALL, AUTHENTICITY],
+                        lambda: alpha_precision_metrics(real, synthetic, config.score.chunk_size))
     if "privacy" in parts:
         if held_out is None:
-            metrics += [m.undefined("needs a held-out real set (--holdout)") for m in (AUC, PRECISION, RECALL, F1)]
+            metrics += [m.undefined("needs a held-out real set (--holdout)")
+                        for m in (AUC, PRECISION, RECALL, F1, CLOSE_SHARE, DCR_RATIO, NNDR)]
         else:
             metrics += _run([AUC, PRECISION, RECALL, F1],
                             lambda: membership_metrics(real, held_out, synthetic, config.seed, config.score.chunk_size))
+            metrics += _run([CLOSE_SHARE, DCR_RATIO, NNDR],
+                            lambda: dcr_metrics(real, held_out, synthetic, config.score.chunk_size))
         metrics += _run([ACCURACY, GAIN], lambda: attribute_metrics(
             real, synthetic, schema, config.sensitive_columns, held_out, config.attribute_k, config.score.chunk_size))
     if "efficacy" in parts:

@@ -1,0 +1,131 @@
+"""The hardened realism score against issue 14's targets, beside the seed score, on one cohort.
+
+    python benchmarks/hardened_score.py [--cohort DIR | --patients 500] [--out benchmarks/results/hardened_score.json]
+
+Builds (or reads) a clinosim cohort, splits it as `ehrjudge dataset` does (20 % held out), then prints and saves:
+- the probe table (scoring/probes.py, cross-fitted): every hack probe should score <= 3 (mean), held-out real
+  patients median >= 9, rule violators >= 3 points below their clean originals;
+- the generator ladder: mean hardened and seed score per family x strength (150 records a cell);
+- agreement with the seed score on records that are neither copies nor invalid (no near copy, no invalid value,
+  no essential rule broken): Spearman per record and over cells (mean per family x strength, cells with >= 20 such
+  records), target >= 0.9;
+- the noisy-copy spread: mean hardened score at the first strength whose records are not copies minus at strength 1,
+  target >= 5 points (strength 0 of noisy_copy is an exact copy, capped by design);
+- scoring speed, records/s, hardened vs seed on the same records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from ehrjudge.cohort.schema import Cohort
+from ehrjudge.io import write_json
+from ehrjudge.scoring.probes import markdown_table, run_probes
+from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
+from ehrjudge.synth.dataset import split_reference
+from ehrjudge.synth.generators import GENERATORS, generate
+
+RESULTS = Path(__file__).resolve().parent / "results" / "hardened_score.json"
+STRENGTHS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0)
+
+
+def load_cohort(args) -> Cohort:
+    if args.cohort is not None:
+        return Cohort.load(args.cohort)
+    from ehrjudge.cohort.build import build_cohort  # noqa: PLC0415 - only when simulating
+
+    out = Path(args.work) / f"clinosim_{args.patients}_{args.seed}"
+    if not (out / "vectors.parquet").exists():
+        build_cohort("clinosim", out, patients=args.patients, seed=args.seed)
+    return Cohort.load(out)
+
+
+def ladder(reference: Cohort, holdout: Cohort, hardened: RealismScorer, seed: RealismScorer, n: int) -> pd.DataFrame:
+    frames = []
+    for name in GENERATORS:
+        for strength in ([0.0] if name == "holdout_real" else STRENGTHS):
+            records = generate(name, reference, n, strength, seed=1, holdout=holdout)
+            matrix = records[reference.schema.names].to_numpy(dtype=np.float64)
+            scores = hardened.score(matrix)
+            scores["seed"] = seed.score(matrix)["realism_continuous"].to_numpy()
+            scores["generator"], scores["strength"] = name, strength
+            frames.append(scores)
+    return pd.concat(frames, ignore_index=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cohort", type=Path, default=None, help="cohort dir (default: simulate one)")
+    parser.add_argument("--patients", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--per-cell", type=int, default=150)
+    parser.add_argument("--probe-records", type=int, default=200)
+    parser.add_argument("--work", type=Path, default=Path(".cache/bench"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    cohort = load_cohort(args)
+    reference, holdout = split_reference(cohort, 0.2, args.seed)
+    config = ScoreConfig()
+    hardened = RealismScorer(config, reference.schema).fit(reference.matrix(), holdout.matrix())
+    seed = RealismScorer(ScoreConfig(definition="seed"), reference.schema).fit(reference.matrix(), holdout.matrix())
+
+    records, table = run_probes(reference, holdout, config, args.probe_records, args.seed)
+    print(markdown_table(table))
+    by_probe = table.set_index("probe")
+    hack = by_probe[by_probe.kind == "hack"]
+
+    scores = ladder(reference, holdout, hardened, seed, args.per_cell)
+    cells = scores.groupby(["generator", "strength"]).agg(
+        hardened=("realism_continuous", "mean"), seed=("seed", "mean"), near_copy=("near_copy", "mean"),
+        invalid=("n_invalid", lambda x: float((x > 0).mean())),
+        essential=("caps", lambda x: float(x.str.contains("essential_rule").mean())),
+        rule_broken=("rule_violations", lambda x: float((x != "").mean()))).reset_index()
+    print(cells.round(2).to_string(index=False))
+    clean = scores[(scores.n_invalid == 0) & ~scores.near_copy & ~scores.caps.str.contains("essential_rule")]
+    clean_cells = clean.groupby(["generator", "strength"]).agg(
+        hardened=("realism_continuous", "mean"), seed=("seed", "mean"), n=("seed", "size")).reset_index()
+    clean_cells = clean_cells[clean_cells.n >= 20]
+    per_record = float(spearmanr(clean.realism_continuous, clean.seed)[0])
+    per_cell = float(spearmanr(clean_cells.hardened, clean_cells.seed)[0])
+    noisy = cells[(cells.generator == "noisy_copy")].set_index("strength")
+    first_non_copy = float(noisy[noisy.near_copy < 0.5].index.min())
+    spread = float(noisy.loc[first_non_copy, "hardened"] - noisy.loc[1.0, "hardened"])
+
+    matrix = generate("gaussian_copula", reference, 5000, 0.2, seed=9)[reference.schema.names].to_numpy(float)
+    speed = {}
+    for name, scorer in (("hardened", hardened), ("seed", seed)):
+        start = time.perf_counter()
+        scorer.score(matrix)
+        speed[name] = len(matrix) / (time.perf_counter() - start)
+
+    targets = {
+        "hack_probes_mean_max": float(hack["hardened_mean"].max()),
+        "hack_probes_all_mean_le_3": bool((hack["hardened_mean"] <= 3).all()),
+        "holdout_real_median": float(by_probe.loc["holdout_real", "hardened_median"]),
+        "rule_violator_gap": float(by_probe.loc["clean_original", "hardened_mean"]
+                                   - by_probe.loc["rule_violator", "hardened_mean"]),
+        "spearman_vs_seed_clean_per_record": per_record, "spearman_vs_seed_clean_per_cell": per_cell,
+        "clean_share": float(len(clean) / len(scores)), "clean_cells": int(len(clean_cells)),
+        "noisy_copy_first_non_copy_strength": first_non_copy, "noisy_copy_spread": spread,
+    }
+    result = {"machine": platform.processor() or platform.machine(), "n_reference": len(reference),
+              "n_holdout": len(holdout), "features": len(reference.schema.names), "config": config.__dict__ | {
+                  "rules_file": str(config.rules_file)},
+              "targets": targets, "records_per_second": speed, "probes": table.to_dict(orient="records"),
+              "ladder": cells.to_dict(orient="records")}
+    write_json(args.out, result)
+    for key, value in targets.items():
+        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    print(f"records/s: hardened {speed['hardened']:.0f}, seed {speed['seed']:.0f} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
