@@ -185,18 +185,33 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         zero = zero.set_index("record_id").loc[table["record_id"]]
         table["zero_shot_score"] = zero["judge_score"].to_numpy()
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()
-        table["regressor_score"] = zero["regressor_score"].to_numpy()
+        for column in ("formula_distance", "formula_score", "regressor_score"):  # judge.baseline_scorers
+            table[column] = zero[column].to_numpy()
         table["summary"] = [t[:400] for t in texts]
         write_parquet(out / f"{split}.parquet", table)
     write_json(out / "judging.json", judging)  # which pass judged each split, and how long it took
 
 
+CHEAP_SCORERS = ("formula", "regressor")  # judge.baseline_scorers, scored by the zero-shot stage
+
+
 def scorer_values(table: pd.DataFrame, scorer: str, prediction: str) -> np.ndarray:
-    """The score a scorer is judged by: the expected label (default) or the argmax label; regressor as is."""
-    if scorer == "regressor":
-        return table["regressor_score"].to_numpy(dtype=float)
+    """The score a scorer is judged by: the expected label (default) or the argmax label; formula, regressor as is."""
+    if scorer in CHEAP_SCORERS:
+        return table[f"{scorer}_score"].to_numpy(dtype=float)
     column = f"{scorer}_expected" if prediction == "expected" else f"{scorer}_score"
     return table[column].to_numpy(dtype=float)
+
+
+def records_per_second(out: Path, split: str) -> dict[str, float | None]:
+    """Records/s of each scorer on `split`: the trained judge's pass of the evaluation stage; the zero-shot judge,
+    formula, regressor and verifiable score as timed by the zero-shot stage on test + test_unseen together."""
+    zero_shot = json.loads((out / "zero_shot" / "report" / "report.json").read_text())["records_per_second"]
+    judging = json.loads((out / "evaluation" / "judging.json").read_text())[split]
+    trained = judging["records"] / max(judging["seconds"], 1e-9)
+    return {"zero_shot": zero_shot["judge"], "trained": trained, "trained_calibrated": trained,
+            "formula": zero_shot["formula"], "regressor": zero_shot["regressor"],
+            "verifiable": zero_shot.get("verifiable")}
 
 
 def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
@@ -207,9 +222,11 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
     for split in EVAL_SPLITS:
         table = pd.read_parquet(out / "evaluation" / f"{split}.parquet")
         truth = table["realism_score"].to_numpy(dtype=float)
-        summary["verifiable"][split] = {"mean": float(truth.mean()), "std": float(truth.std()), "n": len(truth)}
+        speed = records_per_second(out, split)
+        summary["verifiable"][split] = {"mean": float(truth.mean()), "std": float(truth.std()), "n": len(truth),
+                                        "records_per_second": speed.get("verifiable")}
         summary["splits"][split] = {}
-        scorers = ["zero_shot", "trained", "regressor"]
+        scorers = ["zero_shot", "trained", *CHEAP_SCORERS]
         if cfg.train.prediction == "expected" and "trained_calibrated_expected" in table:
             scorers.insert(2, "trained_calibrated")
         for scorer in scorers:
@@ -218,7 +235,8 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
             summary["splits"][split][scorer] = {
                 "pearson": a["pearson"], "pearson_ci": a["pearson_ci"], "spearman": a["spearman"],
                 "spearman_ci": a["spearman_ci"], "mae": a["mae"], "within_1": a["within_1"], "exact": a["exact"],
-                "mean": a["judge_mean"], "std": a["judge_std"], "n": a["n"], "undefined": a.get("undefined", {})}
+                "mean": a["judge_mean"], "std": a["judge_std"], "n": a["n"], "undefined": a.get("undefined", {}),
+                "records_per_second": speed[scorer]}
     train_summary = json.loads((out / "train" / "summary.json").read_text())
     summary["training"] = {"wall_seconds": train_summary.get("train_seconds"), "steps": train_summary.get("steps"),
                            "best_step": train_summary.get("best_step"),
@@ -275,7 +293,8 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
          lambda tmp: build_suite_stage(cfg, dataset, tmp)),
         ("zero_shot", lambda: {"baseline": to_dict(cfg.baseline), "prompt": to_dict(cfg.train.prompt),
                                "model": cfg.train.model, "dataset": h["dataset"],
-                               "kept_layer": -cfg.train.train_layers},  # which layer's inputs it keeps
+                               "kept_layer": -cfg.train.train_layers,  # which layer's inputs it keeps
+                               "cheap_scorers": CHEAP_SCORERS},  # a run cached before they existed is redone
          lambda tmp: build_zero_shot_stage(cfg, dataset, tmp)),
         ("train", lambda: {"train": train_settings, "dataset": h["dataset"]},
          lambda tmp: build_train_stage(cfg, dataset, runner.work_dir("train"), tmp)),
