@@ -53,6 +53,18 @@ def correlation_with_interval(kind: str, judge: np.ndarray, true: np.ndarray, se
     return value, low, high
 
 
+def resampled_correlations(kind: str, judge: np.ndarray, true: np.ndarray, rng: np.random.Generator,
+                           n_bootstrap: int) -> np.ndarray:
+    """(n_bootstrap,) correlations over paired resamples of the records; NaN where a resample is constant.
+
+    For statistics of several correlations at once (e.g. a mean over folds, resampled within each fold)."""
+    if kind not in _STATISTICS:
+        raise ValueError(f"unknown correlation {kind!r}")
+    judge, true = np.asarray(judge, dtype=float), np.asarray(true, dtype=float)
+    rows = rng.integers(len(judge), size=(n_bootstrap, len(judge)))  # (B, n)
+    return _STATISTICS[kind](judge[rows], true[rows])
+
+
 def agreement(judge_scores, true_scores, seed: int = 0, n_bootstrap: int = 1000) -> dict:
     """Correlations with 95% intervals, MAE, exact and within-1 agreement, and both series' mean/std."""
     judge = np.asarray(judge_scores, dtype=float)
