@@ -3,7 +3,7 @@
     python benchmarks/lofo.py [--dataset DIR] [--cohort DIR] [--scorers formula,regressor,judge] [--judge-steps 60]
                               [--out runs/lofo] [--results benchmarks/results/lofo.json] [--key value ...]
 
-Without --dataset, builds (once, cached) a judge dataset in which every generator family of synth/generators.py is
+Without --dataset, builds (once, cached) a 6,000-record judge dataset in which every generator family of synth/generators.py is
 a candidate and none is kept for test_unseen only, from --cohort (default: the default clinosim cohort, 500
 patients, seed 42, built if absent), so every family has records in train and test. Extra `--key value` flags set
 LofoConfig fields (train/lofo.py), e.g. `--judge.learning-rate 1e-3 --test-records 60`. Prints the per-family table
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASET_NAME = "lofo-clinosim-n500-s42"  # every family in the pool, no unseen-only family
+DATASET_NAME = "lofo-clinosim-n500-s42-6000"  # every family in the pool, no unseen-only family
 
 
 def all_family_dataset(cohort: Path | None, out: Path) -> Path:
@@ -36,7 +36,7 @@ def all_family_dataset(cohort: Path | None, out: Path) -> Path:
         cohort = cache_dir("cohorts") / "clinosim-n500-s42"
         if not (cohort / "vectors.parquet").exists():
             build_cohort("clinosim", cohort, None, 500, 42)
-    config = DatasetConfig(generators=list(GENERATORS), unseen_generators=[], unseen_fraction=0.0)
+    config = DatasetConfig(size=6000, generators=list(GENERATORS), unseen_generators=[], unseen_fraction=0.0)
     return build_dataset(cohort, out, config)
 
 

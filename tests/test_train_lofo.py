@@ -39,7 +39,8 @@ def test_fold_holds_the_family_out_of_training_and_tests_on_all_of_it(two_family
     # Assert
     assert "fam_a" not in set(fold.train["generator"]) | set(fold.val["generator"])
     assert set(fold.train["generator"]) == {"fam_b", "holdout_real"}
-    expected = {r for s in ("test", "test_unseen") for r in splits[s].loc[splits[s].generator == "fam_a", "record_id"]}
+    expected = {r for s in ("val", "test", "test_unseen")
+                for r in splits[s].loc[splits[s].generator == "fam_a", "record_id"]}
     assert set(fold.test["record_id"]) == expected and (fold.test["generator"] == "fam_a").all()
 
 

@@ -35,16 +35,21 @@ def _spearman_along_last(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.nda
 _STATISTICS = {"pearson": _pearson_along_last, "spearman": _spearman_along_last}
 
 
-def correlation_with_interval(kind: str, judge: np.ndarray, true: np.ndarray, seed: int = 0,
-                              n_bootstrap: int = 1000, level: float = 0.95) -> tuple[float, float, float]:
-    """(value, low, high) of a Pearson or Spearman correlation with its percentile-bootstrap interval."""
+def correlation(kind: str, judge: np.ndarray, true: np.ndarray) -> float:
+    """A Pearson or Spearman correlation; MetricUndefinedError when either series is constant."""
     if kind not in _STATISTICS:
         raise ValueError(f"unknown correlation {kind!r}")
     if np.ptp(judge) == 0 or np.ptp(true) == 0:
         which = "judge" if np.ptp(judge) == 0 else "true"
         raise MetricUndefinedError(f"{kind}: the {which} scores are constant ({judge[0] if which == 'judge' else true[0]})")
+    return float(_STATISTICS[kind](np.asarray(judge, dtype=float), np.asarray(true, dtype=float)))
+
+
+def correlation_with_interval(kind: str, judge: np.ndarray, true: np.ndarray, seed: int = 0,
+                              n_bootstrap: int = 1000, level: float = 0.95) -> tuple[float, float, float]:
+    """(value, low, high) of a Pearson or Spearman correlation with its percentile-bootstrap interval."""
+    value = correlation(kind, judge, true)
     statistic = _STATISTICS[kind]
-    value = float(statistic(judge, true))
     result = stats.bootstrap((judge, true), statistic, paired=True, vectorized=True, n_resamples=n_bootstrap,
                              confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)

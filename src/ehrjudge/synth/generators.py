@@ -283,13 +283,13 @@ def smote(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> 
     """SMOTE-NC (Chawla et al. 2002, section 6.1): a real record a and one of its k = 5 nearest neighbours b;
     continuous columns a + t (b - a), count and binary columns copied from b with probability t, else from a
     (no averaged counts). Strength widens the neighbour pool to rank 5 + s (n_ref - 6) and t to
-    U(-30 s^2, 1 + 30 s^2) for the continuous columns (extrapolation beyond the segment)."""
+    U(-30 s, 1 + 30 s) for the continuous columns (extrapolation beyond the segment)."""
     n_ref = len(ref.matrix)
     first = rng.integers(n_ref, size=n)
     reach = min(1.0, (5 + strength * (n_ref - 6)) / max(n_ref - 1, 1))
     second = _ranked_donors(ref, first, None, 0.0, reach, rng)[:, 0]
     a, b = ref.matrix[first], ref.matrix[second]  # (n, d)
-    reach_t = 30.0 * strength**2
+    reach_t = 30.0 * strength
     t = rng.uniform(-reach_t, 1.0 + reach_t, size=n)[:, None]  # (n, 1)
     records = a + t * (b - a)
     discrete = ref.is_count | ref.is_binary

@@ -3,15 +3,19 @@
 For each held-out family F of a judge dataset (one fold each):
     train  = the train split without F's records    (the regressor's fit; the judge's training records)
     val    = the val split without F's records       (the formula's 1..10 map; the judge's best step and calibration)
-    test   = F's records in test and test_unseen      (never in train: near-duplicate groups go whole to one split,
-                                                       so no near-copy of a test record sits in train either)
+    test   = F's records in val, test and test_unseen (never in train or in the fold's val; near-duplicate groups
+                                                       go whole to one split, so no near-copy of them is trained on;
+                                                       F's train-split records are not used: a record of another
+                                                       family in their group could have leaked them)
 Scorers: `formula` (judge.baseline_scorers, no training, its map fitted on the fold's val), `regressor`
 (judge.baseline.fit_regressor on the fold's train) and `judge` (train.loop.train with `judge.max_steps` steps on the
 fold's records, scored by its calibrated expected score, or the raw one when no calibration was fitted).
-Per fold: Spearman and Pearson with the verifiable score (higher is better, [-1, 1]) and 95% bootstrap intervals
-(judge.agreement). The mean over folds gets a stratified percentile-bootstrap interval: each resample redraws every
-fold's test records within that fold, and the mean of the folds' correlations is taken (folds whose correlation
-is undefined, e.g. a constant verifiable score, are left out of the mean and named).
+Per fold: Spearman and Pearson with the verifiable score (higher is better, [-1, 1]), MAE (lower is better), and
+95% percentile-bootstrap intervals over paired resamples of the fold's records (judge.agreement); a small fold's
+resamples can be constant, and those are left out of its interval (their share is reported). The mean over folds
+gets a stratified interval: each resample redraws every fold's test records within that fold and averages the
+folds' correlations (folds whose correlation is undefined, e.g. a constant verifiable score, are left out of the
+mean and named).
 The judge's training subset is drawn once (`judge_train_records` of the train split, seeded) and each fold drops F's
 records from it, so the folds share most records and the frozen lower-layer pass is run once per record
 (train.loop's prompt_cache).
@@ -33,7 +37,7 @@ from ehrjudge.cohort.schema import Schema
 from ehrjudge.config import option, save_config, to_dict
 from ehrjudge.errors import InputError, MetricUndefinedError
 from ehrjudge.io import atomic_dir, write_json, write_parquet
-from ehrjudge.judge.agreement import CORRELATIONS, agreement, resampled_correlations
+from ehrjudge.judge.agreement import CORRELATIONS, correlation, resampled_correlations
 from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, FormulaScorer
 from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.data import load_frame
@@ -95,13 +99,22 @@ def make_fold(splits: dict[str, pd.DataFrame], family: str) -> Fold:
     """The fold that holds `family` out; refuses to return one whose training records hold it."""
     train = splits["train"][splits["train"]["generator"] != family].reset_index(drop=True)
     val = splits["val"][splits["val"]["generator"] != family].reset_index(drop=True)
-    test = pd.concat([splits[s][splits[s]["generator"] == family] for s in ("test", "test_unseen")],
+    test = pd.concat([splits[s][splits[s]["generator"] == family] for s in ("val", "test", "test_unseen")],
                      ignore_index=True)
     if family in set(train["generator"]) | set(val["generator"]):
         raise AssertionError(f"held-out family {family} in the fold's training records")
     if len(test) < 3:
-        raise InputError(f"family {family!r} has {len(test)} records in test + test_unseen; a fold needs >= 3")
+        raise InputError(f"family {family!r} has {len(test)} records in val + test + test_unseen; a fold needs >= 3")
     return Fold(family, train, val, test)
+
+
+def optional_split(dataset: Path, split: str, like: pd.DataFrame) -> pd.DataFrame:
+    """A split that a dataset without unseen-only families leaves empty (or absent): then no rows."""
+    path = dataset / f"{split}.parquet"
+    if not path.exists() or len(pd.read_parquet(path, columns=["record_id"])) == 0:
+        log.info("lofo: %s has no %s records", dataset, split)
+        return like.iloc[:0]
+    return load_frame(dataset, split)
 
 
 def fold_families(splits: dict[str, pd.DataFrame], requested: list[str]) -> list[str]:
@@ -149,8 +162,19 @@ def judge_fold(config: LofoConfig, dataset: Path, fold: Fold, schema: Schema, re
 
 
 def correlations(values: np.ndarray, truth: np.ndarray, config: LofoConfig) -> dict:
-    result = agreement(values, truth, seed=config.seed, n_bootstrap=config.n_bootstrap)
-    return {k: result[k] for k in ("spearman", "spearman_ci", "pearson", "pearson_ci", "mae", "undefined")}
+    """Spearman and Pearson with their intervals (constant resamples left out), and the MAE, of one fold."""
+    rng = np.random.default_rng([config.seed, 16])
+    out: dict = {"mae": float(np.mean(np.abs(values - truth))), "undefined": {}}
+    for kind in CORRELATIONS:
+        try:
+            out[kind] = correlation(kind, values, truth)
+        except MetricUndefinedError as error:
+            out[kind], out[f"{kind}_ci"], out["undefined"][kind] = None, None, str(error)
+            continue
+        resamples = resampled_correlations(kind, values, truth, rng, config.n_bootstrap)
+        out[f"{kind}_ci"] = [float(np.nanpercentile(resamples, 2.5)), float(np.nanpercentile(resamples, 97.5))]
+        out[f"{kind}_constant_resamples"] = float(np.isnan(resamples).mean())
+    return out
 
 
 def mean_over_folds(per_fold: dict[str, dict], scores: dict[str, np.ndarray], truths: dict[str, np.ndarray],
@@ -192,7 +216,8 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
     save_config(config, out / "config.yaml")
     schema = Schema.load(dataset / "reference" / "schema.json")
     reference = ReferenceStats.from_dir(dataset / "reference")
-    splits = {s: load_frame(dataset, s) for s in ("train", "val", "test", "test_unseen")}
+    splits = {s: load_frame(dataset, s) for s in ("train", "val", "test")}
+    splits["test_unseen"] = optional_split(dataset, "test_unseen", splits["test"])
     judge_pool = {"train": seeded_subset(splits["train"], config.judge_train_records, config.seed),
                   "val": seeded_subset(splits["val"], config.judge_val_records, config.seed)}
     names = schema.names
@@ -221,10 +246,7 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
             scores[JUDGE][family], row["judge_training"] = judge_fold(
                 config, dataset, judge_fold_data, schema, reference, prompt_cache, model_and_tokenizer)
         for scorer in config.scorers:
-            try:
-                row["scorers"][scorer] = correlations(scores[scorer][family], truth, config)
-            except MetricUndefinedError as error:  # fewer than 3 records: recorded with its reason
-                row["scorers"][scorer] = {"undefined": str(error)}
+            row["scorers"][scorer] = correlations(scores[scorer][family], truth, config)
         row["seconds"] = time.perf_counter() - start
         folds.append(row)
         log.info("lofo/fold %s: %s", family, {s: row["scorers"][s].get("spearman") for s in config.scorers})
