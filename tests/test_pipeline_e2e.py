@@ -45,10 +45,16 @@ def test_quick_run_writes_summary_and_report(quick_run):
     summary = json.loads((run / "summary.json").read_text())
     # Assert
     for split in ("test", "test_unseen"):
-        for scorer in ("zero_shot", "trained", "regressor"):
+        for scorer in ("zero_shot", "trained", "formula", "regressor"):
             metrics = summary["splits"][split][scorer]
-            assert set(metrics) >= {"pearson", "pearson_ci", "spearman", "spearman_ci", "mae", "within_1", "mean", "std"}
+            assert set(metrics) >= {"pearson", "pearson_ci", "spearman", "spearman_ci", "mae", "within_1", "mean", "std",
+                                    "records_per_second"}
             assert 1.0 <= metrics["mean"] <= 10.0 and 0.0 <= metrics["within_1"] <= 1.0
+            assert metrics["records_per_second"] > 0
+        assert summary["verifiable"][split]["records_per_second"] > 0
+    # the formula needs no model: it scores orders of magnitude faster than the judge on the same records
+    assert summary["splits"]["test"]["formula"]["records_per_second"] > 100 * summary["splits"]["test"]["trained"][
+        "records_per_second"]
     assert summary["training"]["wall_seconds"] > 0 and summary["training"]["steps"] == 8
     # the calibrated row is there exactly when the training stage saved an (increasing) calibration with the judge
     assert ("trained_calibrated" in summary["splits"]["test"]) == (summary["calibration"] is not None)
@@ -59,6 +65,7 @@ def test_quick_run_writes_summary_and_report(quick_run):
     assert {split: info["from_layer"] for split, info in judging.items()} == {"test": 26, "test_unseen": 26}
     page = (run / "report.html").read_text()
     assert "Zero-shot judge vs trained judge" in page and page.count("data:image/png;base64,") >= 4
+    assert "<td>formula</td>" in page and "<td>regressor</td>" in page and "records/s" in page
     assert (run / "mlruns" / "mlflow.db").exists()
     assert "trained" in first.stdout and "report:" in first.stdout
     # the probes stage scored every probe with the hardened and seed scores and the trained judge, and the report shows it

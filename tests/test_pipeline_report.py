@@ -34,12 +34,17 @@ def make_run(root):
         if split.startswith("test"):
             trained = np.clip(scores + rng.integers(-1, 2, 40), 1, 10)
             frame.assign(trained_score=trained, trained_expected=trained + 0.1, zero_shot_score=5,
-                         zero_shot_expected=5.2, summary="record text").to_parquet(root / "evaluation" / f"{split}.parquet")
+                         zero_shot_expected=5.2, formula_score=np.clip(scores + rng.normal(0, 0.7, 40), 1, 10),
+                         regressor_score=trained, summary="record text").to_parquet(
+                root / "evaluation" / f"{split}.parquet")
             metrics = {"mean": 5.0, "std": 2.0, "pearson": 0.9, "pearson_ci": [0.8, 0.95], "spearman": 0.88,
                        "spearman_ci": [0.8, 0.93], "mae": 0.6, "within_1": 0.9}
             summary["splits"][split] = {"zero_shot": {**metrics, "pearson": 0.01}, "trained": metrics,
-                                        "trained_calibrated": {**metrics, "mean": 5.4}}
-            summary["verifiable"][split] = {"mean": float(scores.mean()), "std": float(scores.std())}
+                                        "trained_calibrated": {**metrics, "mean": 5.4},
+                                        "formula": {**metrics, "records_per_second": 1234567.0},
+                                        "regressor": {**metrics, "records_per_second": 45678.0}}
+            summary["verifiable"][split] = {"mean": float(scores.mean()), "std": float(scores.std()),
+                                            "records_per_second": 61234.5}
     (root / "summary.json").write_text(json.dumps(summary))
     (root / "suite").mkdir()
     (root / "suite" / "suite.json").write_text(json.dumps(
@@ -63,6 +68,8 @@ def test_report_has_every_section(tmp_path):
         assert heading in page
     assert page.count("data:image/png;base64,") == 4  # histograms, 2 scatter+confusion grids, training curves
     assert "trained_calibrated" in page and "clip(1.300 &times; trained expected score -1.200, 1, 10)" in page
+    assert "<td>formula</td>" in page and "<td>regressor</td>" in page and "records/s" in page
+    assert "1,234,567.0" in page and "61,234.5" in page  # the formula's and the verifiable score's records/s
     assert "http://" not in page and "https://" not in page  # self-contained
 
 

@@ -141,7 +141,7 @@ def _print_report(report: dict, out: Path) -> None:
         table.add_row(row["metric"], *(_fmt(row[k], 2) for k in ("mean", "std", "min", "max")))
     console.print(table)
     agreement_table = Table(title="Agreement with the verifiable realism_score")
-    for column in ("Scorer", "Pearson [95% CI]", "Spearman [95% CI]", "MAE", "Exact", "Within 1"):
+    for column in ("Scorer", "Pearson [95% CI]", "Spearman [95% CI]", "MAE", "Exact", "Within 1", "Records/s"):
         agreement_table.add_column(column)
     for name, metrics in report["agreement"].items():
         cells = []
@@ -150,7 +150,10 @@ def _print_report(report: dict, out: Path) -> None:
             cells.append("n/a" if metrics[kind] is None else
                          f"{metrics[kind]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
         agreement_table.add_row(name, *cells, _fmt(metrics["mae"]), _fmt(metrics["exact"]),
-                                _fmt(metrics["within_1"]))
+                                _fmt(metrics["within_1"]), _fmt(metrics.get("records_per_second"), 1))
     console.print(agreement_table)
+    verifiable = report.get("records_per_second", {}).get("verifiable")
+    if verifiable is not None:
+        console.print(f"verifiable realism score: {verifiable:.1f} records/s")
     console.print(f"report -> {out / 'report.md'}, {out / 'report.json'}")
 

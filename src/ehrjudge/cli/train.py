@@ -84,16 +84,21 @@ def evaluation_text(result: dict) -> str:
     lines = []
     for split, split_result in result["splits"].items():
         lines += [f"== {split} ({split_result['n_records']} records) ==", original_block(split_result), "",
-                  f"{'judge':58s} {'pearson [95% CI]':>24s} {'spearman [95% CI]':>24s} {'MAE':>6s} {'within-1':>8s} "
-                  f"{'mean gap':>8s}"]
+                  f"{'scorer':58s} {'pearson [95% CI]':>24s} {'spearman [95% CI]':>24s} {'MAE':>6s} {'within-1':>8s} "
+                  f"{'mean gap':>8s} {'records/s':>10s}"]
         for name, row in split_result["rows"].items():
             def with_ci(kind):
                 ci = row.get(f"{kind}_ci")
                 return f"{fmt(row[kind])} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(row[kind])
 
             gap = row["judge_mean"] - row["true_mean"]
+            speed = row.get("records_per_second")
             lines.append(f"{name[:58]:58s} {with_ci('pearson'):>24s} {with_ci('spearman'):>24s} "
-                         f"{row['mae']:6.3f} {row['within_1']:8.3f} {gap:+8.3f}")
+                         f"{row['mae']:6.3f} {row['within_1']:8.3f} {gap:+8.3f} "
+                         f"{'n/a' if speed is None else f'{speed:.1f}':>10s}")
+        verifiable_speed = split_result["verifiable"].get("records_per_second")
+        if verifiable_speed is not None:
+            lines.append(f"verifiable realism score itself: {verifiable_speed:.1f} records/s")
         lines.append("")
     calibration = result.get("calibration")
     if calibration:

@@ -35,22 +35,39 @@ def _spearman_along_last(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.nda
 _STATISTICS = {"pearson": _pearson_along_last, "spearman": _spearman_along_last}
 
 
-def correlation_with_interval(kind: str, judge: np.ndarray, true: np.ndarray, seed: int = 0,
-                              n_bootstrap: int = 1000, level: float = 0.95) -> tuple[float, float, float]:
-    """(value, low, high) of a Pearson or Spearman correlation with its percentile-bootstrap interval."""
+def correlation(kind: str, judge: np.ndarray, true: np.ndarray) -> float:
+    """A Pearson or Spearman correlation; MetricUndefinedError when either series is constant."""
     if kind not in _STATISTICS:
         raise ValueError(f"unknown correlation {kind!r}")
     if np.ptp(judge) == 0 or np.ptp(true) == 0:
         which = "judge" if np.ptp(judge) == 0 else "true"
         raise MetricUndefinedError(f"{kind}: the {which} scores are constant ({judge[0] if which == 'judge' else true[0]})")
+    return float(_STATISTICS[kind](np.asarray(judge, dtype=float), np.asarray(true, dtype=float)))
+
+
+def correlation_with_interval(kind: str, judge: np.ndarray, true: np.ndarray, seed: int = 0,
+                              n_bootstrap: int = 1000, level: float = 0.95) -> tuple[float, float, float]:
+    """(value, low, high) of a Pearson or Spearman correlation with its percentile-bootstrap interval."""
+    value = correlation(kind, judge, true)
     statistic = _STATISTICS[kind]
-    value = float(statistic(judge, true))
     result = stats.bootstrap((judge, true), statistic, paired=True, vectorized=True, n_resamples=n_bootstrap,
                              confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if not (np.isfinite(low) and np.isfinite(high)):
         raise MetricUndefinedError(f"{kind}: bootstrap resamples with constant scores; interval undefined")
     return value, low, high
+
+
+def resampled_correlations(kind: str, judge: np.ndarray, true: np.ndarray, rng: np.random.Generator,
+                           n_bootstrap: int) -> np.ndarray:
+    """(n_bootstrap,) correlations over paired resamples of the records; NaN where a resample is constant.
+
+    For statistics of several correlations at once (e.g. a mean over folds, resampled within each fold)."""
+    if kind not in _STATISTICS:
+        raise ValueError(f"unknown correlation {kind!r}")
+    judge, true = np.asarray(judge, dtype=float), np.asarray(true, dtype=float)
+    rows = rng.integers(len(judge), size=(n_bootstrap, len(judge)))  # (B, n)
+    return _STATISTICS[kind](judge[rows], true[rows])
 
 
 def agreement(judge_scores, true_scores, seed: int = 0, n_bootstrap: int = 1000) -> dict:

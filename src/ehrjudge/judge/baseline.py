@@ -1,8 +1,10 @@
 """Zero-shot baseline: how well the untrained judge agrees with the verifiable realism score (the original's Part 3).
 
 Reports, on one split of a judge dataset: the score table (mean/std/min/max of the verifiable score, the judge's
-argmax and expected scores, and a plain regressor's), agreement metrics (judge.agreement), the 5 largest
-disagreements with their record text, and the regressor as the non-LLM reference a user could pick instead.
+argmax and expected scores, and the cheap scorers'), agreement metrics (judge.agreement), the 5 largest
+disagreements with their record text, and beside the judge the non-LLM scorers a user could pick instead
+(judge.baseline_scorers: the diagonal-z formula and a regressor), with every scorer's records/s and the
+verifiable score's own.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from ehrjudge.config import option, save_config, to_dict
 from ehrjudge.errors import InputError
 from ehrjudge.io import atomic_dir, read_table, write_csv, write_json, write_text
 from ehrjudge.judge.agreement import agreement
+from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers
 from ehrjudge.judge.layer_inputs import LayerCapture
 from ehrjudge.judge.scoring import JudgeConfig, judge_records, record_texts, save_judge_config
 
 log = logging.getLogger(__name__)
 TRUE_SCORE = "realism_score"
 SPLITS = ("train", "val", "test", "test_unseen")
+FORMULA_ROW = "Formula: diagonal z from the reference statistics (1..10 map fitted on val)"
 
 
 @dataclasses.dataclass
@@ -114,7 +118,6 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
         records, true_scores = records.iloc[chosen].reset_index(drop=True), true_scores[chosen]
     if len(records) < 500:
         log.warning("baseline on %d records; the report is meant for >= 500", len(records))
-    train_records, train_scores = load_split(dataset, "train", schema)
 
     model, tokenizer = load_judge(config.judge.model, config.judge.device, config.judge.dtype, config.judge.adapter)
     start = time.perf_counter()
@@ -122,31 +125,35 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
     judged = judge_records(model, tokenizer, records, schema, config.judge.prompt, config.judge.batch_size,
                            config.judge.reuse_prefix, reference, capture)
     judge_seconds = time.perf_counter() - start
-    regressor = fit_regressor(config.regressor, train_records[schema.names].to_numpy(), train_scores, config.seed)
-    regressor_scores = np.clip(np.rint(regressor.predict(records[schema.names].to_numpy())), 1, 10)
+    cheap = BaselineScorers.fit(dataset, schema, reference, config.regressor, config.seed)
+    cheap_scores, speed = cheap.score(records)
 
     table = judged.copy()
     for column in ("generator", "strength"):
         if column in records.columns:
             table.insert(1, column, records[column].to_numpy())
     table[TRUE_SCORE] = true_scores.astype(int)
-    table["regressor_score"] = regressor_scores.astype(int)
+    table["formula_distance"] = cheap_scores["formula_distance"].to_numpy()
+    table["formula_score"] = cheap_scores["formula_score"].to_numpy()
+    table["regressor_score"] = cheap_scores["regressor_score"].to_numpy().astype(int)
     texts = record_texts(records, schema, tokenizer, config.judge.prompt, reference)
-    regressor_name = f"Regressor ({config.regressor}) on patient vectors"
+    judge_speed = len(records) / max(judge_seconds, 1e-9)
+    scorers = {  # name -> (scores, records/s)
+        "Judge score (argmax)": (table["judge_score"].to_numpy(), judge_speed),
+        "Judge expected score": (table["expected_score"].to_numpy(), judge_speed),
+        FORMULA_ROW: (table["formula_score"].to_numpy(), speed[FORMULA]),
+        f"Regressor ({config.regressor}) on patient vectors": (table["regressor_score"].to_numpy(), speed[REGRESSOR]),
+    }
     report = {
-        "dataset": str(dataset), "split": config.split, "n_records": int(len(records)),
-        "n_train": int(len(train_records)),
+        "dataset": str(dataset), "split": config.split, "n_records": int(len(records)), "n_train": cheap.n_train,
         "judge_model": config.judge.model or "SmolLM2-135M-Instruct (default)",
-        "judge_seconds": judge_seconds, "judge_records_per_second": len(records) / max(judge_seconds, 1e-9),
-        "score_table": [score_row("Verifiable realism_score", true_scores),
-                        score_row("Judge score (argmax)", table["judge_score"].to_numpy()),
-                        score_row("Judge expected score", table["expected_score"].to_numpy()),
-                        score_row(regressor_name, regressor_scores)],
-        "agreement": {
-            "Judge score (argmax)": agreement(table["judge_score"], true_scores, config.seed, config.n_bootstrap),
-            "Judge expected score": agreement(table["expected_score"], true_scores, config.seed, config.n_bootstrap),
-            regressor_name: agreement(regressor_scores, true_scores, config.seed, config.n_bootstrap),
-        },
+        "judge_seconds": judge_seconds, "judge_records_per_second": judge_speed,
+        "records_per_second": {"judge": judge_speed, **speed},
+        "formula_calibration": dataclasses.asdict(cheap.formula.calibration) if cheap.formula.calibration else None,
+        "score_table": [score_row("Verifiable realism_score", true_scores)]
+                       + [score_row(name, values) for name, (values, _) in scorers.items()],
+        "agreement": {name: {**agreement(values, true_scores, config.seed, config.n_bootstrap),
+                             "records_per_second": rate} for name, (values, rate) in scorers.items()},
         "judge_score_histogram": {str(k): int((table["judge_score"] == k).sum()) for k in range(1, 11)},
         "mean_entropy_nats": float(table["entropy"].mean()),
         "largest_disagreements": largest_disagreements(table, texts, config.n_disagreements),
@@ -175,9 +182,9 @@ def report_markdown(report: dict) -> str:
                      + " |")
     lines += ["", "## Agreement with the verifiable realism_score", "",
               "Pearson/Spearman: higher is better, [-1, 1], 95% bootstrap intervals. MAE: lower is better. "
-              "Exact / within 1: higher is better, [0, 1].", "",
-              "| Scorer | Pearson [95% CI] | Spearman [95% CI] | MAE | Exact | Within 1 |",
-              "|---|---|---|---:|---:|---:|"]
+              "Exact / within 1: higher is better, [0, 1]. Records/s: scoring only, fitting excluded.", "",
+              "| Scorer | Pearson [95% CI] | Spearman [95% CI] | MAE | Exact | Within 1 | Records/s |",
+              "|---|---|---|---:|---:|---:|---:|"]
     for name, m in report["agreement"].items():
         cells = []
         for kind in ("pearson", "spearman"):
@@ -185,7 +192,10 @@ def report_markdown(report: dict) -> str:
             cells.append(f"n/a ({m['undefined'][kind]})" if m[kind] is None else
                          f"{m[kind]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]")
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {_fmt(m['mae'])} | {_fmt(m['exact'])} | "
-                     f"{_fmt(m['within_1'])} |")
+                     f"{_fmt(m['within_1'])} | {_fmt(m.get('records_per_second'), 1)} |")
+    verifiable = report.get("records_per_second", {}).get(VERIFIABLE)
+    if verifiable is not None:
+        lines += ["", f"The verifiable realism score itself: {verifiable:.1f} records/s."]
     histogram = ", ".join(f"{k}: {v}" for k, v in report["judge_score_histogram"].items())
     lines += ["", f"Judge score histogram: {histogram}. Mean entropy {report['mean_entropy_nats']:.3f} nats "
               "(uniform = 2.303).", "", "## Largest disagreements", ""]

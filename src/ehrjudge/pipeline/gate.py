@@ -97,11 +97,11 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
     model, tokenizer = load_judge(str(judge_dir))
     judged = judge_records(model, tokenizer, records, reference.schema, prompt_config, batch_size=config.batch_size,
                            reference=ReferenceStats.from_cohort(reference))
-    verifiable = score_records(reference, records, _dataset_score_config(reference_dir) or ScoreConfig(), holdout)
+    verifiable = score_records(reference, records, dataset_score_config(reference_dir) or ScoreConfig(), holdout)
     return judged, verifiable
 
 
-def _dataset_score_config(reference_dir: Path):
+def dataset_score_config(reference_dir: Path):
     """The ScoreConfig the judge's dataset was labelled with (its config.yaml), when there is one."""
     import yaml
 

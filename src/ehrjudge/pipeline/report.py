@@ -5,6 +5,7 @@ Reads only the run folder written by `ehrjudge.pipeline.run`:
     dataset/           {train,val,test,test_unseen}.parquet, dataset.json
     suite/suite.json   {generator: {metric: {value, goal, range} | {error}}}
     evaluation/{split}.parquet   record_id, generator, realism_score, <scorer>_score, <scorer>_expected
+                                 (formula_score: continuous 1..10, shown rounded in the confusion matrix)
     train/metrics.jsonl          one JSON object per logged step (train/*, reward/*, eval/*)
     summary.json
     ablation/table.md  (optional)
@@ -26,7 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 SPLITS = ("train", "val", "test", "test_unseen")
-SCORERS = ("zero_shot", "trained", "regressor")
+SCORERS = ("zero_shot", "trained", "formula", "regressor")
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
 h1{margin-bottom:0} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
@@ -118,7 +119,11 @@ def _probes_section(run: Path) -> str:
 
 
 def _agreement_section(run: Path, summary: dict) -> str:
-    parts = ["<h2>Zero-shot judge vs trained judge</h2>"]
+    parts = ["<h2>Zero-shot judge vs trained judge</h2>",
+             "<p>Beside the judges, the cheap scorers a user could run instead: <b>formula</b> = the diagonal-z "
+             "distance sqrt(&Sigma; z&sup2;) from the reference means and stds the judge's prompt shows, mapped to "
+             "1..10 by an increasing line fitted on val; <b>regressor</b> = gradient boosting on the patient "
+             "vectors, fitted on train. Records/s: scoring only (fitting excluded).</p>"]
     calibration = summary.get("calibration")
     if calibration:
         parts.append(f"<p>trained_calibrated = clip({calibration['slope']:.3f} &times; trained expected score "
@@ -130,16 +135,22 @@ def _agreement_section(run: Path, summary: dict) -> str:
             rows.append({"scorer": scorer, "mean": metrics["mean"], "std": metrics["std"],
                          "pearson": metrics["pearson"], "pearson 95% CI": _ci(metrics.get("pearson_ci")),
                          "spearman": metrics["spearman"], "spearman 95% CI": _ci(metrics.get("spearman_ci")),
-                         "MAE": metrics["mae"], "within 1": metrics["within_1"]})
+                         "MAE": metrics["mae"], "within 1": metrics["within_1"],
+                         "records/s": _rate(metrics.get("records_per_second"))})
         true = summary.get("verifiable", {}).get(split)
         if true:
-            rows.insert(0, {"scorer": "verifiable score", "mean": true["mean"], "std": true["std"]})
+            rows.insert(0, {"scorer": "verifiable score", "mean": true["mean"], "std": true["std"],
+                            "records/s": _rate(true.get("records_per_second"))})
         parts.append(f"<h3>{split}</h3>{_table(pd.DataFrame(rows))}")
         predictions = run / "evaluation" / f"{split}.parquet"
         if predictions.exists():
             parts.append(_scatter_and_confusion(pd.read_parquet(predictions), split))
             parts.append(_disagreements(pd.read_parquet(predictions)))
     return "".join(parts)
+
+
+def _rate(records_per_second) -> str:
+    return "" if records_per_second is None else f"{records_per_second:,.1f}"
 
 
 def _ci(interval) -> str:
@@ -159,7 +170,8 @@ def _scatter_and_confusion(frame: pd.DataFrame, split: str) -> str:
         ax.set_title(f"{scorer} ({split})")
         ax.set_xlabel("verifiable score")
         ax.set_ylabel("judge score")
-        matrix = pd.crosstab(frame[f"{scorer}_score"], frame["realism_score"]).reindex(
+        labels = np.rint(frame[f"{scorer}_score"].to_numpy(dtype=float)).astype(int)
+        matrix = pd.crosstab(labels, frame["realism_score"].to_numpy()).reindex(
             index=range(1, 11), columns=range(1, 11), fill_value=0)
         ax = axes[1, col]
         ax.imshow(matrix.to_numpy(), origin="lower", cmap="Blues", extent=(0.5, 10.5, 0.5, 10.5))

@@ -184,40 +184,58 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         zero = zero.set_index("record_id").loc[table["record_id"]]
         table["zero_shot_score"] = zero["judge_score"].to_numpy()
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()
-        table["regressor_score"] = zero["regressor_score"].to_numpy()
+        for column in ("formula_distance", "formula_score", "regressor_score"):  # judge.baseline_scorers
+            table[column] = zero[column].to_numpy()
         table["summary"] = [t[:400] for t in texts]
         write_parquet(out / f"{split}.parquet", table)
     write_json(out / "judging.json", judging)  # which pass judged each split, and how long it took
 
 
 def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path) -> None:
-    """The adversarial probes (scoring/probes.py) under the run's score definition, the seed one and the trained
-    judge: probes.json, probes.md, probe_records.csv."""
+    """The adversarial probes (scoring/probes.py) under the run's score definition, the seed one, the trained
+    judge and the cheap baselines (formula, regressor): probes.json, probes.md, probe_records.csv."""
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Cohort
+    from ehrjudge.judge.baseline_scorers import BaselineScorers
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.scoring import matrix_scorer
     from ehrjudge.scoring.probes import markdown_table, run_probes
 
     reference = Cohort.load(dataset / "reference")
+    stats = ReferenceStats.from_dir(dataset / "reference")
     model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
-    judge = matrix_scorer(model, tokenizer, reference.schema, cfg.train.prompt,
-                          ReferenceStats.from_dir(dataset / "reference"), cfg.eval_batch_size,
+    judge = matrix_scorer(model, tokenizer, reference.schema, cfg.train.prompt, stats, cfg.eval_batch_size,
                           saved_calibration(judge_dir))
+    cheap = BaselineScorers.fit(dataset, reference.schema, stats, cfg.baseline.regressor, cfg.baseline.seed)
+    scorers = {"judge": judge, "formula": cheap.formula.score, "regressor": cheap.regressor_score}
     records, table = run_probes(reference, holdout_cohort(dataset), cfg.dataset.score, cfg.probe_records,
-                                cfg.dataset.seed, {"judge": judge})
+                                cfg.dataset.seed, scorers)
     write_json(out / "probes.json", {"probes": table.to_dict(orient="records"), "n": cfg.probe_records})
     write_text(out / "probes.md", markdown_table(table) + "\n")
     write_csv(out / "probe_records.csv", records.drop(columns=["invalid_columns"]), float_format="%.6g")
 
 
+CHEAP_SCORERS = ("formula", "regressor")  # judge.baseline_scorers, scored by the zero-shot stage
+
+
 def scorer_values(table: pd.DataFrame, scorer: str, prediction: str) -> np.ndarray:
-    """The score a scorer is judged by: the expected label (default) or the argmax label; regressor as is."""
-    if scorer == "regressor":
-        return table["regressor_score"].to_numpy(dtype=float)
+    """The score a scorer is judged by: the expected label (default) or the argmax label; formula, regressor as is."""
+    if scorer in CHEAP_SCORERS:
+        return table[f"{scorer}_score"].to_numpy(dtype=float)
     column = f"{scorer}_expected" if prediction == "expected" else f"{scorer}_score"
     return table[column].to_numpy(dtype=float)
+
+
+def records_per_second(out: Path, split: str) -> dict[str, float | None]:
+    """Records/s of each scorer on `split`: the trained judge's pass of the evaluation stage; the zero-shot judge,
+    formula, regressor and verifiable score as timed by the zero-shot stage on test + test_unseen together."""
+    zero_shot = json.loads((out / "zero_shot" / "report" / "report.json").read_text())["records_per_second"]
+    judging = json.loads((out / "evaluation" / "judging.json").read_text())[split]
+    trained = judging["records"] / max(judging["seconds"], 1e-9)
+    return {"zero_shot": zero_shot["judge"], "trained": trained, "trained_calibrated": trained,
+            "formula": zero_shot["formula"], "regressor": zero_shot["regressor"],
+            "verifiable": zero_shot.get("verifiable")}
 
 
 def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
@@ -228,9 +246,11 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
     for split in EVAL_SPLITS:
         table = pd.read_parquet(out / "evaluation" / f"{split}.parquet")
         truth = table["realism_score"].to_numpy(dtype=float)
-        summary["verifiable"][split] = {"mean": float(truth.mean()), "std": float(truth.std()), "n": len(truth)}
+        speed = records_per_second(out, split)
+        summary["verifiable"][split] = {"mean": float(truth.mean()), "std": float(truth.std()), "n": len(truth),
+                                        "records_per_second": speed.get("verifiable")}
         summary["splits"][split] = {}
-        scorers = ["zero_shot", "trained", "regressor"]
+        scorers = ["zero_shot", "trained", *CHEAP_SCORERS]
         if cfg.train.prediction == "expected" and "trained_calibrated_expected" in table:
             scorers.insert(2, "trained_calibrated")
         for scorer in scorers:
@@ -239,7 +259,8 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
             summary["splits"][split][scorer] = {
                 "pearson": a["pearson"], "pearson_ci": a["pearson_ci"], "spearman": a["spearman"],
                 "spearman_ci": a["spearman_ci"], "mae": a["mae"], "within_1": a["within_1"], "exact": a["exact"],
-                "mean": a["judge_mean"], "std": a["judge_std"], "n": a["n"], "undefined": a.get("undefined", {})}
+                "mean": a["judge_mean"], "std": a["judge_std"], "n": a["n"], "undefined": a.get("undefined", {}),
+                "records_per_second": speed[scorer]}
     train_summary = json.loads((out / "train" / "summary.json").read_text())
     summary["training"] = {"wall_seconds": train_summary.get("train_seconds"), "steps": train_summary.get("steps"),
                            "best_step": train_summary.get("best_step"),
@@ -296,7 +317,8 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
          lambda tmp: build_suite_stage(cfg, dataset, tmp)),
         ("zero_shot", lambda: {"baseline": to_dict(cfg.baseline), "prompt": to_dict(cfg.train.prompt),
                                "model": cfg.train.model, "dataset": h["dataset"],
-                               "kept_layer": -cfg.train.train_layers},  # which layer's inputs it keeps
+                               "kept_layer": -cfg.train.train_layers,  # which layer's inputs it keeps
+                               "cheap_scorers": CHEAP_SCORERS},  # a run cached before they existed is redone
          lambda tmp: build_zero_shot_stage(cfg, dataset, tmp)),
         ("train", lambda: {"train": train_settings, "dataset": h["dataset"]},
          lambda tmp: build_train_stage(cfg, dataset, runner.work_dir("train"), tmp)),
@@ -304,7 +326,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
                                 "batch": cfg.eval_batch_size, "judge": to_dict(cfg.baseline.judge)},
          lambda tmp: build_evaluation_stage(cfg, dataset, out / "zero_shot", out / "train" / "judge", tmp)),
         ("probes", lambda: {"train": h["train"], "dataset": h["dataset"], "n": cfg.probe_records,
-                            "prompt": to_dict(cfg.train.prompt), "judge": to_dict(cfg.baseline.judge)},
+                            "prompt": to_dict(cfg.train.prompt), "baseline": to_dict(cfg.baseline)},
          lambda tmp: build_probes_stage(cfg, dataset, out / "train" / "judge", tmp)),
     ]
     for name, inputs, build in plan:

@@ -25,7 +25,7 @@ from ehrjudge.config import option, save_config, to_dict
 from ehrjudge.errors import ConfigError
 from ehrjudge.io import atomic_dir, write_json, write_parquet
 from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
-from ehrjudge.synth.generators import GENERATORS, generate
+from ehrjudge.synth.generators import DEFAULT_POOL, GENERATORS, generate
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class DatasetConfig:
     unseen_fraction: float = option(0.1, "share of `size` in test_unseen (held-out families only)")
     holdout_fraction: float = option(0.2, "share of the real cohort's patients kept out of the reference "
                                           "(calibration and the holdout_real family)")
-    generators: list[str] = option(list(GENERATORS), "generator families in the candidate pool")
+    generators: list[str] = option(list(DEFAULT_POOL), "generator families in the candidate pool")
     unseen_generators: list[str] = option(["interpolation", "sparsity_distortion"],
                                           "families that appear only in test_unseen")
     strengths: list[float] = option([0.0, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0], "strength grid of every family")

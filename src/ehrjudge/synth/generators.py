@@ -220,6 +220,100 @@ def holdout_real(ref: Reference, n: int, strength: float, rng: np.random.Generat
     return ref.holdout[rows].copy()
 
 
+def _standardized(ref: Reference, columns: np.ndarray | None = None) -> np.ndarray:
+    """Reference rows scaled by the column SDs (constant columns by 1), on `columns` when given."""
+    scale = np.where(ref.std > 0, ref.std, 1.0)
+    scaled = ref.matrix / scale
+    return scaled if columns is None else scaled[:, columns]
+
+
+def _ranked_donors(ref: Reference, first: np.ndarray, columns: np.ndarray | None, low: float, high: float,
+                   rng: np.random.Generator, draws: int = 1) -> np.ndarray:
+    """(n, draws) reference patients, each the one (never first[i] itself) at a rank quantile u ~ U(low, high) of
+    the standardized distance from first[i] on `columns` (u = 0: the nearest other patient, 1: the furthest)."""
+    points = _standardized(ref, columns)  # (n_ref, c)
+    n_ref = len(points)
+    quantile = rng.uniform(low, high, size=(len(first), draws))
+    rank = np.minimum((quantile * (n_ref - 1)).astype(np.int64), n_ref - 2)  # (n, draws)
+    donors = np.empty((len(first), draws), dtype=np.int64)
+    for i, row in enumerate(first):
+        order = np.argsort(((points - points[row]) ** 2).sum(axis=1), kind="stable")
+        donors[i] = order[order != row][rank[i]]  # nearest first, the patient itself left out
+    return donors
+
+
+def table_groups(schema: Schema) -> list[np.ndarray]:
+    """Column indices of each table group (demographics, admissions, diagnoses, ...), in schema order."""
+    groups = list(dict.fromkeys(f.group for f in schema.features))
+    return [np.array([i for i, f in enumerate(schema.features) if f.group == g], dtype=np.int64) for g in groups]
+
+
+def patient_splice(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Demographics of one real patient, every other table of another; the donor sits at the rank quantile
+    U(0.9 s, s) of demographic distance (s = 0: the demographically nearest patient, s = 1: the most unlike)."""
+    groups = [f.group for f in ref.schema.features]
+    demographics = np.array([i for i, g in enumerate(groups) if g == "demographics"], dtype=np.int64)
+    if not len(demographics) or len(demographics) == len(groups):
+        raise InputError("patient_splice needs demographic columns and at least one other table")
+    first = rng.integers(len(ref.matrix), size=n)
+    donors = _ranked_donors(ref, first, demographics, 0.9 * strength, strength, rng)[:, 0]
+    records = ref.matrix[donors].copy()
+    records[:, demographics] = ref.matrix[first][:, demographics]
+    return ref.conform(records)
+
+
+def independent_tables(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Each table group (demographics, admissions, diagnoses, procedures, prescriptions, labs) from its own real
+    patient: the base patient's rank-r neighbour with r uniform in [0, 5 + s (n_ref - 6)) (whole-record distance),
+    drawn per table; s = 0 mixes tables of 5 near neighbours, s = 1 of any patients (tables independent)."""
+    n_ref = len(ref.matrix)
+    groups = table_groups(ref.schema)
+    if len(groups) < 2:
+        raise InputError("independent_tables needs at least two table groups in the schema")
+    base = rng.integers(n_ref, size=n)
+    reach = min(1.0, (5 + strength * (n_ref - 6)) / max(n_ref - 1, 1))  # rank quantile of the furthest donor
+    donors = _ranked_donors(ref, base, None, 0.0, reach, rng, draws=len(groups) - 1)  # (n, groups - 1)
+    records = ref.matrix[base].copy()
+    for g, columns in enumerate(groups[1:]):  # the first group (demographics) stays with the base patient
+        records[:, columns] = ref.matrix[donors[:, g]][:, columns]
+    return ref.conform(records)
+
+
+def smote(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """SMOTE-NC (Chawla et al. 2002, section 6.1): a real record a and one of its k = 5 nearest neighbours b;
+    continuous columns a + t (b - a), count and binary columns copied from b with probability t, else from a
+    (no averaged counts). Strength widens the neighbour pool to rank 5 + s (n_ref - 6) and t to
+    U(-30 s, 1 + 30 s) for the continuous columns (extrapolation beyond the segment)."""
+    n_ref = len(ref.matrix)
+    first = rng.integers(n_ref, size=n)
+    reach = min(1.0, (5 + strength * (n_ref - 6)) / max(n_ref - 1, 1))
+    second = _ranked_donors(ref, first, None, 0.0, reach, rng)[:, 0]
+    a, b = ref.matrix[first], ref.matrix[second]  # (n, d)
+    reach_t = 30.0 * strength
+    t = rng.uniform(-reach_t, 1.0 + reach_t, size=n)[:, None]  # (n, 1)
+    records = a + t * (b - a)
+    discrete = ref.is_count | ref.is_binary
+    from_b = rng.random(a.shape) < np.clip(t, 0.0, 1.0)  # (n, d)
+    records[:, discrete] = np.where(from_b, b, a)[:, discrete]
+    return ref.conform(records)
+
+
+def cooccurrence_shuffle(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Real reference records with a share `strength` of the per-code columns each permuted across the n records:
+    every code's marginal stays exact, which codes occur together (and with the record's totals and demographics)
+    is lost. Strength 0 = exact copies (a privacy leak, as noisy_copy at 0)."""
+    n_ref = len(ref.matrix)
+    codes = ref.codes
+    if not len(codes):
+        raise InputError("cooccurrence_shuffle needs per-code columns (dx_/rx_/px_/lab_ counts); the schema has none")
+    rows = rng.permutation(n_ref)[:n] if n <= n_ref else rng.integers(n_ref, size=n)
+    records = ref.matrix[rows].copy()
+    shuffled = rng.choice(codes, size=int(round(strength * len(codes))), replace=False)
+    for column in shuffled:
+        records[:, column] = records[rng.permutation(n), column]
+    return ref.conform(records)
+
+
 Generator = Callable[[Reference, int, float, np.random.Generator], np.ndarray]
 GENERATORS: dict[str, Generator] = {
     "gaussian_copula": gaussian_copula,
@@ -230,7 +324,15 @@ GENERATORS: dict[str, Generator] = {
     "clinical_inconsistency": clinical_inconsistency,
     "sparsity_distortion": sparsity_distortion,
     "holdout_real": holdout_real,
+    # Families of issue 15 (what real generators get wrong); appended so the families above keep their seeds.
+    "patient_splice": patient_splice,
+    "independent_tables": independent_tables,
+    "smote": smote,
+    "cooccurrence_shuffle": cooccurrence_shuffle,
 }
+# The judge dataset's default candidate pool: the issue-15 families are opt-in (docs/synth.md says why).
+DEFAULT_POOL = ["gaussian_copula", "independent_marginals", "noisy_copy", "interpolation", "mode_collapse",
+                "clinical_inconsistency", "sparsity_distortion", "holdout_real"]
 
 
 def generate(name: str, reference: Cohort, n: int, strength: float, seed: int,

@@ -1,8 +1,10 @@
-"""Held-out evaluation of a trained judge on test and test_unseen, beside the zero-shot judge and a regressor.
+"""Held-out evaluation of a trained judge on test and test_unseen, beside the zero-shot judge and cheap scorers.
 
 Per split: the original design's block (verifiable vs RLVR score mean/std, Pearson, Spearman) plus MAE,
 within-1 agreement and 95% bootstrap intervals (ehrjudge.judge.agreement). Higher is better for the
 correlations ([-1, 1]) and within-1 ([0, 1]); lower is better for MAE ([0, 9]) and |mean judge - mean score|.
+Beside the judges, the diagonal-z formula and the regressor (judge.baseline_scorers), every row with its
+records/s, and each split's records/s of the verifiable score itself.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.judge.agreement import agreement
-from ehrjudge.judge.baseline import fit_regressor, load_split
+from ehrjudge.judge.baseline import FORMULA_ROW, load_split
+from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers
 from ehrjudge.judge.calibration import saved_calibration
 from ehrjudge.judge.prompt import PromptConfig, saved_prompt
 from ehrjudge.judge.scoring import judge_records
@@ -60,8 +63,7 @@ def evaluate_judge(model: str | Path, dataset: str | Path, splits=EVAL_SPLITS, z
     calibration = saved_calibration(model)
     reference = ReferenceStats.from_dir(dataset / "reference")
     judge, tokenizer = load_judge(str(model))
-    train_records, train_scores = load_split(dataset, "train", schema)
-    regressor = fit_regressor("hist_gradient_boosting", train_records[schema.names].to_numpy(), train_scores, seed)
+    cheap = BaselineScorers.fit(dataset, schema, reference, seed=seed)
     base = None
     result: dict = {"model": str(model), "dataset": str(dataset), "prompt": prompt.__dict__, "splits": {},
                     "calibration": dataclasses.asdict(calibration) if calibration else None}
@@ -73,23 +75,33 @@ def evaluate_judge(model: str | Path, dataset: str | Path, splits=EVAL_SPLITS, z
         start = time.perf_counter()
         judged = judge_records(judge, tokenizer, records, schema, prompt, batch_size, reference=reference)
         seconds = time.perf_counter() - start
+        judge_speed = len(records) / max(seconds, 1e-9)
         rows = {"RLVR judge (expected score)": judged["expected_score"].to_numpy(),
                 "RLVR judge (argmax label)": judged["judge_score"].to_numpy().astype(float)}
+        speeds = dict.fromkeys(rows, judge_speed)
         if calibration is not None:
             rows[CALIBRATED_ROW] = calibration(judged["expected_score"].to_numpy())
+            speeds[CALIBRATED_ROW] = judge_speed
         zero = find_baseline_report(dataset, split, baseline_dirs or [dataset]) if zero_shot == "auto" else None
         if zero is None and zero_shot in ("auto", "compute"):
             if base is None:
                 base = load_judge(None)
+            start = time.perf_counter()
             zero_judged = judge_records(base[0], base[1], records, schema, PromptConfig(), batch_size)
+            zero_speed = len(records) / max(time.perf_counter() - start, 1e-9)
             rows["Zero-shot judge (expected score)"] = zero_judged["expected_score"].to_numpy()
             rows["Zero-shot judge (argmax label)"] = zero_judged["judge_score"].to_numpy().astype(float)
-        rows["Regressor (hist_gradient_boosting) on patient vectors"] = np.clip(
-            np.rint(regressor.predict(records[schema.names].to_numpy())), 1, 10)
+            speeds.update(dict.fromkeys(("Zero-shot judge (expected score)", "Zero-shot judge (argmax label)"),
+                                        zero_speed))
+        cheap_scores, cheap_speed = cheap.score(records)
+        regressor_row = f"Regressor ({cheap.regressor_kind}) on patient vectors"
+        rows[FORMULA_ROW], speeds[FORMULA_ROW] = cheap_scores["formula_score"].to_numpy(), cheap_speed[FORMULA]
+        rows[regressor_row], speeds[regressor_row] = cheap_scores["regressor_score"].to_numpy(), cheap_speed[REGRESSOR]
         split_result = {"n_records": int(len(records)), "judge_seconds": seconds,
-                        "verifiable": {"mean": float(true_scores.mean()), "std": float(true_scores.std(ddof=1))},
-                        "rows": {name: agreement(values, true_scores, seed=seed, n_bootstrap=n_bootstrap)
-                                 for name, values in rows.items()}}
+                        "verifiable": {"mean": float(true_scores.mean()), "std": float(true_scores.std(ddof=1)),
+                                       "records_per_second": cheap_speed.get(VERIFIABLE)},
+                        "rows": {name: {**agreement(values, true_scores, seed=seed, n_bootstrap=n_bootstrap),
+                                        "records_per_second": speeds.get(name)} for name, values in rows.items()}}
         if zero is not None:
             split_result["rows"].update({f"Zero-shot judge ({name}, from report)": value
                                          for name, value in zero["agreement"].items()})

@@ -113,12 +113,14 @@ def save_model(model, tokenizer, directory: Path) -> None:
 
 
 def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = None, model_and_tokenizer=None,
-          show_progress: bool = True, shared_cache: dict | None = None) -> dict:
+          show_progress: bool = True, shared_cache: dict | None = None, prompt_cache: dict | None = None) -> dict:
     """Train the judge; returns the summary also written to run_dir/summary.json.
 
     stop_at_step simulates a kill right after that step (tests); model_and_tokenizer injects a model (tests).
     shared_cache (a dict, initially empty) carries the frozen lower-layer and reference caches from one run
     to the next run on the same prompts and base model (the ablation grid), so each cell skips the frozen pass.
+    prompt_cache (a dict, initially empty) does the same by prompt text, for runs on overlapping record sets
+    (the leave-one-family-out folds): a record already seen by an earlier run skips the frozen pass.
     """
     from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -147,6 +149,8 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
             raise ConfigError("shared_cache was filled for other prompts (train_records/val_records/prompt differ)")
         policy.hidden_cache = shared_cache.setdefault("hidden", policy.hidden_cache)
         policy.reference_cache = shared_cache.setdefault("reference", policy.reference_cache)
+    if prompt_cache is not None:
+        restore_prompt_cache(policy, prompt_cache, config)
     val_indices = list(range(len(train_split), len(train_split) + len(val_split)))
     method = METHODS[config.method]
     iterations = config.grpo_iterations if config.method == "grpo" else 1
@@ -273,6 +277,8 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     if last_val_step != progress.step:
         run_validation()
     checkpoint()
+    if prompt_cache is not None:
+        keep_prompt_cache(policy, prompt_cache)
     save_model(model, tokenizer, run_dir / "final")
     save_calibration(last_calibration, run_dir / "final")
     tracker.close()
@@ -288,6 +294,26 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
                                       for a, b in policy.hidden_cache.values()) / 2**20}
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def restore_prompt_cache(policy: LabelPolicy, prompt_cache: dict, config: TrainConfig) -> None:
+    """Fill the policy's index-keyed caches from a prompt-keyed one made with the same frozen layers."""
+    key = {"model": config.model, "train_layers": config.train_layers, "dtype": config.dtype,
+           "kl_coef_positive": config.kl_coef > 0, "full_fine_tuning": config.lora_r == 0}
+    if prompt_cache.setdefault("key", key) != key:
+        raise ConfigError(f"prompt_cache was filled under other settings ({prompt_cache['key']}, now {key})")
+    hidden, reference = prompt_cache.setdefault("hidden", {}), prompt_cache.setdefault("reference", {})
+    for index, prompt in enumerate(policy.prompts):
+        if prompt in hidden:
+            policy.hidden_cache[index] = hidden[prompt]
+        if prompt in reference:
+            policy.reference_cache[index] = reference[prompt]
+
+
+def keep_prompt_cache(policy: LabelPolicy, prompt_cache: dict) -> None:
+    """Add the policy's caches to the prompt-keyed one, for the next run."""
+    prompt_cache["hidden"].update({policy.prompts[i]: value for i, value in policy.hidden_cache.items()})
+    prompt_cache["reference"].update({policy.prompts[i]: value for i, value in policy.reference_cache.items()})
 
 
 def _judge(log_probs: torch.Tensor, prediction: str) -> torch.Tensor:
