@@ -158,7 +158,7 @@ def default_cohort(patients: int = 500, seed: int = 42) -> Path:
 
 def build_simulated(con, raw: Path, patients: int, seed: int) -> Origins:
     """Simulate, keep the CSVs under raw/csv, and load them."""
-    with tempfile.TemporaryDirectory(prefix="clinosim-") as work:
+    with tempfile.TemporaryDirectory(prefix=".clinosim-", dir=raw.parent) as work:
         csv_dir = simulate_patients(patients, seed, Path(work))
         copy_raw(csv_dir, raw)
     origins = load_clinosim(con, raw / "csv", patients=patients)

@@ -139,6 +139,7 @@ def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> N
 
 
 def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge_dir: Path, out: Path) -> None:
+    from ehrjudge.cohort.real_patients import dataset_patients, real_rows, withhold
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema
     from ehrjudge.judge.model import load_judge
@@ -186,7 +187,8 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table["zero_shot_score"] = zero["judge_score"].to_numpy()
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()
         table["regressor_score"] = zero["regressor_score"].to_numpy()
-        table["summary"] = [t[:400] for t in texts]
+        real = real_rows(records, schema.names, dataset_patients(dataset))  # no real patient's text in a report
+        table["summary"] = withhold([t[:400] for t in texts], real)
         write_parquet(out / f"{split}.parquet", table)
     write_json(out / "judging.json", judging)  # which pass judged each split, and how long it took
 
