@@ -126,6 +126,7 @@ def test_no_real_patient_record_in_reports_or_logs(quick_run):
 
     from transformers import AutoTokenizer
 
+    from ehrjudge.cohort.real_patients import dataset_patients, real_rows
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Cohort
     from ehrjudge.config import config_from_dict
@@ -152,5 +153,12 @@ def test_no_real_patient_record_in_reports_or_logs(quick_run):
     assert "zero_shot/report/report.md" in outputs and "report.html" in outputs
     leaks = [(name, needle[:60]) for name, text in outputs.items() for needle in needles if needle in text]
     assert leaks == []
-    judged = pd.read_csv(run / "zero_shot" / "report" / "judge_scores.csv")
-    assert (judged["generator"] == "holdout_real").any()  # real patients were judged, so there was a risk
+    # the needles are rendered as the report renders record texts: the synthetic excerpts are found this way
+    listed = [row["record_id"] for row in json.loads(outputs["zero_shot/report/report.json"])["largest_disagreements"]]
+    judged = pd.concat([pd.read_parquet(run / "dataset" / f"{s}.parquet") for s in ("test", "test_unseen")])
+    judged = judged.set_index("record_id").loc[listed].reset_index()
+    shown = record_texts(judged, patients.schema, tokenizer, prompt,
+                         ReferenceStats.from_dir(run / "dataset" / "reference"))
+    real = real_rows(judged, patients.schema.names, dataset_patients(run / "dataset"))
+    assert len(shown) == 5 and (~real).any()
+    assert all((text in outputs["zero_shot/report/report.md"]) != hidden for text, hidden in zip(shown, real))

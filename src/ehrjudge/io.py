@@ -8,6 +8,7 @@ killed run leaves nothing behind for good.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -185,17 +186,15 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def open_text_lines(path: Path):
-    """A binary handle on a (possibly gzipped) file, for locating lines."""
-    import gzip
-
+def open_binary(path: Path):
+    """A binary handle on a file, gunzipped when it ends in .gz."""
     return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
 
 
 def undecodable_line(path) -> str | None:
     """'line N' of the first line that is not UTF-8 (None when every line decodes, or the file cannot be read)."""
     try:
-        with open_text_lines(Path(path)) as handle:
+        with open_binary(Path(path)) as handle:
             for number, line in enumerate(handle, start=1):
                 try:
                     line.decode("utf-8")

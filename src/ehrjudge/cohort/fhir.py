@@ -27,7 +27,7 @@ import pandas as pd
 
 from ehrjudge.cohort.featurize import Origins
 from ehrjudge.errors import InputError
-from ehrjudge.io import first_line, open_text_lines
+from ehrjudge.io import first_line, open_binary
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def iter_resources(file: Path):
 def _ndjson_resources(file: Path):
     number = 0
     try:
-        with open_text_lines(file) as handle:
+        with open_binary(file) as handle:
             for number, raw in enumerate(handle, start=1):
                 try:
                     line = raw.decode("utf-8")

@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from ehrjudge.errors import InputError
-from ehrjudge.io import first_line, open_text_lines, undecodable_line
+from ehrjudge.io import first_line, open_binary, undecodable_line
 
 # The dialect is fixed, not sniffed: a malformed row must fail with its line, not change the detected dialect.
 CSV_DIALECT = "header = true, delim = ',', quote = '\"', escape = '\"', strict_mode = true"
@@ -83,7 +83,7 @@ def csv_columns(con, file: Path) -> list[str]:
     A UTF-8 byte-order mark is stripped; a header that is not comma-separated is refused.
     """
     try:
-        with open_text_lines(file) as handle:
+        with open_binary(file) as handle:
             raw = handle.readline()
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"cannot read the file (truncated or corrupt?): {first_line(exc)}", file=file) from exc
@@ -123,7 +123,7 @@ def line_of(file, column: str, is_bad) -> str | None:
     if file is None or not str(file).endswith((".csv", ".csv.gz")):
         return None
     try:
-        with open_text_lines(Path(file)) as handle:
+        with open_binary(Path(file)) as handle:
             reader = csv.reader(raw.decode("utf-8", errors="replace") for raw in handle)
             header = [c.strip().removeprefix("\ufeff") for c in next(reader, [])]
             if column not in header:

@@ -152,7 +152,7 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     splits = {}
     for split in EVAL_SPLITS:  # checked before any model is loaded
         records = pd.read_parquet(dataset / f"{split}.parquet")
-        zero = pd.read_csv(zero_shot / split / "judge_scores.csv")
+        zero = pd.read_csv(zero_shot / split / "judge_scores.csv", dtype={"record_id": str})
         records = records[records["record_id"].isin(zero["record_id"])].reset_index(drop=True)
         if len(records) == 0:
             raise InputError(f"no {split} record was judged by the zero-shot stage",
