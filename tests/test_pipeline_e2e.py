@@ -132,3 +132,47 @@ def test_gate_accepts_good_and_refuses_copies(quick_run):
     assert accepted.returncode == 0 and "ACCEPTED: registered gen-good version 1" in accepted.stdout
     assert copied.returncode == 1 and "near-copy rate" in copied.stdout and "REFUSED" in copied.stdout
     assert strict.returncode == 1 and "below the threshold" in strict.stdout
+
+
+def test_no_real_patient_record_in_reports_or_logs(quick_run):
+    # Setup: every real patient's record text, as the reports would render it (the run's prompt and tokenizer)
+    import html
+
+    from transformers import AutoTokenizer
+
+    from ehrjudge.cohort.real_patients import dataset_patients, real_rows
+    from ehrjudge.cohort.reference_stats import ReferenceStats
+    from ehrjudge.cohort.schema import Cohort
+    from ehrjudge.config import config_from_dict
+    from ehrjudge.judge.prompt import PromptConfig
+    from ehrjudge.judge.scoring import record_texts
+
+    root, first = quick_run
+    run = root / "run"
+    config = json.loads((run / "summary.json").read_text())["config"]
+    prompt = config_from_dict(PromptConfig, config["train"]["prompt"])
+    tokenizer = AutoTokenizer.from_pretrained(run / "train" / "judge")
+    patients = Cohort.load(run / "cohort")
+    texts = record_texts(patients.vectors.drop(columns=["subject_id"]), patients.schema, tokenizer, prompt,
+                         ReferenceStats.from_dir(run / "dataset" / "reference"))
+    needles = {form for text in texts for form in (text, text[:400], html.escape(text[:400]), json.dumps(text)[1:-1])}
+    # Run: the reports, summaries and logs of the run (the cohort/ and dataset/ folders are the data itself)
+    outputs = {"stdout": first.stdout, "stderr": first.stderr}
+    for path in run.rglob("*"):
+        relative = path.relative_to(run).parts
+        if path.is_file() and relative[0] not in ("cohort", "dataset") and path.suffix in (
+                ".md", ".json", ".jsonl", ".html", ".csv", ".yaml", ".txt", ".log"):
+            outputs[str(path.relative_to(run))] = path.read_text(errors="replace")
+    # Assert
+    assert "zero_shot/report/report.md" in outputs and "report.html" in outputs
+    leaks = [(name, needle[:60]) for name, text in outputs.items() for needle in needles if needle in text]
+    assert leaks == []
+    # the needles are rendered as the report renders record texts: the synthetic excerpts are found this way
+    listed = [row["record_id"] for row in json.loads(outputs["zero_shot/report/report.json"])["largest_disagreements"]]
+    judged = pd.concat([pd.read_parquet(run / "dataset" / f"{s}.parquet") for s in ("test", "test_unseen")])
+    judged = judged.set_index("record_id").loc[listed].reset_index()
+    shown = record_texts(judged, patients.schema, tokenizer, prompt,
+                         ReferenceStats.from_dir(run / "dataset" / "reference"))
+    real = real_rows(judged, patients.schema.names, dataset_patients(run / "dataset"))
+    assert len(shown) == 5 and (~real).any()
+    assert all((text in outputs["zero_shot/report/report.md"]) != hidden for text, hidden in zip(shown, real))

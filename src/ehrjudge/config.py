@@ -34,8 +34,18 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory=None):
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+class BareFlag(str):
+    """The value of a flag given without one (`--flag`, `--no-flag`): only a true/false setting may take it."""
+
+
+def _takes_bool(tp) -> bool:
+    return tp is bool or tp is Any or any(_takes_bool(arg) for arg in get_args(tp))
+
+
 def _coerce(tp, value, key: str):
     origin, args = get_origin(tp), get_args(tp)
+    if isinstance(value, BareFlag) and not _takes_bool(tp):
+        raise ConfigError(f"--{key.replace('_', '-')} was given without a value")
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
@@ -183,9 +193,9 @@ def parse_flags(args: list[str]) -> dict:
             key, value = body, args[i + 1]
             i += 1
         elif body.startswith("no-"):
-            key, value = body[3:], "false"
+            key, value = body[3:], BareFlag("false")
         else:
-            key, value = body, "true"
+            key, value = body, BareFlag("true")
         node = out
         parts = key.replace("-", "_").split(".")
         for part in parts[:-1]:
@@ -209,9 +219,23 @@ def load_config(cls, path: str | Path | None = None, flags: list[str] | dict | N
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = merge(data, loaded)
+    from_file = data
     if flags:
         data = merge(data, parse_flags(flags) if isinstance(flags, list) else flags)
-    return config_from_dict(cls, data)
+    try:
+        return config_from_dict(cls, data)
+    except ConfigError as exc:
+        if path is not None and _fails_the_same(cls, from_file, exc):
+            raise ConfigError(f"{path}: {exc}") from exc  # the YAML file holds the bad setting
+        raise
+
+
+def _fails_the_same(cls, data: dict, error: ConfigError) -> bool:
+    try:
+        config_from_dict(cls, data)
+    except ConfigError as exc:
+        return str(exc) == str(error)
+    return False
 
 
 def save_config(cfg, path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 from ehrjudge.cli.app import app
@@ -15,8 +16,13 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"ehrjudge.cli.{_name}")
 
 
+def _exit(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds the stack: finally-blocks remove temporary files
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _exit)
     try:
         app()
     except EhrJudgeError as exc:

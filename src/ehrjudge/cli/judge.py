@@ -69,7 +69,7 @@ def judge_command(
 ) -> None:
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema, load_records
-    from ehrjudge.io import write_csv
+    from ehrjudge.io import check_writable, write_csv
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.scoring import JudgeConfig, judge_records, save_judge_config
@@ -77,6 +77,7 @@ def judge_command(
     overrides = _overrides(ctx.args, model=model, adapter=adapter, batch_size=batch_size)
     judge_config = load_config(JudgeConfig, config, overrides)
     judge_config = with_trained_prompt(judge_config, config, overrides)
+    check_writable(out)  # before the model loads
     schema = Schema.load(Path(reference) / "schema.json")
     records = load_records(synthetic, schema)
     judge_model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,

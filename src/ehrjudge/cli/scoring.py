@@ -14,7 +14,8 @@ from rich.table import Table
 from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_help
 from ehrjudge.cohort.schema import Cohort, validate_vectors
 from ehrjudge.config import load_config, save_config
-from ehrjudge.io import read_table, write_csv, write_json
+from ehrjudge.errors import about_file
+from ehrjudge.io import check_writable, read_table, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,16 @@ def _read_records(path: Path, cohort: Cohort):
     if previous:
         log.info("ignoring %d score columns already in %s", len(previous), path)
     return validate_vectors(frame.drop(columns=previous), cohort.schema, file=path)
+
+
+def _load_cohorts(reference: Path, holdout: Optional[Path]) -> tuple[Cohort, Optional[Cohort]]:
+    """The reference cohort, and the holdout cohort checked to have the reference's columns."""
+    reference_cohort = Cohort.load(reference)
+    if holdout is None:
+        return reference_cohort, None
+    holdout_cohort = Cohort.load(holdout)
+    reference_cohort.schema.check_same(holdout_cohort.schema, file=holdout)
+    return reference_cohort, holdout_cohort
 
 
 def _score_help() -> str:
@@ -54,10 +65,11 @@ def score_command(
     from ehrjudge.scoring.realism import ScoreConfig, score_records
 
     score_config = load_config(ScoreConfig, config, ctx.args)
-    reference_cohort = Cohort.load(reference)
-    holdout_cohort = Cohort.load(holdout) if holdout is not None else None
+    check_writable(out)
+    reference_cohort, holdout_cohort = _load_cohorts(reference, holdout)
     records = _read_records(synthetic, reference_cohort)
-    scores = score_records(reference_cohort, records, score_config, holdout_cohort, records_file=synthetic)
+    with about_file(reference):  # what is left unnamed is the reference's (e.g. too few records)
+        scores = score_records(reference_cohort, records, score_config, holdout_cohort, records_file=synthetic)
     write_csv(out, scores, float_format=FLOAT_FORMAT)
     save_config(score_config, out.with_suffix(".config.yaml"))
     counts = np.bincount(scores["realism_score"], minlength=11)[1:]
@@ -146,10 +158,11 @@ def evaluate_command(
     from ehrjudge.scoring.suite import SuiteConfig, evaluate
 
     suite_config = load_config(SuiteConfig, config, ctx.args)
-    reference_cohort = Cohort.load(reference)
-    holdout_cohort = Cohort.load(holdout) if holdout is not None else None
+    check_writable(out)
+    reference_cohort, holdout_cohort = _load_cohorts(reference, holdout)
     records = _read_records(synthetic, reference_cohort)
-    report = evaluate(reference_cohort, records, holdout_cohort, suite_config)
+    with about_file(reference):
+        report = evaluate(reference_cohort, records, holdout_cohort, suite_config)
     write_json(out, report)
     _print_report(report)
     _console().print(f"report -> {out}")

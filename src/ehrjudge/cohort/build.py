@@ -35,7 +35,9 @@ def build_cohort(source: str, out: Path, path: Path | None = None, patients: int
         raise InputError(f"--path is required for source {source!r}")
     if path is not None and not Path(path).exists():
         raise InputError("source path not found", file=path)
-    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="ehrjudge-duckdb-") as spill:
+    # DuckDB spills inside the output's temporary folder, so a killed build leaves one folder, which the next
+    # build of `out` removes (io.remove_stale).
+    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix=".duckdb-spill-", dir=tmp) as spill:
         raw = tmp / "raw"
         raw.mkdir()
         con = connect(config.threads, config.memory_limit, temp_directory=Path(spill))

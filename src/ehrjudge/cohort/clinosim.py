@@ -33,6 +33,8 @@ TABLES = {
     "prescriptions": ["patient_id", "drug_name", "dose"],
     "lab_results": ["patient_id", "lab_name", "value"],
 }
+EVENT_FILES = {"admissions": "encounters", "diagnoses": "diagnoses", "procedures": "procedures",
+               "prescriptions": "prescriptions", "labs": "lab_results"}  # normalized table -> clinosim table
 
 
 def simulate(population: int, seed: int, out: Path, formats=("csv",)) -> Path:
@@ -84,10 +86,13 @@ def load_clinosim(con, csv_dir: Path, patients: int | None = None) -> Origins:
         "admissions": (str(files["encounters"]), "discharge_datetime"),
         "prescriptions": (str(files["prescriptions"]), "dose"), "labs": (str(files["lab_results"]), "value"),
     })
+    for table, name in EVENT_FILES.items():
+        origins.files[f"{table}_id"] = (str(files[name]), "patient_id")
     execute_located(con, f"""CREATE OR REPLACE TEMP TABLE raw_patients AS
         SELECT patient_id, min(age) AS age, min(sex) AS sex
         FROM {read_csv_sql(files['patients'], {'age': 'DOUBLE'})} WHERE patient_id IS NOT NULL GROUP BY patient_id""",
                     files["patients"])
+    con.execute("INSERT INTO source_patients SELECT patient_id FROM raw_patients")
     bad = con.execute("SELECT patient_id, sex FROM raw_patients WHERE sex IS NULL OR sex NOT IN ('M', 'F', 'O', 'U') "
                       "LIMIT 1").fetchall()
     if bad:
@@ -153,7 +158,7 @@ def default_cohort(patients: int = 500, seed: int = 42) -> Path:
 
 def build_simulated(con, raw: Path, patients: int, seed: int) -> Origins:
     """Simulate, keep the CSVs under raw/csv, and load them."""
-    with tempfile.TemporaryDirectory(prefix="clinosim-") as work:
+    with tempfile.TemporaryDirectory(prefix=".clinosim-", dir=raw.parent) as work:
         csv_dir = simulate_patients(patients, seed, Path(work))
         copy_raw(csv_dir, raw)
     origins = load_clinosim(con, raw / "csv", patients=patients)

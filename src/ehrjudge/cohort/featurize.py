@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 
 from ehrjudge.cohort.schema import Cohort, FeatureSpec, Schema
+from ehrjudge.cohort.tables import line_of
 from ehrjudge.config import option, to_dict
 from ehrjudge.errors import InputError
+from ehrjudge.io import FLOAT32_MAX, check_finite, show
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ class FeatureConfig:
     lab_top_k: int = option(300, "Lab item columns: the K most prevalent lab items (0 = none)")
     min_patients: int = option(2, "A code becomes a column only if at least this many patients have it")
     strict_codes: bool = option(True, "Codes missing from a source's own dictionary (d_icd_*, d_labitems) are errors")
+    strict: bool = option(True, "Orphan rows (events of a patient id the source's patients lack), negative "
+                                "lengths of stay and negative ages are errors; false: they are counted in a "
+                                "warning and left out (the stay's length, the patient)")
     threads: int = option(2, "DuckDB worker threads")
     memory_limit: str = option("3GB", "DuckDB memory limit; larger work spills to disk")
 
@@ -126,6 +131,7 @@ def featurize(con, source: str, config: FeatureConfig | None = None, schema: Sch
     matrix = np.column_stack([columns[f.name] for f in schema.features]) if schema.features else np.zeros((n, 0))
     vectors = pd.concat([pd.DataFrame({"subject_id": ids}),
                          pd.DataFrame(matrix, columns=schema.names, dtype=np.float64)], axis=1)
+    check_finite(vectors, schema.names)  # sums of in-range values can still leave the float32 range
     log.info("featurized %d patients x %d features (source %s)", n, len(schema.features), source)
     return Cohort(vectors=vectors, schema=Schema(features=list(schema.features), source=source,
                                                  settings=dict(schema.settings)))
@@ -146,17 +152,20 @@ def check_tables(con, origins: Origins, config: FeatureConfig) -> None:
                          column=origins.column("patients_id", "subject_id"))
     for column in ("gender", "age", "is_dead"):
         hit = con.execute(f"SELECT subject_id, {column} FROM patients WHERE {column} IS NULL "
-                          f"OR NOT isfinite({column}) LIMIT 1").fetchall()
+                          f"OR NOT isfinite({column}) OR abs({column}) > {FLOAT32_MAX!r} LIMIT 1").fetchall()
         if hit:
-            raise InputError(f"{column} is {hit[0][1]!r} for patient {hit[0][0]!r}", file=origins.file(column),
+            problem = "missing" if hit[0][1] is None else f"{show(hit[0][1])}, not a finite number in float32 range"
+            raise InputError(f"{column} is {problem} for patient {hit[0][0]!r}", file=origins.file(column),
                              column=origins.column(column, column), row=f"subject_id={hit[0][0]}")
-    for table, value in (("admissions", "los_days"), ("icustays", "los_days"), ("prescriptions", "value"),
-                         ("labs", "value")):
+    for table, value in VALUE_COLUMNS:
         hit = con.execute(f"SELECT subject_id, {value} FROM {table} WHERE {value} IS NOT NULL "
-                          f"AND NOT isfinite({value}) LIMIT 1").fetchall()
+                          f"AND (NOT isfinite({value}) OR abs({value}) > {FLOAT32_MAX!r}) LIMIT 1").fetchall()
         if hit:
-            raise InputError(f"value {hit[0][1]!r} is not a finite number", file=origins.file(table),
-                             column=origins.column(table, value), row=f"subject_id={hit[0][0]}")
+            raise InputError(f"value {show(hit[0][1])} is not a finite number in float32 range",
+                             file=origins.file(table), column=origins.column(table, value),
+                             row=f"subject_id={hit[0][0]}")
+    check_links(con, origins, config.strict)
+    check_signs(con, origins, config.strict)
     if not config.strict_codes:
         return
     for group, dict_file in origins.dictionaries.items():
@@ -165,8 +174,68 @@ def check_tables(con, origins: Origins, config: FeatureConfig) -> None:
             (SELECT 1 FROM dictionary d WHERE d."group" = '{group}' AND d.code = t.code) LIMIT 1""").fetchall()
         if hit:
             raise InputError(f"unknown code {hit[0][1]!r} (not in {dict_file}; set strict_codes false to allow)",
-                             file=origins.file(table), column=origins.column(table + "_code", "code"),
+                             file=origins.file(table + "_code") or origins.file(table),
+                             column=origins.column(table + "_code", "code"),
                              row=f"subject_id={hit[0][0]}")
+
+
+EVENT_TABLES = ("admissions", "icustays", "diagnoses", "procedures", "prescriptions", "labs")
+VALUE_COLUMNS = (("admissions", "los_days"), ("icustays", "los_days"), ("prescriptions", "value"), ("labs", "value"))
+
+
+def _id_origin(origins: Origins, table: str) -> tuple:
+    """(file, id column) an event table's patient ids came from."""
+    return (origins.file(table + "_id") or origins.file(table), origins.column(table + "_id", "subject_id"))
+
+
+def check_links(con, origins: Origins, strict: bool) -> None:
+    """Every event row belongs to a patient of the source: missing ids are errors; orphan ids are errors when
+    `strict`, else counted in a warning (they never reach a vector)."""
+    known = "source_patients" if con.execute("SELECT count(*) FROM source_patients").fetchone()[0] else "patients"
+    patients_file = origins.file("patients")
+    for table in EVENT_TABLES:
+        file, column = _id_origin(origins, table)
+        if con.execute(f"SELECT count(*) FROM {table} WHERE subject_id IS NULL OR trim(subject_id) = ''"
+                       ).fetchone()[0]:
+            raise InputError(f"{table} row without a patient id", file=file, column=column,
+                             row=line_of(file, column, lambda v: v == ""))
+        count, example = con.execute(f"""SELECT count(*), min(subject_id) FROM {table} t
+            WHERE NOT EXISTS (SELECT 1 FROM {known} k WHERE k.subject_id = t.subject_id)""").fetchone()
+        if not count:
+            continue
+        message = (f"{count} {table} row(s) of patient ids missing from the patients"
+                   f"{f' ({patients_file})' if patients_file else ''}, e.g. {example!r}")
+        if strict:
+            raise InputError(message + "; set strict false to leave them out", file=file, column=column,
+                             row=line_of(file, column, lambda v: v == example) or f"subject_id={example}")
+        log.warning("%s (%s): left out (strict false)", message, file)
+
+
+def check_signs(con, origins: Origins, strict: bool) -> None:
+    """Negative lengths of stay (a discharge before the admission) and negative ages: errors when `strict`,
+    else counted in a warning; the stay keeps counting without a length, the patient is left out."""
+    for table in ("admissions", "icustays"):
+        count, example = con.execute(f"SELECT count(*), min(subject_id) FROM {table} WHERE los_days < 0"
+                                     ).fetchone()
+        if not count:
+            continue
+        message = f"{count} {table} row(s) end before they start (negative length of stay)"
+        if strict:
+            raise InputError(message + "; set strict false to count them without a length",
+                             file=origins.file(table), column=origins.column(table, "los_days"),
+                             row=f"subject_id={example}")
+        log.warning("%s (%s): their length of stay is left out (strict false)", message, origins.file(table))
+        con.execute(f"UPDATE {table} SET los_days = NULL WHERE los_days < 0")
+    count, example = con.execute("SELECT count(*), min(subject_id) FROM patients WHERE age < 0").fetchone()
+    if count:
+        message = f"{count} patient(s) with a negative age"
+        if strict:
+            raise InputError(message + "; set strict false to leave them out", file=origins.file("age"),
+                             column=origins.column("age", "age"), row=f"subject_id={example}")
+        log.warning("%s (%s): left out of the cohort (strict false)", message, origins.file("age"))
+        con.execute("DELETE FROM patients WHERE age < 0")
+        if not con.execute("SELECT count(*) FROM patients").fetchone()[0]:
+            raise InputError("empty cohort: every patient has a negative age", file=origins.file("age"))
 
 
 def group_features(con, group: str, config: FeatureConfig) -> list[FeatureSpec]:

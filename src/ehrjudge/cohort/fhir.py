@@ -9,23 +9,25 @@ Reads every *.json, *.ndjson and *.ndjson.gz under the path (sorted; a single fi
     Observation        category laboratory (or no category), code, valueQuantity.value -> labs
 Codes: ICD-10/ICD-9 -> "ICD10:E119" (dots removed, as in MIMIC-IV), SNOMED -> "SCT:..", CPT -> "CPT:..",
 LOINC -> "LOINC:..". Age = completed years from birthDate to deceasedDateTime, else to the patient's last
-Encounter start, else to the cohort's last Encounter start. JSON files without a resourceType (manifests)
-are skipped with a log message. Flattened rows go to DuckDB in batches, so memory stays bounded.
+Encounter start, else to the cohort's last Encounter start. JSON that is neither a resource nor a Bundle is an
+error, except a bulk-export manifest and `_*.json` metadata (skipped with a warning). Flattened rows go to DuckDB in batches, so memory
+stays bounded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import logging
 import math
+import zlib
 from pathlib import Path
 
 import pandas as pd
 
 from ehrjudge.cohort.featurize import Origins
 from ehrjudge.errors import InputError
+from ehrjudge.io import first_line, open_binary
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +48,32 @@ def fhir_files(path: Path) -> list[Path]:
 
 
 def iter_resources(file: Path):
-    """Yield (resource, where) for each resource in an NDJSON file or a JSON Bundle/resource file."""
+    """Yield (resource, where) for each resource in an NDJSON file or a JSON Bundle/resource file.
+
+    Text must be UTF-8; a truncated or corrupt .gz, a byte that is not UTF-8 and JSON that is neither a Bundle nor
+    a resource are InputErrors naming the file and line. Skipped, with a warning: a bulk-export manifest (an
+    `output` list, no resourceType) and metadata files named `_*.json` (clinosim's `_generator_metadata.json`).
+    """
     if file.name.endswith((".ndjson", ".ndjson.gz")):
-        opener = gzip.open if file.name.endswith(".gz") else open
-        with opener(file, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    resource = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON: {exc.msg}", file=file, row=f"line {number}") from exc
-                if not isinstance(resource, dict):
-                    raise InputError("malformed row: not a JSON object", file=file, row=f"line {number}")
-                yield resource, f"line {number}"
+        yield from _ndjson_resources(file)
         return
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror or exc}", file=file) from exc
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise InputError("not UTF-8 text", file=file, row=f"line {line}") from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"malformed JSON: {exc.msg}", file=file, row=f"line {exc.lineno}") from exc
-    if not isinstance(data, dict) or "resourceType" not in data:
-        log.info("skipping %s: not a FHIR resource", file)
+    if isinstance(data, dict) and "resourceType" not in data and (
+            isinstance(data.get("output"), list) or file.name.startswith("_")):
+        log.warning("skipping %s: a bulk-export manifest or a metadata file, not a FHIR resource", file)
         return
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        raise InputError("not a FHIR resource or Bundle (no resourceType)", file=file)
     if data["resourceType"] == "Bundle":
         for index, entry in enumerate(data.get("entry") or []):
             resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -76,6 +82,30 @@ def iter_resources(file: Path):
             yield resource, f"entry {index}"
     else:
         yield data, "resource 0"
+
+
+def _ndjson_resources(file: Path):
+    number = 0
+    try:
+        with open_binary(file) as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError("not UTF-8 text", file=file, row=f"line {number}") from exc
+                if not line.strip():
+                    continue
+                try:
+                    resource = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"malformed JSON: {exc.msg}", file=file, row=f"line {number}") from exc
+                if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+                    raise InputError("malformed row: not a FHIR resource (a JSON object with a resourceType)",
+                                     file=file, row=f"line {number}")
+                yield resource, f"line {number}"
+    except (OSError, EOFError, zlib.error) as exc:  # gzip: truncated stream, bad CRC, not gzip at all
+        raise InputError(f"cannot read the file (truncated or corrupt?): {first_line(exc)}", file=file,
+                         row=f"line {number + 1}") from exc
 
 
 def reference_id(ref) -> str | None:
@@ -208,12 +238,16 @@ def load_fhir(con, path: Path, patients: int | None = None) -> tuple[Origins, li
         "prescriptions": (seen_files.get("MedicationRequest"), "MedicationRequest.doseQuantity.value"),
         "labs": (seen_files.get("Observation"), "Observation.valueQuantity.value"),
     })
+    for table, kind in (("admissions", "Encounter"), ("diagnoses", "Condition"), ("procedures", "Procedure"),
+                        ("prescriptions", "MedicationRequest"), ("labs", "Observation")):
+        origins.files[f"{table}_id"] = (seen_files.get(kind), f"{kind}.subject")
     return origins, files
 
 
 def _finish(con, patients: int | None, seen_files: dict) -> None:
     """Ages (at death, else last encounter, else the cohort's last encounter) and the patients/admissions tables."""
     con.execute("INSERT INTO admissions SELECT subject_id, los_days FROM fhir_encounters")
+    con.execute("INSERT INTO source_patients SELECT subject_id FROM fhir_patients")
     last = con.execute("SELECT max(start_time) FROM fhir_encounters").fetchone()[0]
     order = "ORDER BY TRY_CAST(subject_id AS BIGINT) NULLS LAST, subject_id"
     limit = f"{order} LIMIT {int(patients)}" if patients else ""

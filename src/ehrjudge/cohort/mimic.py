@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from ehrjudge.cohort.featurize import Origins
-from ehrjudge.cohort.tables import execute_located, find_file, read_csv_sql, require_columns
+from ehrjudge.cohort.tables import execute_located, find_file, line_of, read_csv_sql, require_columns
 from ehrjudge.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ REQUIRED = {
     "prescriptions": ["subject_id", "drug", "dose_val_rx"],
     "labevents": ["subject_id", "itemid", "valuenum"],
 }
+EVENT_FILES = {"admissions": "admissions", "diagnoses": "diagnoses_icd", "procedures": "procedures_icd",
+               "prescriptions": "prescriptions", "labs": "labevents"}  # normalized table -> MIMIC table
 DICTIONARIES = {
     "d_icd_diagnoses": ["icd_code", "icd_version", "long_title"],
     "d_icd_procedures": ["icd_code", "icd_version", "long_title"],
@@ -70,6 +72,8 @@ def load_mimic(con, root: Path, patients: int | None = None) -> tuple[Origins, l
             str(files["prescriptions"]), "drug"),
         "labs": (str(files["labevents"]), "valuenum"), "labs_code": (str(files["labevents"]), "itemid"),
     })
+    for table, name in EVENT_FILES.items():
+        origins.files[f"{table}_id"] = (str(files[name]), "subject_id")
     _patients(con, files, columns, patients)
     _admissions(con, files["admissions"], columns["admissions"])
     for table, name in (("diagnoses", "diagnoses_icd"), ("procedures", "procedures_icd")):
@@ -82,6 +86,8 @@ def load_mimic(con, root: Path, patients: int | None = None) -> tuple[Origins, l
         SELECT CAST(subject_id AS VARCHAR), CAST(itemid AS VARCHAR), valuenum
         FROM {read_csv_sql(files['labevents'], {'subject_id': 'BIGINT', 'itemid': 'BIGINT', 'valuenum': 'DOUBLE'})}""",
                     files["labevents"])
+    for table, name in EVENT_FILES.items():
+        _check_integer_ids(con, table, files[name])
     _dictionaries(con, dicts, columns, origins)
     icu = find_file(root / "icu", "icustays", required=False) if (root / "icu").is_dir() else None
     if icu is not None:
@@ -89,9 +95,20 @@ def load_mimic(con, root: Path, patients: int | None = None) -> tuple[Origins, l
         execute_located(con, f"""INSERT INTO icustays
             SELECT CAST(subject_id AS VARCHAR), epoch(outtime - intime) / 86400.0
             FROM {read_csv_sql(icu, {'subject_id': 'BIGINT', 'intime': 'TIMESTAMP', 'outtime': 'TIMESTAMP'})}""", icu)
+        _check_integer_ids(con, "icustays", icu)
         origins.files["icustays"] = (str(icu), "outtime")
+        origins.files["icustays_id"] = (str(icu), "subject_id")
         origins.present.add("icu")
     return origins, list(files.values()) + list(dicts.values()) + ([icu] if icu else [])
+
+
+def _check_integer_ids(con, table: str, file: Path) -> None:
+    """MIMIC subject ids are integers: DuckDB reads an id column it only passes on as text, so check it here."""
+    hit = con.execute(f"SELECT subject_id FROM {table} WHERE subject_id IS NOT NULL "
+                      "AND TRY_CAST(subject_id AS BIGINT) IS NULL LIMIT 1").fetchall()
+    if hit:
+        raise InputError(f"unparsable bigint value {hit[0][0]!r}", file=file, column="subject_id",
+                         row=line_of(file, "subject_id", lambda v: v == hit[0][0]))
 
 
 def _patients(con, files: dict, columns: dict, patients: int | None) -> None:
@@ -99,6 +116,7 @@ def _patients(con, files: dict, columns: dict, patients: int | None) -> None:
     execute_located(con, f"""CREATE OR REPLACE TEMP TABLE raw_patients AS
         SELECT CAST(subject_id AS VARCHAR) AS subject_id, subject_id AS sort_id, gender, anchor_age, dod
         FROM {read_csv_sql(f, {'subject_id': 'BIGINT', 'anchor_age': 'DOUBLE', 'dod': 'DATE'})}""", f)
+    con.execute("INSERT INTO source_patients SELECT subject_id FROM raw_patients")
     bad = con.execute("""SELECT subject_id, gender FROM raw_patients WHERE gender IS NULL OR gender NOT IN ('M', 'F')
         LIMIT 1""").fetchall()
     if bad:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ehrjudge.errors import InputError
-from ehrjudge.io import check_finite, read_table, write_json, write_parquet
+from ehrjudge.io import check_finite, check_ids, read_table, write_json, write_parquet
 
 GROUPS = ("demographics", "admissions", "diagnoses", "procedures", "prescriptions", "labs")
 Kind = Literal["binary", "count", "continuous"]
@@ -88,6 +88,14 @@ class Schema:
             raise InputError("schema mismatch: " + "; ".join(parts), file=file,
                              column=(missing or extra)[0])
 
+    def check_same(self, other: "Schema", file=None) -> None:
+        """Raise InputError naming `file` and the first differing column if `other` has other columns."""
+        if other.names != self.names:
+            mismatch = next((b for a, b in zip(self.names, other.names) if a != b),
+                            f"({len(other.names)} columns, the reference has {len(self.names)})")
+            raise InputError("schema mismatch: the columns differ from the reference cohort's", file=file,
+                             column=mismatch)
+
 
 @dataclasses.dataclass
 class Cohort:
@@ -128,11 +136,13 @@ class Cohort:
 
 
 def validate_vectors(frame: pd.DataFrame, schema: Schema, file=None) -> pd.DataFrame:
-    """Check columns and finiteness; return the frame with features as float64 in schema order."""
+    """Check ids (present, unique), columns and values (finite, float32 range); return the frame with features as
+    float64 in schema order."""
     if len(frame) == 0:
         raise InputError("no records", file=file)
     if not any(c in frame.columns for c in ID_COLUMNS):
         raise InputError("no id column (subject_id or record_id)", file=file, column="subject_id")
+    check_ids(frame, file=file)
     schema.check_columns(frame, file=file)
     check_finite(frame, schema.names, file=file)
     meta = [c for c in frame.columns if c in META_COLUMNS]

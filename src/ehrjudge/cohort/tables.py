@@ -9,19 +9,22 @@ Every source is loaded into the same normalized tables (created by `create_event
     prescriptions(subject_id, code, value)        code = drug name; value = numeric dose (may be NULL)
     labs(subject_id, code, value)                 code = lab item; value = numeric result (may be NULL)
     dictionary("group", code, description)        readable names for codes (optional rows)
+    source_patients(subject_id)                   every patient id of the source, before a `patients` cap
+                                                  (events of ids outside it are orphan rows)
 `origins` (table -> (file, column of the value)) lets the featurizer name the file a bad value came from.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import re
+import zlib
 from pathlib import Path
 
 import duckdb
 
 from ehrjudge.errors import InputError
+from ehrjudge.io import first_line, open_binary, undecodable_line
 
 # The dialect is fixed, not sniffed: a malformed row must fail with its line, not change the detected dialect.
 CSV_DIALECT = "header = true, delim = ',', quote = '\"', escape = '\"', strict_mode = true"
@@ -34,6 +37,7 @@ EVENT_TABLES = {
     "prescriptions": "subject_id VARCHAR, code VARCHAR, value DOUBLE",
     "labs": "subject_id VARCHAR, code VARCHAR, value DOUBLE",
     "dictionary": '"group" VARCHAR, code VARCHAR, description VARCHAR',
+    "source_patients": "subject_id VARCHAR",
 }
 
 
@@ -61,11 +65,12 @@ def sql_str(value) -> str:
 
 
 def find_file(folder: Path, name: str, required: bool = True) -> Path | None:
-    """`folder/name.csv` or `folder/name.csv.gz`; missing and required -> InputError."""
-    for suffix in (".csv.gz", ".csv"):
-        candidate = folder / f"{name}{suffix}"
-        if candidate.exists():
-            return candidate
+    """`folder/name.csv` or `folder/name.csv.gz`; both present -> InputError (which one is meant?)."""
+    found = [folder / f"{name}{suffix}" for suffix in (".csv.gz", ".csv") if (folder / f"{name}{suffix}").exists()]
+    if len(found) > 1:
+        raise InputError(f"both {name}.csv and {name}.csv.gz exist; keep one", file=folder)
+    if found:
+        return found[0]
     if required:
         raise InputError(f"required table {name!r} not found (looked for {name}.csv and {name}.csv.gz)",
                          file=folder)
@@ -73,15 +78,25 @@ def find_file(folder: Path, name: str, required: bool = True) -> Path | None:
 
 
 def csv_columns(con, file: Path) -> list[str]:
-    """The header of a CSV or CSV.gz file (read directly: a sniffer would trip on the malformed rows we report)."""
-    opener = gzip.open if str(file).endswith(".gz") else open
+    """The header of a CSV or CSV.gz file, read directly (a sniffer would trip on the malformed rows we report).
+
+    A UTF-8 byte-order mark is stripped; a header that is not comma-separated is refused.
+    """
     try:
-        with opener(file, "rt", encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle), None)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read CSV header: {exc}", file=file) from exc
-    if not header:
+        with open_binary(file) as handle:
+            raw = handle.readline()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"cannot read the file (truncated or corrupt?): {first_line(exc)}", file=file) from exc
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise InputError("the CSV header is not UTF-8 text", file=file, row="line 1") from exc
+    header = next(csv.reader([text]), None)
+    if not header or not "".join(header).strip():
         raise InputError("empty CSV file (no header line)", file=file)
+    if len(header) == 1 and re.search(r"[;\t|]", header[0]):
+        raise InputError("not a comma-separated file (the header holds ';', tab or '|'); save it with commas",
+                         file=file)
     return [c.strip() for c in header]
 
 
@@ -100,30 +115,55 @@ def read_csv_sql(file: Path, types: dict[str, str]) -> str:
             "nullstr = ['', 'NA', 'NULL', 'null'])")
 
 
-def first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def line_of(file, column: str, is_bad) -> str | None:
+    """'line N' of the first data row of a CSV file whose `column` value satisfies `is_bad` (None for other files).
+
+    Used only to locate an error already found in DuckDB, so the scan happens on the error path alone.
+    """
+    if file is None or not str(file).endswith((".csv", ".csv.gz")):
+        return None
+    try:
+        with open_binary(Path(file)) as handle:
+            reader = csv.reader(raw.decode("utf-8", errors="replace") for raw in handle)
+            header = [c.strip().removeprefix("\ufeff") for c in next(reader, [])]
+            if column not in header:
+                return None
+            index = header.index(column)
+            for row in reader:
+                if index < len(row) and is_bad(row[index].strip()):
+                    return f"line {reader.line_num}"
+    except (OSError, EOFError, zlib.error, csv.Error):
+        return None
+    return None
 
 
 def located(exc: duckdb.Error, file: Path) -> InputError:
-    """Turn a DuckDB CSV conversion/shape error into an InputError naming file, column and line."""
+    """Turn a DuckDB CSV error into an InputError naming file, column and line (never the row's contents)."""
     text = str(exc)
     line = re.search(r"on Line:\s*(\d+)", text)
     column = re.search(r'converting column "([^"]+)"', text)
-    original = re.search(r"Original Line:\s*(.*)", text)
+    row = f"line {line.group(1)}" if line else None
     message = first_line(exc)
     if "Could not convert" in text:
         detail = re.search(r"Could not convert string (.*?) to '([A-Z]+)'", text)
         if detail:
             kind = "date/time" if detail.group(2) in ("TIMESTAMP", "DATE") else detail.group(2).lower()
             message = f"unparsable {kind} value {detail.group(1)}"
-    elif original:
-        message = f"malformed row ({message}): {original.group(1)[:120]!r}"
-    return InputError(message, file=file, column=column.group(1) if column else None,
-                      row=f"line {line.group(1)}" if line else None)
+    elif "unicode" in text.lower() or "utf-8" in text.lower():
+        message, row = "not UTF-8 text", row or undecodable_line(file)
+    elif isinstance(exc, duckdb.IOException) or "gzip" in text.lower() or "decompress" in text.lower():
+        message = "cannot read the file (truncated or corrupt?)"
+    elif "Original Line" in text:
+        columns = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
+        message = "malformed row" + (f" ({columns.group(2)} fields, the header has {columns.group(1)})"
+                                     if columns else "")
+    else:
+        message = re.sub(r"\s*Original Line:.*", "", message)
+    return InputError(message, file=file, column=column.group(1) if column else None, row=row)
 
 
 def execute_located(con, sql: str, file: Path) -> None:
     try:
         con.execute(sql)
-    except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
+    except (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.IOException) as exc:
         raise located(exc, file) from exc

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from ehrjudge.cohort.real_patients import dataset_patients, real_rows, withhold
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import META_COLUMNS, Schema, validate_vectors
 from ehrjudge.config import option, save_config, to_dict
@@ -156,7 +157,10 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
                              "records_per_second": rate} for name, (values, rate) in scorers.items()},
         "judge_score_histogram": {str(k): int((table["judge_score"] == k).sum()) for k in range(1, 11)},
         "mean_entropy_nats": float(table["entropy"].mean()),
-        "largest_disagreements": largest_disagreements(table, texts, config.n_disagreements),
+        # real patients (held-out ones, exact copies) are listed by record_id and scores only
+        "largest_disagreements": largest_disagreements(
+            table, withhold(texts, real_rows(records, schema.names, dataset_patients(dataset))),
+            config.n_disagreements),
         "config": to_dict(config),
     }
     with atomic_dir(out) as tmp:

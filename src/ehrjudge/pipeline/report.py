@@ -145,7 +145,7 @@ def _agreement_section(run: Path, summary: dict) -> str:
         predictions = run / "evaluation" / f"{split}.parquet"
         if predictions.exists():
             parts.append(_scatter_and_confusion(pd.read_parquet(predictions), split))
-            parts.append(_disagreements(pd.read_parquet(predictions)))
+            parts.append(_disagreements(pd.read_parquet(predictions), _real_record_ids(run, split)))
     return "".join(parts)
 
 
@@ -181,10 +181,30 @@ def _scatter_and_confusion(frame: pd.DataFrame, split: str) -> str:
     return _png(fig)
 
 
-def _disagreements(frame: pd.DataFrame, top: int = 5) -> str:
+def _real_record_ids(run: Path, split: str) -> set[str]:
+    """record_ids of the split's records that are real patients (their text is never shown)."""
+    from ehrjudge.cohort.real_patients import dataset_patients, real_rows
+
+    path = run / "dataset" / f"{split}.parquet"
+    if not path.exists():
+        return set()
+    records = pd.read_parquet(path)
+    names = [c for c in pd.read_parquet(run / "dataset" / "reference" / "vectors.parquet").columns
+             if c != "subject_id"] if (run / "dataset" / "reference" / "vectors.parquet").exists() else []
+    mask = real_rows(records, [n for n in names if n in records.columns], dataset_patients(run / "dataset"))
+    return set(records["record_id"].astype(str)[mask])
+
+
+def _disagreements(frame: pd.DataFrame, real_ids: set[str] = frozenset(), top: int = 5) -> str:
+    from ehrjudge.cohort.real_patients import REAL_GENERATORS, WITHHELD
+
     scorer = "trained" if "trained_score" in frame else "zero_shot"
     gap = (frame[f"{scorer}_score"] - frame["realism_score"]).abs()
     worst = frame.assign(gap=gap).nlargest(top, "gap")
+    if "summary" in worst.columns:  # real patients appear by record_id and scores only
+        real = worst["record_id"].astype(str).isin(real_ids) | worst.get("generator", pd.Series(
+            "", index=worst.index)).astype(str).isin(REAL_GENERATORS)
+        worst = worst.assign(summary=worst["summary"].where(~real, WITHHELD))
     columns = [c for c in ("record_id", "generator", "realism_score", f"{scorer}_score", "gap", "summary")
                if c in worst.columns]
     return f"<p>Largest disagreements of the {scorer} judge:</p>{_table(worst[columns])}"

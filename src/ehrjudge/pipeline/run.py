@@ -138,6 +138,7 @@ def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> N
 
 
 def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge_dir: Path, out: Path) -> None:
+    from ehrjudge.cohort.real_patients import dataset_patients, real_rows, withhold
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema
     from ehrjudge.judge.model import load_judge
@@ -150,7 +151,7 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     splits = {}
     for split in EVAL_SPLITS:  # checked before any model is loaded
         records = pd.read_parquet(dataset / f"{split}.parquet")
-        zero = pd.read_csv(zero_shot / split / "judge_scores.csv")
+        zero = pd.read_csv(zero_shot / split / "judge_scores.csv", dtype={"record_id": str})
         records = records[records["record_id"].isin(zero["record_id"])].reset_index(drop=True)
         if len(records) == 0:
             raise InputError(f"no {split} record was judged by the zero-shot stage",
@@ -186,7 +187,8 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()
         for column in ("formula_distance", "formula_score", "regressor_score"):  # judge.baseline_scorers
             table[column] = zero[column].to_numpy()
-        table["summary"] = [t[:400] for t in texts]
+        real = real_rows(records, schema.names, dataset_patients(dataset))  # no real patient's text in a report
+        table["summary"] = withhold([t[:400] for t in texts], real)
         write_parquet(out / f"{split}.parquet", table)
     write_json(out / "judging.json", judging)  # which pass judged each split, and how long it took
 

@@ -110,9 +110,15 @@ class ShrunkMahalanobis:
             if self.precision == "float32":
                 solved = np.asarray(self._inverse32(block))  # (c, p)
                 squared = np.einsum("ij,ij->i", solved, solved, dtype=np.float64)
+                overflow = ~np.isfinite(squared)  # a far outlier leaves float32: redo those rows in float64
+                if overflow.any():
+                    squared[overflow] = self._squared64(block[overflow])
             else:
-                solved = solve_triangular(self.cholesky_, np.asarray(block, dtype=np.float64).T, lower=True,
-                                          check_finite=False)  # (p, c)
-                squared = np.einsum("ij,ij->j", solved, solved)
+                squared = self._squared64(block)
             out[start:start + block.shape[0]] = np.sqrt(squared)
         return out
+
+    def _squared64(self, block: np.ndarray) -> np.ndarray:
+        solved = solve_triangular(self.cholesky_, np.asarray(block, dtype=np.float64).T, lower=True,
+                                  check_finite=False)  # (p, c)
+        return np.einsum("ij,ij->j", solved, solved)

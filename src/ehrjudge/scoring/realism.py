@@ -27,7 +27,7 @@ import pandas as pd
 from ehrjudge.cohort.schema import Cohort, Schema
 from ehrjudge.config import option
 from ehrjudge.errors import ConfigError, InputError
-from ehrjudge.io import check_finite
+from ehrjudge.io import check_finite, check_ids
 from ehrjudge.scoring.hardened.scorer import HardenedScorer
 from ehrjudge.scoring.knn import ExactKNN
 from ehrjudge.scoring.mahalanobis import ShrunkMahalanobis
@@ -176,8 +176,8 @@ def split_calibration(reference: np.ndarray, cfg: ScoreConfig) -> tuple[np.ndarr
     n = reference.shape[0]
     n_calibration = max(2, int(round(cfg.calibration_fraction * n)))
     if n - n_calibration < cfg.k:
-        raise InputError(f"reference has {n} records: after holding out {n_calibration} for calibration, "
-                         f"fewer than k={cfg.k} remain")
+        raise InputError(f"reference has {n} record(s): too few to hold out {n_calibration} for calibration "
+                         f"and keep k={cfg.k} (needs at least {n_calibration + cfg.k}, or a --holdout cohort)")
     order = np.random.default_rng(cfg.calibration_seed).permutation(n)
     return reference[np.sort(order[n_calibration:])], reference[np.sort(order[:n_calibration])]
 
@@ -313,6 +313,7 @@ def score_records(reference: Cohort, records: pd.DataFrame, config: ScoreConfig 
         raise InputError("no synthetic records", file=records_file)
     if "record_id" not in records.columns:
         raise InputError("synthetic records need a record_id column", file=records_file, column="record_id")
+    check_ids(records, file=records_file)
     reference.schema.check_columns(records, file=records_file)
     check_finite(records, names, file=records_file)
     scorer = fit_scorer(reference, config, holdout)

@@ -73,10 +73,19 @@ class HardenedScorer:
         held_out = self._distances(calibration)
         self.median_distance_ = float(np.median(held_out["mahalanobis"]))
         self.holdout_dcr_ = np.sort(held_out["nn_distance"])
+        if not self.median_distance_ > 0:
+            raise InputError("half the held-out real records sit at the reference's centre (median Mahalanobis "
+                             "distance 0); the holdout must hold other patients")
         self.dcr_threshold_ = float(np.percentile(held_out["nn_distance"], cfg.near_copy_percentile))
-        if not self.median_distance_ > 0 or not self.dcr_threshold_ > 0:
-            raise InputError("held-out real records coincide with reference records (median distance or DCR "
-                             "threshold is 0); the holdout must hold other patients")
+        if not self.dcr_threshold_ > 0:  # real duplicates exist (sparse vectors): cap at the closest non-duplicate
+            positive = self.holdout_dcr_[self.holdout_dcr_ > EXACT_COPY]
+            if not len(positive):
+                raise InputError("every held-out real record duplicates a reference record; the holdout must hold "
+                                 "other patients")
+            self.dcr_threshold_ = float(positive[0])
+            log.warning("score/privacy %.1f %% of held-out patients duplicate a reference patient; the near-copy "
+                        "threshold is their smallest non-zero DCR, %.3g",
+                        100 * float((self.holdout_dcr_ <= EXACT_COPY).mean()), self.dcr_threshold_)
         self.calibration_ = {
             "definition": "hardened", "n_reference": int(len(reference)), "n_calibration": int(len(calibration)),
             "n_features": int(reference.shape[1]), "n_constant_columns": int((~self.varying_).sum()),
