@@ -18,7 +18,6 @@ throughput  records/s of each scorer's scoring pass on the same records (fitting
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -31,7 +30,6 @@ from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.judge.calibration import Calibration, fit_calibration
 
-log = logging.getLogger(__name__)
 FORMULA, REGRESSOR, VERIFIABLE = "formula", "regressor", "verifiable"
 TINY_DISTANCE = 1e-12  # floor of d before the log: a record exactly at the reference mean
 

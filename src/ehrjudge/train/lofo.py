@@ -35,7 +35,7 @@ import pandas as pd
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.config import option, save_config, to_dict
-from ehrjudge.errors import InputError, MetricUndefinedError
+from ehrjudge.errors import ConfigError, InputError, MetricUndefinedError
 from ehrjudge.io import atomic_dir, write_json, write_parquet
 from ehrjudge.judge.agreement import CORRELATIONS, correlation, resampled_correlations
 from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, FormulaScorer
@@ -77,7 +77,7 @@ class LofoConfig:
     def __post_init__(self):
         unknown = [s for s in self.scorers if s not in SCORERS]
         if unknown:
-            raise InputError(f"unknown scorers {unknown}; choose from {list(SCORERS)}")
+            raise ConfigError(f"LofoConfig: unknown scorers {unknown}; choose from {list(SCORERS)}")
 
 
 @dataclasses.dataclass
