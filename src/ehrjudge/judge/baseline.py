@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ehrjudge.cohort.real_patients import dataset_patients, real_rows, withhold
+from ehrjudge.cohort.real_patients import dataset_patients, near_copy_ids, real_rows, withhold
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import META_COLUMNS, Schema, validate_vectors
 from ehrjudge.config import option, save_config, to_dict
@@ -159,7 +159,9 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
         "mean_entropy_nats": float(table["entropy"].mean()),
         # real patients (held-out ones, exact copies) are listed by record_id and scores only
         "largest_disagreements": largest_disagreements(
-            table, withhold(texts, real_rows(records, schema.names, dataset_patients(dataset))),
+            table, withhold(texts, real_rows(records, schema.names, dataset_patients(dataset))
+                            | records["record_id"].astype(str).isin(near_copy_ids(dataset, config.split.split("+")))
+                            .to_numpy()),
             config.n_disagreements),
         "config": to_dict(config),
     }
