@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ["mahalanobis", "typicality_ratio", "nn_distance", "dcr_quantile", "authentic", "near_copy", "exact_copy",
            "n_invalid", "invalid_columns", "n_unusual", "sparsity_z", "rubric_pass", "rule_violations",
            "s_typicality", "s_sparsity", "privacy_cap", "caps", "realism_continuous", "realism_score"]
-EXACT_COPY = 1e-9  # DCR at or below this (normal-score units) is an exact copy of a reference patient
+EXACT_COPY = 1e-9  # DCR at or below this (reference z-scores) is an exact copy of a reference patient
 
 
 class HardenedScorer:
@@ -70,22 +70,7 @@ class HardenedScorer:
         self.validity_ = Validity(self.schema, cfg.range_margin, cfg.floor_mass).fit(reference)
         self.rubric_ = Rubric(load_rules(cfg.rules_file), self.schema)
         self._fit_sparsity(reference)
-        held_out = self._distances(calibration)
-        self.median_distance_ = float(np.median(held_out["mahalanobis"]))
-        self.holdout_dcr_ = np.sort(held_out["nn_distance"])
-        if not self.median_distance_ > 0:
-            raise InputError("half the held-out real records sit at the reference's centre (median Mahalanobis "
-                             "distance 0); the holdout must hold other patients")
-        self.dcr_threshold_ = float(np.percentile(held_out["nn_distance"], cfg.near_copy_percentile))
-        if not self.dcr_threshold_ > 0:  # real duplicates exist (sparse vectors): cap at the closest non-duplicate
-            positive = self.holdout_dcr_[self.holdout_dcr_ > EXACT_COPY]
-            if not len(positive):
-                raise InputError("every held-out real record duplicates a reference record; the holdout must hold "
-                                 "other patients")
-            self.dcr_threshold_ = float(positive[0])
-            log.warning("score/privacy %.1f %% of held-out patients duplicate a reference patient; the near-copy "
-                        "threshold is their smallest non-zero DCR, %.3g",
-                        100 * float((self.holdout_dcr_ <= EXACT_COPY).mean()), self.dcr_threshold_)
+        self._calibrate(calibration)
         self.calibration_ = {
             "definition": "hardened", "n_reference": int(len(reference)), "n_calibration": int(len(calibration)),
             "n_features": int(reference.shape[1]), "n_constant_columns": int((~self.varying_).sum()),
@@ -95,6 +80,26 @@ class HardenedScorer:
         }
         log.info("score/calibration %s", self.calibration_)
         return self
+
+    def _calibrate(self, calibration: np.ndarray) -> None:
+        """The typicality scale (held-out median distance) and the near-copy threshold (held-out DCR quantile)."""
+        held_out = self._distances(calibration)
+        percentile = self.config.near_copy_percentile
+        self.median_distance_ = float(np.median(held_out["mahalanobis"]))
+        self.holdout_dcr_ = np.sort(held_out["nn_distance"])
+        if not self.median_distance_ > 0:
+            raise InputError("half the held-out real records sit at the reference's centre (median Mahalanobis "
+                             "distance 0); the holdout must hold other patients")
+        self.dcr_threshold_ = float(np.percentile(held_out["nn_distance"], percentile))
+        if not self.dcr_threshold_ > 0:  # real duplicates exist (sparse vectors): cap at the closest non-duplicate
+            positive = self.holdout_dcr_[self.holdout_dcr_ > EXACT_COPY]
+            if not len(positive):
+                raise InputError("every held-out real record duplicates a reference record; the holdout must hold "
+                                 "other patients")
+            self.dcr_threshold_ = float(positive[0])
+            log.warning("score/privacy %.1f %% of held-out patients duplicate a reference patient; the near-copy "
+                        "threshold is their smallest non-zero DCR, %.3g",
+                        100 * float((self.holdout_dcr_ <= EXACT_COPY).mean()), self.dcr_threshold_)
 
     def _standardize(self, records: np.ndarray) -> np.ndarray:
         """z-scores on the reference's varying columns: the space of the privacy distances (DCR), as the seed's."""
@@ -125,6 +130,7 @@ class HardenedScorer:
                 "nearest": index[:, 0]}
 
     def score(self, records: np.ndarray) -> pd.DataFrame:
+        """One row per record with COLUMNS: every component, the caps that lowered it, realism_score."""
         cfg = self.config
         frame = pd.DataFrame(self._distances(records))
         nearest = frame.pop("nearest").to_numpy()
