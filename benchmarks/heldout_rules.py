@@ -35,6 +35,7 @@ from ehrjudge.judge.baseline_scorers import BaselineScorers
 from ehrjudge.judge.calibration import saved_calibration
 from ehrjudge.judge.model import load_judge
 from ehrjudge.judge.scoring import matrix_scorer
+from ehrjudge.scoring.hardened.rubric import Rubric
 from ehrjudge.scoring.probes import rule_violators
 from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
 from ehrjudge.scoring.single_table.rules import DEFAULT_RULES, evaluate_expression, load_rules
@@ -57,7 +58,7 @@ def rules_without(held_out: list[str], out: Path) -> Path:
 def drop_violators(dataset: Path, held_out: list[str]) -> dict[str, int]:
     """Remove train / val records breaking a held-out rule; return how many per split."""
     reference = Cohort.load(dataset / "reference")
-    rules = [rule for rule in load_rules() if rule["id"] in held_out]
+    rules = Rubric([rule for rule in load_rules() if rule["id"] in held_out], reference.schema).rules  # applicable
     dropped = {}
     for split in ("train", "val"):
         frame = pd.read_parquet(dataset / f"{split}.parquet")
