@@ -4,6 +4,7 @@ One module-scoped run (a few minutes on 2 cores) feeds every test here.
 """
 
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -176,3 +177,23 @@ def test_no_real_patient_record_in_reports_or_logs(quick_run):
     real = real_rows(judged, patients.schema.names, dataset_patients(run / "dataset"))
     assert len(shown) == 5 and (~real).any()
     assert all((text in outputs["zero_shot/report/report.md"]) != hidden for text, hidden in zip(shown, real))
+
+
+def test_readme_python_example_runs_on_the_quick_run(quick_run, capsys):
+    # Setup: the README's example with runs/default replaced by the quick run's folder
+    import re
+
+    root, _ = quick_run
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = re.search(r"## From Python\n\n```python\n(.*?)```", readme, re.S).group(1)
+    namespace: dict = {}
+    # Run
+    exec(example.replace("runs/default", str(root / "run")), namespace)
+    # Assert: the verifiable score reproduces the dataset's labels; the judge equals the evaluation stage's pass
+    records, truth, judged = namespace["records"], namespace["truth"], namespace["judged"]
+    assert truth["record_id"].tolist() == records["record_id"].tolist() == judged["record_id"].tolist()
+    assert (truth["realism_score"].to_numpy() == records["realism_score"].to_numpy()).all()
+    evaluated = pd.read_parquet(root / "run" / "evaluation" / "test.parquet").set_index("record_id")
+    shared = judged.set_index("record_id").loc[evaluated.index]
+    np.testing.assert_allclose(shared["expected_score"], evaluated["trained_expected"], atol=1e-4)
+    assert "realism_score" in capsys.readouterr().out

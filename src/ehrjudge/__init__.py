@@ -6,3 +6,16 @@ Pipeline: cohort (real tables -> patient vectors) -> synth (generators, judge da
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """`from ehrjudge import Judge, RealismScorer` without importing torch for every `import ehrjudge`."""
+    if name == "Judge":
+        from ehrjudge.api import Judge
+
+        return Judge
+    if name == "RealismScorer":
+        from ehrjudge.scoring.realism import RealismScorer
+
+        return RealismScorer
+    raise AttributeError(f"module 'ehrjudge' has no attribute {name!r}")

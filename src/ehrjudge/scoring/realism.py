@@ -159,15 +159,29 @@ class RealismScorer:
         self.calibration_ = self.fitted_.calibration_
         return self
 
+    @classmethod
+    def from_cohorts(cls, reference, holdout=None, config: ScoreConfig | None = None) -> "RealismScorer":
+        """Fitted on a reference cohort (folder or Cohort), calibrated on `holdout` (folder or Cohort) when given."""
+        from ehrjudge.api import scorer_from_cohorts
+
+        return scorer_from_cohorts(reference, holdout, config)
+
     @property
     def columns(self) -> list[str]:
         """The score columns this definition writes, after record_id."""
         return SEED_COLUMNS if self.config.definition == "seed" else HardenedScorer.columns
 
-    def score(self, records: np.ndarray) -> pd.DataFrame:
-        """One row per record with `columns` (components, caps and their reasons, realism_score)."""
+    def score(self, records: np.ndarray | pd.DataFrame) -> pd.DataFrame:
+        """One row per record with `columns` (components, caps and their reasons, realism_score). A DataFrame
+        (schema columns, optional record_id, other columns ignored) gets record_id first."""
         if not hasattr(self, "fitted_"):
             raise InputError("RealismScorer.score called before fit")
+        if isinstance(records, pd.DataFrame):
+            if self.schema is None:
+                raise InputError("scoring a DataFrame needs the schema: RealismScorer(config, schema)")
+            from ehrjudge.api import score_frame
+
+            return score_frame(self, records)
         return self.fitted_.score(_as_matrix(records, "records", self.fitted_.n_features_))
 
 
