@@ -21,7 +21,7 @@ def test_train_then_evaluate_cli(tmp_path):
     model = save_tiny_judge(tmp_path / "tiny-judge")
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"model": str(model), "dataset": str(dataset), "tracking": "tensorboard",
-                                      "train_layers": 1, "lora_r": 4, "batch_size": 8, "epochs": 1,
+                                      "train_layers": 1, "lora_r": 4, "batch_size": 8, "epochs": 1, "max_steps": 0,
                                       "learning_rate": 1e-2, "prompt": {"system_prompt": "Rate.", "instruction": "",
                                                                         "suffix": ""}}))
     run_dir = tmp_path / "run"

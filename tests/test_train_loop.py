@@ -24,7 +24,7 @@ def dataset(tmp_path_factory):
 def _config(dataset, out, **overrides):
     values = dict(dataset=str(dataset), output_dir=str(out), tracking="none", lora_r=8, train_layers=1,
                   learning_rate=1e-2, batch_size=8, epochs=2, eval_every=4, checkpoint_every=4, warmup_steps=1,
-                  val_records=0, max_wall_minutes=0, prompt=TINY_PROMPT, seed=3)
+                  val_records=0, train_records=0, max_steps=0, max_wall_minutes=0, prompt=TINY_PROMPT, seed=3)
     values.update(overrides)
     return TrainConfig(**values)
 

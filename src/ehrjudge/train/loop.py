@@ -28,7 +28,7 @@ from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.data import load_schema, load_split, resolve_dataset
 from ehrjudge.train.policy import LabelPolicy
 from ehrjudge.train.rewards import entropy, reward_table
-from ehrjudge.train.tracking import Tracker
+from ehrjudge.tracking import Tracker
 from ehrjudge.train.validate import validate
 
 log = logging.getLogger(__name__)
