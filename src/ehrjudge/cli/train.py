@@ -45,6 +45,9 @@ def train_command(
                   f"MAE {validation['mae']:.3f}; best Spearman {summary['best_val_spearman']:.3f} at step "
                   f"{summary['best_step']}")
     console.print(f"best checkpoint: {Path(summary['run_dir']) / 'best'}")
+    if summary["wall_cap_fired"]:
+        console.print(f"[yellow]warning:[/] the max_wall_minutes safety stop ended training at step "
+                      f"{summary['steps']} of {summary['budget_steps']}: this judge is not reproducible")
 
 
 @app.command("evaluate-judge")

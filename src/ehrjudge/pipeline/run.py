@@ -273,7 +273,9 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
     summary["training"] = {"wall_seconds": train_summary.get("train_seconds"), "steps": train_summary.get("steps"),
                            "best_step": train_summary.get("best_step"),
                            "best_val_spearman": train_summary.get("best_val_spearman"),
-                           "seconds_per_step_median": train_summary.get("seconds_per_step_median")}
+                           "seconds_per_step_median": train_summary.get("seconds_per_step_median"),
+                           "stopped_by": train_summary.get("stopped_by"),
+                           "wall_cap_fired": train_summary.get("wall_cap_fired", False)}
     calibration = saved_calibration(out / "train" / "judge")
     summary["calibration"] = dataclasses.asdict(calibration) if calibration else None
     summary["stages"] = [dataclasses.asdict(r) for r in runner.records]
