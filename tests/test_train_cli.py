@@ -27,12 +27,12 @@ def test_train_then_evaluate_cli(tmp_path):
     run_dir = tmp_path / "run"
     runner = CliRunner()
     # Run: the flag overrides the YAML's epochs
-    trained = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run_dir), "--epochs", "2",
+    trained = runner.invoke(app, ["train", "--config", str(config), "--out", str(run_dir), "--epochs", "2",
                                   "--debug"])
     # the identity map as the saved calibration: its row must equal the expected-score row exactly
     (run_dir / "best" / "calibration.json").write_text(json.dumps({"slope": 1.0, "intercept": 0.0, "n": 8,
                                                                    "fitted_on": "test"}))
-    evaluated = runner.invoke(app, ["evaluate-judge", "--model", str(run_dir / "best"), "--dataset", str(dataset),
+    evaluated = runner.invoke(app, ["evaluate-judge", "--judge", str(run_dir / "best"), "--dataset", str(dataset),
                                     "--zero-shot", "skip", "--out", str(tmp_path / "eval")])
     # Assert
     assert trained.exit_code == 0, trained.output

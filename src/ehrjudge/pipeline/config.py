@@ -32,7 +32,7 @@ class RunConfig:
     cohort: CohortSettings = option(CohortSettings(), "reference cohort -> patient vectors")
     score: ScoreConfig = option(ScoreConfig(), "the realism score of the whole run: it labels the dataset's "
                                                "records and scores the suite and the probes (dataset.score and "
-                                               "suite.score follow it)")
+                                               "suite.score belong to the stand-alone commands; a run refuses them)")
     dataset: DatasetConfig = option(DatasetConfig(), "synthetic generators and the judge's splits")
     suite: SuiteConfig = option(SuiteConfig(), "dataset-level evaluation suite, run per generator")
     suite_records: int = option(200, "at most this many test records per generator in the suite")
