@@ -24,6 +24,7 @@ from ehrjudge.config import to_dict
 from ehrjudge.errors import InputError
 from ehrjudge.io import write_csv, write_json, write_parquet, write_text
 from ehrjudge.pipeline.config import RunConfig, run_settings
+from ehrjudge.pipeline.provenance import provenance
 from ehrjudge.pipeline.stages import StageRunner
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,7 @@ def log_to_mlflow(cfg: RunConfig, out: Path, summary: dict) -> None:
 
     setup_mlflow(out / "mlruns", cfg.experiment, cfg.tracking_uri)
     with mlflow.start_run(run_name=out.name):
+        mlflow.set_tags({f"ehrjudge.{k}": str(v) for k, v in summary["provenance"].items()})
         mlflow.log_params({k: str(v)[:250] for k, v in flatten_params(summary["config"]).items()})
         for split, scorers in summary["splits"].items():
             for scorer, metrics in scorers.items():
@@ -344,6 +346,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
             return {"stages": [dataclasses.asdict(r) for r in runner.records]}
     summary = summarize(cfg, out, runner)
     summary["wall_seconds"] = time.perf_counter() - started
+    summary["provenance"] = provenance(summary["config"])  # version, commit, config hash: the report's header
     write_json(out / "summary.json", summary)
     write_report(out)
     if cfg.tracking == "mlflow":
