@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ehrjudge.cohort.clinosim import default_cohort
+from ehrjudge.cohort.build import default_cohort
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Cohort
 from ehrjudge.config import load_config, to_dict

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ehrjudge.cli import app
-from ehrjudge.cohort.build import build_cohort
-from ehrjudge.cohort.clinosim import default_cohort, simulate
+from ehrjudge.cohort.build import build_cohort, default_cohort
+from ehrjudge.cohort.clinosim import simulate
 from ehrjudge.cohort.schema import GROUPS, Cohort
 
 N, SEED = 60, 7

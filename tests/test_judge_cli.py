@@ -80,6 +80,25 @@ def test_judge_command_writes_scores_and_config(dataset):
     assert "<|im_start|>" in saved["prompt"]["chat_template"]  # the template actually used is saved
 
 
+def test_judge_reads_a_dataset_split_ignoring_its_score_columns(dataset):
+    # Setup: a judge dataset split (record_id, generator, strength, features, realism_score) and its bare records
+    root, data, model = dataset
+    split = data / "test.parquet"
+    bare = root / "test_bare.parquet"
+    pd.read_parquet(split).drop(columns=["realism_score"]).to_parquet(bare, index=False)
+    runner = CliRunner()
+    common = ["judge", "--reference", str(data / "reference"), "--judge", str(model), "--batch-size", "8",
+              "--prompt.max-record-tokens", "32"]
+    # Run
+    labelled = runner.invoke(app, [*common, "--synthetic", str(split), "--out", str(root / "split.csv")])
+    plain = runner.invoke(app, [*common, "--synthetic", str(bare), "--out", str(root / "bare.csv")])
+    # Assert: judged, the same scores as without the column, and a note naming what was ignored
+    assert labelled.exit_code == 0 and plain.exit_code == 0, labelled.output + plain.output
+    assert "note: ignoring 1 score column(s)" in labelled.output and "realism_score" in labelled.output
+    assert "note:" not in plain.output
+    assert (root / "split.csv").read_bytes() == (root / "bare.csv").read_bytes()
+
+
 def test_baseline_command_writes_report(dataset):
     # Setup
     root, data, model = dataset

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ehrjudge.pipeline.browser_check import find_chromium, inspect_report, screenshot
-from ehrjudge.pipeline.report import render_report, write_report
+from ehrjudge.pipeline.report import curve_columns, render_report, write_report
 
 
 def make_run(root):
@@ -24,6 +24,7 @@ def make_run(root):
     (root / "dataset").mkdir()
     (root / "evaluation").mkdir()
     summary = {"splits": {}, "verifiable": {}, "training": {"wall_seconds": 90.0},
+               "provenance": {"version": "0.1.0", "commit": "0123456789abcdef", "config_hash": "feedc0ffee123456"},
                "calibration": {"slope": 1.3, "intercept": -1.2, "n": 40, "fitted_on": "val (40 records) at step 15"}}
     for split in ("train", "val", "test", "test_unseen"):
         scores = rng.integers(1, 11, 40)
@@ -52,7 +53,7 @@ def make_run(root):
          "noisy_copy": {"correlation_distance": {"value": 0.3, "goal": "minimize", "range": [0, 1]}}}))
     (root / "train").mkdir()
     (root / "train" / "metrics.jsonl").write_text("\n".join(json.dumps(
-        {"step": s, "reward/mean": 0.5 + s / 100, "train/kl": 0.01 * s, **({"eval/spearman": s / 20} if s % 5 == 0 else {})})
+        {"step": s, "reward/expected": 0.5 + s / 100, "train/kl": 0.01 * s, **({"eval/spearman": s / 20} if s % 5 == 0 else {})})
         for s in range(1, 16)))
     return root
 
@@ -71,6 +72,42 @@ def test_report_has_every_section(tmp_path):
     assert "<td>formula</td>" in page and "<td>regressor</td>" in page and "records/s" in page
     assert "1,234,567.0" in page and "61,234.5" in page  # the formula's and the verifiable score's records/s
     assert "http://" not in page and "https://" not in page  # self-contained
+    assert "ehrjudge 0.1.0 · commit 0123456789abcdef · config feedc0ffee123456" in page  # what produced it
+    assert "safety stop" not in page
+
+
+def test_report_says_when_the_wall_cap_ended_training(tmp_path):
+    # Setup
+    run = make_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["training"].update({"wall_cap_fired": True, "steps": 143})
+    (run / "summary.json").write_text(json.dumps(summary))
+    # Run
+    page = render_report(run)
+    # Assert
+    assert "max_wall_minutes safety stop at step 143" in page
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize(("method", "reward"), [("expected", "reward/expected"), ("grpo", "reward/sampled")])
+def test_reward_curve_reads_what_the_trainer_logs(tmp_path, method, reward):
+    # Setup: a real tiny training's metrics.jsonl (regression: the report looked for reward/mean, never logged)
+    from ehrjudge.judge.tiny import tiny_judge
+    from ehrjudge.train.config import TrainConfig
+    from ehrjudge.train.loop import train
+    from ehrjudge.train.tiny import TINY_PROMPT, tiny_dataset
+
+    dataset = tiny_dataset(tmp_path / "data", n_train=8, n_eval=4, seed=0)
+    config = TrainConfig(dataset=str(dataset), output_dir=str(tmp_path / "train"), method=method, tracking="none",
+                         train_layers=1, lora_r=4, batch_size=4, max_steps=2, log_every=1, eval_every=2,
+                         train_records=0, prompt=TINY_PROMPT)
+    train(config, model_and_tokenizer=tiny_judge(seed=0), show_progress=False)
+    columns = set().union(*(json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text()
+                            .splitlines()))
+    # Run
+    curves = curve_columns(columns)
+    # Assert
+    assert curves == [reward, "train/kl", "eval/spearman"]
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="Debian's chromium is not installed")

@@ -182,3 +182,4 @@ def test_score_ignores_score_columns_of_an_earlier_run(inputs, tmp_path):
     # Assert
     assert result.exit_code == 0, result.output
     assert first.read_bytes() == second.read_bytes()
+    assert "note: ignoring" in result.output and "realism_score" in result.output  # says which

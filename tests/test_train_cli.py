@@ -21,18 +21,18 @@ def test_train_then_evaluate_cli(tmp_path):
     model = save_tiny_judge(tmp_path / "tiny-judge")
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump({"model": str(model), "dataset": str(dataset), "tracking": "tensorboard",
-                                      "train_layers": 1, "lora_r": 4, "batch_size": 8, "epochs": 1,
+                                      "train_layers": 1, "lora_r": 4, "batch_size": 8, "epochs": 1, "max_steps": 0,
                                       "learning_rate": 1e-2, "prompt": {"system_prompt": "Rate.", "instruction": "",
                                                                         "suffix": ""}}))
     run_dir = tmp_path / "run"
     runner = CliRunner()
     # Run: the flag overrides the YAML's epochs
-    trained = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run_dir), "--epochs", "2",
+    trained = runner.invoke(app, ["train", "--config", str(config), "--out", str(run_dir), "--epochs", "2",
                                   "--debug"])
     # the identity map as the saved calibration: its row must equal the expected-score row exactly
     (run_dir / "best" / "calibration.json").write_text(json.dumps({"slope": 1.0, "intercept": 0.0, "n": 8,
                                                                    "fitted_on": "test"}))
-    evaluated = runner.invoke(app, ["evaluate-judge", "--model", str(run_dir / "best"), "--dataset", str(dataset),
+    evaluated = runner.invoke(app, ["evaluate-judge", "--judge", str(run_dir / "best"), "--dataset", str(dataset),
                                     "--zero-shot", "skip", "--out", str(tmp_path / "eval")])
     # Assert
     assert trained.exit_code == 0, trained.output

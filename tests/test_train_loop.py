@@ -24,7 +24,7 @@ def dataset(tmp_path_factory):
 def _config(dataset, out, **overrides):
     values = dict(dataset=str(dataset), output_dir=str(out), tracking="none", lora_r=8, train_layers=1,
                   learning_rate=1e-2, batch_size=8, epochs=2, eval_every=4, checkpoint_every=4, warmup_steps=1,
-                  val_records=0, max_wall_minutes=0, prompt=TINY_PROMPT, seed=3)
+                  val_records=0, train_records=0, max_steps=0, max_wall_minutes=0, prompt=TINY_PROMPT, seed=3)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -136,3 +136,54 @@ def test_kl_positive_uses_cached_reference_once_per_record(dataset, tmp_path):
     assert summary["steps"] == 8 and kls and all(k >= -1e-6 for k in kls)
     state = torch.load(sorted((tmp_path / "run" / "checkpoints").glob("step-*"))[-1] / "state.pt", weights_only=False)
     assert len(state["reference_cache"]) == 32
+
+
+def _adapter(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "final" / "adapter_model.safetensors")
+
+
+@pytest.mark.parametrize("method", ["expected", "grpo"])
+def test_same_seed_trains_the_same_adapter(dataset, tmp_path, method):
+    # Setup: the budget is steps, so nothing about the machine's speed enters the result
+    def run(name, seed):
+        model, tokenizer = tiny_judge(seed=0, layers=2, hidden=64)
+        config = _config(dataset, tmp_path / name, method=method, seed=seed, max_steps=6, epochs=5,
+                         max_wall_minutes=40.0)
+        return train(config, model_and_tokenizer=(model, tokenizer), show_progress=False)
+
+    # Run
+    first, second, other = run("a", 3), run("b", 3), run("c", 4)
+    # Assert: the same weights bit for bit, a budget in steps that was reached, a different seed differs
+    a, b, c = _adapter(tmp_path / "a"), _adapter(tmp_path / "b"), _adapter(tmp_path / "c")
+    assert set(a) == set(b) and any("lora_B" in name for name in a)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert all(a[name].abs().sum() > 0 for name in a if "lora_B" in name)  # training moved B away from 0
+    assert not all(torch.equal(a[name], c[name]) for name in a)
+    assert first["steps"] == second["steps"] == 6
+    assert first["stopped_by"] == "max_steps" and not first["wall_cap_fired"]
+
+
+def test_wall_cap_is_a_reported_safety_stop(dataset, tmp_path, caplog):
+    # Setup: a cap so small that it fires before the first step
+    model, tokenizer = tiny_judge(seed=0, layers=2, hidden=64)
+    config = _config(dataset, tmp_path / "run", max_steps=6, max_wall_minutes=1e-6)
+    # Run
+    with caplog.at_level("WARNING", logger="ehrjudge.train.loop"):
+        summary = train(config, model_and_tokenizer=(model, tokenizer), show_progress=False)
+    # Assert: reported in the summary and the log
+    assert summary["stopped_by"] == "wall time" and summary["wall_cap_fired"]
+    assert summary["steps"] < summary["budget_steps"] == 6
+    assert "safety stop" in caplog.text and "not reproducible" in caplog.text
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["wall_cap_fired"] is True
+
+
+def test_epochs_end_the_run_when_they_come_before_max_steps(dataset, tmp_path):
+    # Setup: 32 records in batches of 8 are 4 steps an epoch
+    model, tokenizer = tiny_judge(seed=0, layers=2, hidden=64)
+    # Run
+    summary = train(_config(dataset, tmp_path / "run", epochs=1, max_steps=550),
+                    model_and_tokenizer=(model, tokenizer), show_progress=False)
+    # Assert
+    assert summary["steps"] == 4 and summary["stopped_by"] == "epochs"

@@ -244,19 +244,31 @@ def save_config(cfg, path) -> None:
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def describe(cls, prefix: str = "") -> str:
-    """One line per field: flag, type, default and help (used for `--help` listings)."""
+def describe(cls, prefix: str = "", defaults=None) -> str:
+    """One line per field: flag, type, default and help (used for `--help` listings).
+
+    `defaults` is the instance whose values are the defaults shown (a nested field's own default instance)."""
     lines = []
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        default = getattr(defaults, f.name) if defaults is not None else _field_default(cls, f.name)
         if dataclasses.is_dataclass(tp):
             lines.append(f"{prefix}{f.name}: {f.metadata.get('help', '')}")
-            lines.append(describe(tp, prefix=f"{prefix}{f.name}."))
+            lines.append(describe(tp, prefix=f"{prefix}{f.name}.", defaults=default))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         name = f"--{prefix}{f.name}".replace("_", "-")
-        type_name = getattr(tp, "__name__", str(tp).replace("typing.", ""))
-        lines.append(f"  {name} ({type_name}, default {default!r}): {f.metadata.get('help', '')}")
+        lines.append(f"  {name} ({type_name(tp)}, default {default!r}): {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+def type_name(tp) -> str:
+    """A setting's type as --help shows it: a Literal lists its choices ({a,b,c}), a list its item type."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return "{" + ",".join(str(choice) for choice in args) + "}"
+    if origin in (Union, types.UnionType):
+        return " | ".join("None" if arg is type(None) else type_name(arg) for arg in args)
+    if origin in (list, tuple):
+        return f"list of {type_name(args[0])}" if args else "list"
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))

@@ -1,4 +1,5 @@
-"""MLflow set-up shared by training, the pipeline and the gate.
+"""Tracking, in one module: the metric sinks of a training run (metrics.jsonl, TensorBoard, MLflow) and the MLflow
+store set-up shared by training, the pipeline and the gate. `none` imports no tracker.
 
 MLflow 3.x keeps its plain-file store in maintenance mode and refuses it by default, so the local
 default is a SQLite store: `sqlite:///<root>/mlflow.db` with artifacts under `<root>/mlartifacts`.
@@ -8,15 +9,20 @@ A server is used when `MLFLOW_TRACKING_URI` is set or a URI is given in config.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from pathlib import Path
+
+from ehrjudge.config import to_dict
+from ehrjudge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 # The user's own setting, read once: mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI itself, so
 # reading the variable later would return whatever store the previous stage pointed at.
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 _override: list[str] = []
+TRACKERS = ("mlflow", "tensorboard")
 
 
 @contextlib.contextmanager
@@ -60,3 +66,66 @@ def setup_mlflow(root: str | os.PathLike, experiment: str, uri: str | None = Non
     mlflow.set_experiment(experiment_id=experiment_id)
     log.info("MLflow tracking at %s (experiment %s)", tracking_uri, experiment)
     return experiment_id
+
+
+def parse_trackers(spec: str) -> list[str]:
+    """The tracker names of a comma list (`mlflow,tensorboard`); `none` or empty = none."""
+    names = [n.strip().lower() for n in spec.split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return []
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"tracking: unknown tracker(s) {unknown}; choose from {list(TRACKERS)} or none")
+    return names
+
+
+class Tracker:
+    """Writes every logged dict to metrics.jsonl, plus the configured trackers."""
+
+    def __init__(self, run_dir: Path, spec: str, config, resume: bool = False):
+        self.run_dir = Path(run_dir)
+        self.names = parse_trackers(spec)
+        self._writer = None
+        self._mlflow = None
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "a" if resume else "w")
+        if "tensorboard" in self.names:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        if "mlflow" in self.names:
+            import mlflow
+
+            # MLflow 3 refuses its plain-file store: sqlite in the run dir (or $MLFLOW_TRACKING_URI when set).
+            setup_mlflow(self.run_dir / "mlruns", "ehrjudge-train")
+            self._mlflow = mlflow
+            mlflow.start_run(run_name=self.run_dir.name)
+            flat = flatten_params(to_dict(config))
+            mlflow.log_params({k: str(v)[:250] for k, v in flat.items()})
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._jsonl.flush()
+        if self._writer is not None:
+            for name, value in metrics.items():
+                self._writer.add_scalar(name, value, step)
+        if self._mlflow is not None:
+            # MLflow metric names may not contain some characters; our prefixes use '/', which it allows.
+            self._mlflow.log_metrics(metrics, step=step)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self._writer is not None:
+            self._writer.close()
+        if self._mlflow is not None:
+            self._mlflow.end_run()
+
+
+def flatten_params(data: dict, prefix: str = "") -> dict:
+    """A nested config dict as flat `a.b.c` keys (MLflow params)."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten_params(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

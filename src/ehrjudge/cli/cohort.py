@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from ehrjudge.cli.app import CONFIG_COMMAND, app
-from ehrjudge.config import describe, load_config
 
 
 @app.command("cohort", context_settings=CONFIG_COMMAND)
@@ -31,6 +30,7 @@ def cohort_command(
     from ehrjudge.cohort.build import build_cohort
     from ehrjudge.cohort.featurize import FeatureConfig
     from ehrjudge.cohort.schema import Schema
+    from ehrjudge.config import describe, load_config
 
     if ctx.args and ctx.args[0] in ("--list-settings",):
         typer.echo(describe(FeatureConfig))

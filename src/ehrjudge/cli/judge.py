@@ -6,25 +6,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_help
-from ehrjudge.config import load_config, parse_flags
+from ehrjudge.cli.app import CONFIG_COMMAND, app, one_of, read_records, settings_command
 
 FLOAT_FORMAT = "%.10g"
 
 
-def _judge_help() -> str:
-    from ehrjudge.judge.scoring import JudgeConfig
-
-    return settings_help("Judge every synthetic record with the LLM: one CSV row per record with record_id, judge_score "
-            "(argmax label), expected_score (sum k p_k), calibrated_score when the trained judge saved a calibration, "
-            "entropy and the exact label probabilities p_1..p_10. "
-            "The resolved config (with the chat template) is written beside the CSV (.config.yaml).", JudgeConfig)
-
-
 def _overrides(ctx_args: list[str], **explicit) -> dict:
+    from ehrjudge.config import parse_flags
+
     flags = parse_flags(ctx_args)
     for key, value in explicit.items():
         if value is not None:
@@ -56,30 +46,42 @@ def saved_with_judge(judge_config, lookup):
     return None
 
 
-@app.command("judge", context_settings=CONFIG_COMMAND, help=_judge_help())
+@app.command("judge", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.judge.scoring:JudgeConfig"),
+             help="Judge every synthetic record with the LLM: one CSV row per record with record_id, judge_score "
+                  "(argmax label), expected_score (sum k p_k), calibrated_score when the trained judge saved a "
+                  "calibration, entropy and the exact label probabilities p_1..p_10. Score columns of a judge "
+                  "dataset split are ignored (with a note). The resolved config (with the chat template) is "
+                  "written beside the CSV (.config.yaml).")
 def judge_command(
     ctx: typer.Context,
     reference: Path = typer.Option(..., "--reference", help="reference cohort directory (for the schema)"),
     synthetic: Path = typer.Option(..., "--synthetic", help="synthetic records (parquet/CSV with record_id)"),
     out: Path = typer.Option(..., "--out", help="output CSV"),
-    model: Optional[str] = typer.Option(None, "--model", help="model dir / hub id / ehrjudge checkpoint"),
+    judge: Optional[str] = typer.Option(None, "--judge", help="trained judge folder (a run's train/judge); "
+                                                              "reads its prompt and calibration"),
+    model: Optional[str] = typer.Option(None, "--model", help="base model dir / hub id (zero-shot), or a trained "
+                                                              "judge folder as with --judge"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter directory"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="records per forward pass"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of JudgeConfig settings"),
 ) -> None:
+    from rich.console import Console
+
     from ehrjudge.cohort.reference_stats import ReferenceStats
-    from ehrjudge.cohort.schema import Schema, load_records
+    from ehrjudge.cohort.schema import Schema
+    from ehrjudge.config import load_config
     from ehrjudge.io import check_writable, write_csv
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.scoring import JudgeConfig, judge_records, save_judge_config
 
+    model = one_of(judge, model, "--judge", "--model")
     overrides = _overrides(ctx.args, model=model, adapter=adapter, batch_size=batch_size)
     judge_config = load_config(JudgeConfig, config, overrides)
     judge_config = with_trained_prompt(judge_config, config, overrides)
     check_writable(out)  # before the model loads
     schema = Schema.load(Path(reference) / "schema.json")
-    records = load_records(synthetic, schema)
+    records = read_records(synthetic, schema)
     judge_model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,
                                         judge_config.adapter)
     scores = judge_records(judge_model, tokenizer, records, schema, judge_config.prompt, judge_config.batch_size,
@@ -100,15 +102,10 @@ def judge_command(
                   f"mean entropy {scores['entropy'].mean():.3f} nats")
 
 
-def _baseline_help() -> str:
-    from ehrjudge.judge.baseline import BaselineConfig
-
-    return settings_help("Zero-shot agreement of the judge with the verifiable realism score on a judge dataset split, "
-            "beside a plain regressor trained on the train split. Writes report.json, report.md, "
-            "judge_scores.csv and config.yaml to --out.", BaselineConfig)
-
-
-@app.command("baseline", context_settings=CONFIG_COMMAND, help=_baseline_help())
+@app.command("baseline", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.judge.baseline:BaselineConfig"),
+             help="Zero-shot agreement of the judge with the verifiable realism score on a judge dataset split, "
+                  "beside a plain regressor trained on the train split. Writes report.json, report.md, "
+                  "judge_scores.csv and config.yaml to --out.")
 def baseline_command(
     ctx: typer.Context,
     dataset: Path = typer.Option(..., "--dataset", help="judge dataset directory (reference/, train.parquet, ...)"),
@@ -119,6 +116,7 @@ def baseline_command(
     adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter directory"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of BaselineConfig settings"),
 ) -> None:
+    from ehrjudge.config import load_config
     from ehrjudge.judge.baseline import BaselineConfig, run_baseline
 
     flags = _overrides(ctx.args, split=split, limit=limit)
@@ -134,6 +132,9 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def _print_report(report: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     table = Table(title=f"Zero-shot judge vs verifiable score ({report['n_records']} records, {report['split']})")
     for column in ("Realism Score Metric", "Mean", "Std", "Min", "Max"):

@@ -7,18 +7,22 @@ from typing import Optional
 
 import typer
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app
+from ehrjudge.cli.app import CONFIG_COMMAND, app, one_of, settings_command
 
 
 @app.command("report")
 def report_command(
-    run: Path = typer.Option(..., "--run", help="run folder written by `ehrjudge run`"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run folder written by `ehrjudge run --out`"),
+    run: Optional[Path] = typer.Option(None, "--run", hidden=True, help="old spelling of --out"),
     check: bool = typer.Option(False, help="render in headless Chromium and verify the key elements"),
     screenshot: Optional[Path] = typer.Option(None, help="also save a PNG screenshot here"),
 ):
-    """(Re)build RUN/report.html from a run folder."""
+    """(Re)build OUT/report.html from a run folder."""
     from ehrjudge.pipeline.report import write_report
 
+    run = one_of(out, run, "--out", "--run")
+    if run is None:
+        raise typer.BadParameter("--out RUN_FOLDER is required", param_hint="--out")
     path = write_report(run)
     typer.echo(f"wrote {path}")
     if check:
@@ -32,7 +36,7 @@ def report_command(
         typer.echo(f"screenshot {take(path, screenshot)}")
 
 
-@app.command("gate", context_settings=CONFIG_COMMAND)
+@app.command("gate", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.pipeline.gate:GateConfig"))
 def gate_command(
     ctx: typer.Context,
     judge: Path = typer.Option(..., "--judge", help="trained judge checkpoint folder"),
@@ -42,11 +46,7 @@ def gate_command(
     reference: Optional[Path] = typer.Option(None, help="reference cohort for the near-copy check"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with GateConfig settings"),
 ):
-    """Score a generator's output with the trained judge; register it in MLflow only if it passes.
-
-    Extra settings: --score expected|calibrated, --max-near-copy-rate, --tracking-uri, --registry-dir,
-    --batch-size.
-    """
+    """Score a generator's output with the trained judge; register it in MLflow only if it passes."""
     from ehrjudge.config import load_config
     from ehrjudge.pipeline.gate import GateConfig, run_gate
 
@@ -67,7 +67,7 @@ def gate_command(
     raise typer.Exit(code=1)
 
 
-@app.command("run", context_settings=CONFIG_COMMAND)
+@app.command("run", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.pipeline.config:RunConfig"))
 def run_command(
     ctx: typer.Context,
     out: Path = typer.Option(Path("runs/default"), "--out", help="run folder"),
@@ -78,8 +78,9 @@ def run_command(
 ):
     """Run every stage on the built-in default (or the config's cohort): cached stages are skipped.
 
-    Stages: cohort, dataset, suite, zero_shot, train, evaluation; then summary.json and report.html.
-    Any setting is a flag: --train.learning-rate 1e-4, --cohort.patients 300, --dataset.size 2000, ...
+    Stages: cohort, dataset, suite, zero_shot, train, evaluation, probes; then summary.json and report.html.
+    Any setting is a flag: --train.learning-rate 1e-4, --cohort.patients 300, --score.k 3, ... (the defaults
+    listed are the default profile's; --profile quick overrides some).
     """
     from ehrjudge.config import load_config
     from ehrjudge.errors import ConfigError

@@ -6,36 +6,19 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_help
-from ehrjudge.cohort.schema import Cohort, validate_vectors
-from ehrjudge.config import load_config, save_config
-from ehrjudge.errors import about_file
-from ehrjudge.io import check_writable, read_table, write_csv, write_json
+from ehrjudge.cli.app import CONFIG_COMMAND, app, read_records, settings_command
 
 log = logging.getLogger(__name__)
 
 FLOAT_FORMAT = "%.10g"  # fixed formatting: same inputs -> byte-identical CSV
 
 
-def _read_records(path: Path, cohort: Cohort):
-    """Synthetic records validated against the reference schema; score columns of an earlier scoring run
-    (e.g. a judge dataset split) are dropped first, so labelled files can be re-scored to verify them."""
-    from ehrjudge.scoring.realism import SCORE_COLUMNS
+def _load_cohorts(reference: Path, holdout: Optional[Path]):
+    """(reference cohort, holdout cohort or None), the holdout checked to have the reference's columns."""
+    from ehrjudge.cohort.schema import Cohort
 
-    frame = read_table(path)
-    previous = [c for c in SCORE_COLUMNS if c in frame.columns]
-    if previous:
-        log.info("ignoring %d score columns already in %s", len(previous), path)
-    return validate_vectors(frame.drop(columns=previous), cohort.schema, file=path)
-
-
-def _load_cohorts(reference: Path, holdout: Optional[Path]) -> tuple[Cohort, Optional[Cohort]]:
-    """The reference cohort, and the holdout cohort checked to have the reference's columns."""
     reference_cohort = Cohort.load(reference)
     if holdout is None:
         return reference_cohort, None
@@ -44,16 +27,12 @@ def _load_cohorts(reference: Path, holdout: Optional[Path]) -> tuple[Cohort, Opt
     return reference_cohort, holdout_cohort
 
 
-def _score_help() -> str:
-    from ehrjudge.scoring.realism import ScoreConfig
-
-    return settings_help("Score every synthetic record against a real reference cohort: one CSV row per record with "
-            "record_id, each component of the score, the caps that bound it and why (caps, invalid_columns, "
-            "rule_violations), realism_score (1..10). --definition seed gives the original 0.85 Mahalanobis + 0.15 kNN "
-            "score.", ScoreConfig)
-
-
-@app.command("score", context_settings=CONFIG_COMMAND, help=_score_help())
+@app.command("score", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.realism:ScoreConfig"),
+             help="Score every synthetic record against a real reference cohort: one CSV row per record with "
+                  "record_id, each component of the score, the caps that bound it and why (caps, invalid_columns, "
+                  "rule_violations), realism_score (1..10). --definition seed gives the original 0.85 Mahalanobis "
+                  "+ 0.15 kNN score. Score columns already in the file (a judge dataset split) are ignored, with a "
+                  "note.")
 def score_command(
     ctx: typer.Context,
     reference: Path = typer.Option(..., "--reference", help="reference cohort dir (vectors.parquet, schema.json)"),
@@ -62,12 +41,18 @@ def score_command(
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="held-out real cohort for calibration"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of ScoreConfig settings"),
 ) -> None:
+    import numpy as np
+    from rich.console import Console
+
+    from ehrjudge.config import load_config, save_config
+    from ehrjudge.errors import about_file
+    from ehrjudge.io import check_writable, write_csv
     from ehrjudge.scoring.realism import ScoreConfig, score_records
 
     score_config = load_config(ScoreConfig, config, ctx.args)
     check_writable(out)
     reference_cohort, holdout_cohort = _load_cohorts(reference, holdout)
-    records = _read_records(synthetic, reference_cohort)
+    records = read_records(synthetic, reference_cohort.schema)
     with about_file(reference):  # what is left unnamed is the reference's (e.g. too few records)
         scores = score_records(reference_cohort, records, score_config, holdout_cohort, records_file=synthetic)
     write_csv(out, scores, float_format=FLOAT_FORMAT)
@@ -84,17 +69,13 @@ def score_command(
                       + f"; records breaking a clinical rule {int((scores['rule_violations'] != '').sum())}")
 
 
-def _probe_help() -> str:
-    from ehrjudge.scoring.realism import ScoreConfig
-
-    return settings_help("Adversarial probes of the realism reward: exact and near copies of reference patients, the mean "
-            "patient, an all-zero record, every code present, one column at 10x the reference maximum, counts x3; "
-            "beside them the rounded mean patient, spliced patients, rule violators next to their clean originals and "
-            "real held-out patients (cross-fitted). Prints per probe the hardened and seed scores, and the judge's "
-            "with --judge. Writes probes.json, probes.md and probe_records.csv to --out.", ScoreConfig)
-
-
-@app.command("probe", context_settings=CONFIG_COMMAND, help=_probe_help())
+@app.command("probe", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.realism:ScoreConfig"),
+             help="Adversarial probes of the realism reward: exact and near copies of reference patients, the mean "
+                  "patient, an all-zero record, every code present, one column at 10x the reference maximum, counts "
+                  "x3; beside them the rounded mean patient, spliced patients, rule violators next to their clean "
+                  "originals and real held-out patients (cross-fitted). Prints per probe the hardened and seed "
+                  "scores, and the judge's with --judge. Writes probes.json, probes.md and probe_records.csv to "
+                  "--out.")
 def probe_command(
     ctx: typer.Context,
     reference: Path = typer.Option(..., "--reference", help="reference cohort dir (vectors.parquet, schema.json)"),
@@ -105,7 +86,9 @@ def probe_command(
     seed: int = typer.Option(0, "--seed", help="seed of the probes and the holdout halves"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of ScoreConfig settings"),
 ) -> None:
-    from ehrjudge.io import atomic_dir, write_text
+    from ehrjudge.cohort.schema import Cohort
+    from ehrjudge.config import load_config, save_config
+    from ehrjudge.io import atomic_dir, write_csv, write_json, write_text
     from ehrjudge.scoring.probes import markdown_table, run_probes
     from ehrjudge.scoring.realism import ScoreConfig
 
@@ -138,15 +121,10 @@ def _judge_scorer(judge: Path, reference: Path, schema):
                          judge_config.batch_size, saved_with_judge(judge_config, saved_calibration))
 
 
-def _evaluate_help() -> str:
-    from ehrjudge.scoring.suite import SuiteConfig
-
-    return settings_help("Dataset-level evaluation of a synthetic record set against real data: distributions, correlations, "
-            "sparsity, clinical rules, privacy (membership / attribute inference) and TSTR utility. "
-            "Writes JSON and prints a table.", SuiteConfig)
-
-
-@app.command("evaluate", context_settings=CONFIG_COMMAND, help=_evaluate_help())
+@app.command("evaluate", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.suite:SuiteConfig"),
+             help="Dataset-level evaluation of a synthetic record set against real data: distributions, "
+                  "correlations, sparsity, clinical rules, privacy (membership / attribute inference) and TSTR "
+                  "utility. Writes JSON and prints a table.")
 def evaluate_command(
     ctx: typer.Context,
     reference: Path = typer.Option(..., "--reference", help="reference cohort directory"),
@@ -155,12 +133,15 @@ def evaluate_command(
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="held-out real cohort (privacy and TSTR need it)"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of SuiteConfig settings"),
 ) -> None:
+    from ehrjudge.config import load_config
+    from ehrjudge.errors import about_file
+    from ehrjudge.io import check_writable, write_json
     from ehrjudge.scoring.suite import SuiteConfig, evaluate
 
     suite_config = load_config(SuiteConfig, config, ctx.args)
     check_writable(out)
     reference_cohort, holdout_cohort = _load_cohorts(reference, holdout)
-    records = _read_records(synthetic, reference_cohort)
+    records = read_records(synthetic, reference_cohort.schema)
     with about_file(reference):
         report = evaluate(reference_cohort, records, holdout_cohort, suite_config)
     write_json(out, report)
@@ -169,6 +150,8 @@ def evaluate_command(
 
 
 def _format_value(value) -> str:
+    import numpy as np
+
     if isinstance(value, bool) or value is None:
         return str(value)
     if isinstance(value, (int, np.integer)):
@@ -176,12 +159,16 @@ def _format_value(value) -> str:
     return f"{float(value):.4f}"
 
 
-def _console() -> Console:
+def _console():
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else Console(width=200)  # pipes and files get full rows
 
 
 def _print_report(report: dict) -> None:
+    from rich.table import Table
+
     table = Table(title="synthetic data evaluation")
     for column in ("metric", "value", "goal", "range"):
         table.add_column(column, no_wrap=column == "metric")

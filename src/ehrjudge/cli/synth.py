@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_help
-from ehrjudge.cohort.schema import Cohort
-from ehrjudge.config import load_config
-from ehrjudge.errors import InputError
-from ehrjudge.io import write_parquet
+from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_command
 
 
 @app.command("synth")
@@ -28,6 +21,11 @@ def synth_command(
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="held-out real cohort (holdout_real needs it)"),
 ) -> None:
     """Write `n` synthetic records of one generator family at one strength."""
+    from rich.console import Console
+
+    from ehrjudge.cohort.schema import Cohort
+    from ehrjudge.errors import InputError
+    from ehrjudge.io import write_parquet
     from ehrjudge.synth.generators import GENERATORS, generate
 
     if generator not in GENERATORS:
@@ -39,15 +37,10 @@ def synth_command(
     Console().print(f"{len(records)} {generator} records (strength {strength:g}, seed {seed}) -> {out}")
 
 
-def _dataset_help() -> str:
-    from ehrjudge.synth.dataset import DatasetConfig
-
-    return settings_help("Build the judge dataset: generate a scored candidate pool over every family x strength, balance it "
-            "by realism_score and write train/val/test/test_unseen parquet files, reference/ and dataset.json.",
-            DatasetConfig)
-
-
-@app.command("dataset", context_settings=CONFIG_COMMAND, help=_dataset_help())
+@app.command("dataset", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.synth.dataset:DatasetConfig"),
+             help="Build the judge dataset: generate a scored candidate pool over every family x strength, balance "
+                  "it by realism_score and write train/val/test/test_unseen parquet files, reference/ and "
+                  "dataset.json.")
 def dataset_command(
     ctx: typer.Context,
     reference: Path = typer.Option(..., "--reference", help="real cohort directory (split into reference + holdout)"),
@@ -56,6 +49,12 @@ def dataset_command(
     seed: Optional[int] = typer.Option(None, "--seed", help="random seed"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of DatasetConfig settings"),
 ) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ehrjudge.config import load_config
     from ehrjudge.synth.dataset import SCORES, SPLITS, DatasetConfig, build_dataset
 
     flags = list(ctx.args)

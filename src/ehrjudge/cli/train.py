@@ -7,32 +7,30 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_help
-from ehrjudge.config import load_config
+from ehrjudge.cli.app import CONFIG_COMMAND, app, one_of, settings_command
 
 log = logging.getLogger(__name__)
 
 
-def _train_help() -> str:
-    from ehrjudge.train.config import TrainConfig
-
-    return settings_help("Train the judge with RL from the verifiable realism score (methods: expected, reinforce, grpo). "
-            "Settings come from the dataclass defaults, then --config YAML, then --key value flags; unknown keys "
-            "fail. The resolved config is saved as OUTPUT_DIR/config.yaml.", TrainConfig)
-
-
-@app.command("train", context_settings=CONFIG_COMMAND, help=_train_help())
+@app.command("train", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.train.config:TrainConfig"),
+             help="Train the judge with RL from the verifiable realism score (methods: expected, reinforce, grpo). "
+                  "Settings come from the dataclass defaults, then --config YAML, then --key value flags; unknown "
+                  "keys fail. The resolved config is saved as OUT/config.yaml (--out sets output_dir).")
 def train_command(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig settings"),
-    resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT_DIR's latest checkpoint"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory: config.yaml, checkpoints/, best/, final/, "
+                                                          "metrics (the output_dir setting)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from OUT's latest checkpoint"),
 ) -> None:
+    from rich.console import Console
+
+    from ehrjudge.config import load_config
     from ehrjudge.train.config import TrainConfig
     from ehrjudge.train.loop import train
 
-    flags = list(ctx.args)
+    flags = list(ctx.args) + (["--output-dir", str(out)] if out is not None else [])
     if "--debug" in flags:
         logging.getLogger("ehrjudge").setLevel(logging.DEBUG)
     train_config = load_config(TrainConfig, config, flags)
@@ -45,11 +43,16 @@ def train_command(
                   f"MAE {validation['mae']:.3f}; best Spearman {summary['best_val_spearman']:.3f} at step "
                   f"{summary['best_step']}")
     console.print(f"best checkpoint: {Path(summary['run_dir']) / 'best'}")
+    if summary["wall_cap_fired"]:
+        console.print(f"[yellow]warning:[/] the max_wall_minutes safety stop ended training at step "
+                      f"{summary['steps']} of {summary['budget_steps']}: this judge is not reproducible")
 
 
 @app.command("evaluate-judge")
 def evaluate_judge_command(
-    model: Path = typer.Option(..., "--model", help="trained judge: a run's best/ or final/ dir (or any HF dir)"),
+    judge: Optional[Path] = typer.Option(None, "--judge", help="trained judge: a run's train/judge, best/ or final/ "
+                                                              "dir (or any HF dir)"),
+    model: Optional[Path] = typer.Option(None, "--model", hidden=True, help="old spelling of --judge"),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="judge dataset dir (default: the default one)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write evaluation.json (+ .md) into this dir"),
     zero_shot: str = typer.Option("auto", "--zero-shot", help="auto (read a baseline report, else compute), "
@@ -59,13 +62,18 @@ def evaluate_judge_command(
     limit: int = typer.Option(0, "--limit", help="evaluate a seeded subset of at most N records per split (0 = all)"),
 ) -> None:
     """Agreement of a trained judge with the verifiable score on test and test_unseen (+ zero-shot, regressor)."""
+    from rich.console import Console
+
     from ehrjudge.io import write_json, write_text
     from ehrjudge.train.data import resolve_dataset
     from ehrjudge.train.evaluate import evaluate_judge
 
+    judge = one_of(judge, model, "--judge", "--model")
+    if judge is None:
+        raise typer.BadParameter("--judge DIR is required", param_hint="--judge")
     if zero_shot not in ("auto", "compute", "skip"):
         raise typer.BadParameter("--zero-shot must be auto, compute or skip")
-    result = evaluate_judge(model, resolve_dataset(dataset), zero_shot=zero_shot, baseline_dirs=baseline,
+    result = evaluate_judge(judge, resolve_dataset(dataset), zero_shot=zero_shot, baseline_dirs=baseline,
                             batch_size=batch_size, limit=limit)
     text = evaluation_text(result)
     Console().print(text, markup=False, highlight=False)
@@ -107,21 +115,22 @@ def evaluation_text(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _ablate_help() -> str:
-    from ehrjudge.train.ablate import AblateConfig
-
-    return settings_help("Run the ablation grid (method x kl_coef x metric weights x reward shape x advantage), one small "
-            "training run per cell, and write OUTPUT_DIR/table.{md,csv,json}.", AblateConfig)
-
-
-@app.command("ablate", context_settings=CONFIG_COMMAND, help=_ablate_help())
+@app.command("ablate", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.train.ablate:AblateConfig"),
+             help="Run the ablation grid (method x kl_coef x metric weights x reward shape x advantage), one small "
+                  "training run per cell, and write OUT/table.{md,csv,json} (--out sets output_dir).")
 def ablate_command(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of AblateConfig settings"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where cells, re-scored datasets and the table go "
+                                                          "(the output_dir setting)"),
 ) -> None:
+    from rich.console import Console
+
+    from ehrjudge.config import load_config
     from ehrjudge.train.ablate import AblateConfig, run_ablation
 
-    ablate_config = load_config(AblateConfig, config, list(ctx.args))
+    flags = list(ctx.args) + (["--output-dir", str(out)] if out is not None else [])
+    ablate_config = load_config(AblateConfig, config, flags)
     table = run_ablation(ablate_config)
     Console().print(table.to_string(index=False), markup=False, highlight=False)
     Console().print(f"table: {Path(ablate_config.output_dir) / 'table.md'}")

@@ -1,7 +1,13 @@
-"""Build a cohort directory from one source: load into DuckDB, featurize, write atomically."""
+"""Build a cohort directory from one source: load into DuckDB, featurize, write atomically.
+
+The cache of simulated cohorts lives here too: `default_cohort(patients, seed)` builds one folder per
+(patients, seed) under $EHRJUDGE_CACHE/cohorts, and a clinosim build of the same (patients, seed) elsewhere (the
+pipeline's cohort stage) reuses that folder's simulator output instead of simulating again.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import tempfile
@@ -19,6 +25,24 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("clinosim", "mimic", "fhir")
 RAW_COPY_LIMIT = 200 * 2**20  # source files larger than this in total are listed in raw/manifest.json, not copied
+
+
+def simulated_cohort_dir(patients: int, seed: int) -> Path:
+    """The cache folder of the clinosim cohort of (patients, seed)."""
+    return cache_dir("cohorts") / f"clinosim-n{patients}-s{seed}"
+
+
+def default_cohort(patients: int = 500, seed: int = 42) -> Path:
+    """The cached clinosim cohort dir for (patients, seed); built on first use (~30 s for 500)."""
+    target = simulated_cohort_dir(patients, seed)
+    if (target / "vectors.parquet").exists() and (target / "schema.json").exists():
+        return target
+    lock_path = target.parent / f".{target.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same cohort
+        if not (target / "vectors.parquet").exists():
+            build_cohort("clinosim", target, patients=patients, seed=seed)
+    return target
 
 
 def build_cohort(source: str, out: Path, path: Path | None = None, patients: int | None = 500, seed: int = 42,
@@ -59,7 +83,7 @@ def load_source(con, source: str, path, patients, seed: int, raw: Path):
         from ehrjudge.cohort.clinosim import build_simulated, copy_raw, load_clinosim
 
         if path is None:
-            cached = cache_dir("cohorts") / f"clinosim-n{patients or 500}-s{seed}" / "raw" / "csv"
+            cached = simulated_cohort_dir(patients or 500, seed) / "raw" / "csv"
             if (cached / "patients.csv").exists():  # same simulator run as default_cohort(patients, seed)
                 log.info("reusing the cached simulation %s", cached)
                 origins = load_clinosim(con, cached, patients=patients or 500)

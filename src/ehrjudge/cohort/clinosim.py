@@ -7,7 +7,6 @@ and keep the first N patient ids in sorted order. patients.csv repeats a patient
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import shutil
@@ -19,7 +18,6 @@ from pathlib import Path
 from ehrjudge.cohort.featurize import Origins
 from ehrjudge.cohort.tables import execute_located, find_file, read_csv_sql, require_columns, sql_str
 from ehrjudge.errors import EhrJudgeError, InputError
-from ehrjudge.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -139,21 +137,6 @@ def copy_raw(csv_dir: Path, raw: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for file in sorted(Path(csv_dir).glob("*.csv")):
         shutil.copy2(file, target / file.name)
-
-
-def default_cohort(patients: int = 500, seed: int = 42) -> Path:
-    """The cached clinosim cohort dir for (patients, seed); built on first use (~30 s for 500)."""
-    from ehrjudge.cohort.build import build_cohort
-
-    target = cache_dir("cohorts", f"clinosim-n{patients}-s{seed}")
-    if (target / "vectors.parquet").exists() and (target / "schema.json").exists():
-        return target
-    lock_path = target.parent / f".{target.name}.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same cohort
-        if not (target / "vectors.parquet").exists():
-            build_cohort("clinosim", target, patients=patients, seed=seed)
-    return target
 
 
 def build_simulated(con, raw: Path, patients: int, seed: int) -> Origins:

@@ -9,8 +9,10 @@ import dataclasses
 from typing import Literal
 
 from ehrjudge.cohort.featurize import FeatureConfig
-from ehrjudge.config import option
+from ehrjudge.config import option, to_dict
+from ehrjudge.errors import ConfigError
 from ehrjudge.judge.baseline import BaselineConfig
+from ehrjudge.scoring.realism import ScoreConfig
 from ehrjudge.scoring.suite import SuiteConfig
 from ehrjudge.synth.dataset import DatasetConfig
 from ehrjudge.train.config import TrainConfig
@@ -28,6 +30,9 @@ class CohortSettings:
 @dataclasses.dataclass
 class RunConfig:
     cohort: CohortSettings = option(CohortSettings(), "reference cohort -> patient vectors")
+    score: ScoreConfig = option(ScoreConfig(), "the realism score of the whole run: it labels the dataset's "
+                                               "records and scores the suite and the probes (dataset.score and "
+                                               "suite.score belong to the stand-alone commands; a run refuses them)")
     dataset: DatasetConfig = option(DatasetConfig(), "synthetic generators and the judge's splits")
     suite: SuiteConfig = option(SuiteConfig(), "dataset-level evaluation suite, run per generator")
     suite_records: int = option(200, "at most this many test records per generator in the suite")
@@ -39,20 +44,42 @@ class RunConfig:
     tracking_uri: str | None = option(None, "MLflow URI (default $MLFLOW_TRACKING_URI or sqlite in the run folder)")
     experiment: str = option("ehrjudge-run", "MLflow experiment name")
 
+    def __post_init__(self):
+        # One realism score for the run, so the labels the judge learns and the suite's scores cannot disagree.
+        for name in SCORED_SECTIONS:
+            if getattr(self, name).score != ScoreConfig():
+                raise ConfigError(f"{name}.score: a run has one realism score; set it under `score:` "
+                                  f"(--score.KEY value), which {' and '.join(SCORED_SECTIONS)} use")
+
+    def dataset_config(self) -> DatasetConfig:
+        """The dataset stage's settings, labelling records with the run's realism score."""
+        return dataclasses.replace(self.dataset, score=self.score)
+
+    def suite_config(self) -> SuiteConfig:
+        """The suite stage's settings, scoring with the run's realism score."""
+        return dataclasses.replace(self.suite, score=self.score)
+
+
+SCORED_SECTIONS = ("dataset", "suite")  # stand-alone configs with a ScoreConfig of their own, unused in a run
+
+
+def run_settings(cfg: RunConfig) -> dict:
+    """The run config as saved and logged: `score` once, not the unused copies under dataset and suite."""
+    settings = to_dict(cfg)
+    for name in SCORED_SECTIONS:
+        del settings[name]["score"]
+    return settings
+
 
 # Profiles are partial RunConfig mappings applied before the YAML file and flags.
 PROFILES: dict[str, dict] = {
-    # The training settings of configs/train_default.yaml (benchmarks/train_judge.py) with a budget in steps: 550,
-    # what the earlier 26-minute wall cap reached on 2 AVX2 cores, so the same command trains the same judge on
-    # every machine; the wall cap is only a safety stop (reported when it fires). Besides training, the simulation
-    # takes ~99 s, zero-shot judging of 798 records 9-11 min and the trained judge's evaluation ~1.5 min on 2 AVX2
-    # cores (it runs only the 4 LoRA layers, on the zero-shot pass's saved layer-26 inputs; docs/pipeline.md).
-    "default": {
-        "train": {"learning_rate": 2.0e-3, "kl_coef": 0.05, "epochs": 5, "train_records": 1024, "val_records": 0,
-                  "max_steps": 550, "eval_every": 50, "checkpoint_every": 50, "max_wall_minutes": 40.0,
-                  "prompt": {"record_format": "deviations", "max_record_tokens": 128,
-                             "system_prompt": "You rate synthetic patient records."}},
-    },
+    # TrainConfig's defaults (the measured best, docs/training.md), with a budget in steps: 550 steps of 8, what the
+    # earlier 26-minute wall cap reached on 2 AVX2 cores, so the same command trains the same judge on every
+    # machine; the 40-minute wall cap is only a safety stop (reported when it fires). Besides training, the
+    # simulation takes ~99 s, zero-shot judging of 798 records 9-11 min and the trained judge's evaluation ~1.5 min
+    # on 2 AVX2 cores (it runs only the 4 LoRA layers, on the zero-shot pass's saved layer-26 inputs;
+    # docs/pipeline.md). Every stage's own defaults are the default profile, so it overrides nothing.
+    "default": {},
     # <= 5 minutes on 2 cores: a small cohort and dataset, 32 zero-shot records over test + test_unseen, short
     # prompts, 8 training steps. What CI runs end to end; its figures show the wiring, not the judge's quality.
     "quick": {

@@ -210,12 +210,22 @@ def _disagreements(frame: pd.DataFrame, real_ids: set[str] = frozenset(), top: i
     return f"<p>Largest disagreements of the {scorer} judge:</p>{_table(worst[columns])}"
 
 
+# The trainers' logged names (train/expected.py, reinforce.py, grpo.py): the exact expected reward, or the mean
+# reward of the sampled labels; then the KL to the reference and the validation Spearman.
+CURVES = ("reward/expected", "reward/sampled", "train/kl", "eval/spearman")
+
+
+def curve_columns(columns) -> list[str]:
+    """The training curves drawn for a metrics.jsonl with these columns, in CURVES order."""
+    return [c for c in CURVES if c in set(columns)]
+
+
 def _training_section(run: Path) -> str:
     path = run / "train" / "metrics.jsonl"
     if not path.exists():
         return ""
     history = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-    panels = [c for c in ("reward/mean", "train/kl", "eval/spearman") if c in history.columns]
+    panels = curve_columns(history.columns)
     if not panels:
         return ""
     fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 2.8), squeeze=False)
@@ -229,13 +239,26 @@ def _training_section(run: Path) -> str:
     return f"<h2>Training curves</h2>{_png(fig)}{extra}"
 
 
+def _header_line(run: Path, summary: dict) -> str:
+    """Where the run is, what produced it (version, commit, config hash) and how its training ended."""
+    made = summary.get("provenance") or {}
+    training = summary.get("training", {})
+    parts = [str(run.resolve()), f"ehrjudge {made.get('version', 'version not recorded')}",
+             f"commit {made.get('commit') or 'unknown'}", f"config {made.get('config_hash', 'not recorded')}"]
+    if training.get("wall_seconds"):
+        parts.append(f"training wall time {training['wall_seconds'] / 60:.1f} min")
+    line = f"<p class='muted'>{' · '.join(html.escape(p) for p in parts)}</p>"
+    if training.get("wall_cap_fired"):
+        line += (f"<p><b>Training was ended by the max_wall_minutes safety stop at step {training.get('steps')}</b>, "
+                 "before its step budget: this judge depends on the machine's speed.</p>")
+    return line
+
+
 def render_report(run: str | Path) -> str:
     """Return the report's HTML for the run folder `run`."""
     run = Path(run)
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-    wall = summary.get("training", {}).get("wall_seconds")
-    header = (f"<h1>ehrjudge run report</h1><p class='muted'>{html.escape(str(run.resolve()))}"
-              + (f" · training wall time {wall / 60:.1f} min" if wall else "") + "</p>")
+    header = f"<h1>ehrjudge run report</h1>{_header_line(run, summary)}"
     sections = [_cohort_section(run), _dataset_section(run), _suite_section(run),
                 _agreement_section(run, summary), _probes_section(run), _training_section(run)]
     body = header + "".join(sections)

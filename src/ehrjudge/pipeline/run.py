@@ -7,6 +7,7 @@ the stage finishes, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from ehrjudge.config import save_config, to_dict
+from ehrjudge.config import to_dict
 from ehrjudge.errors import InputError
 from ehrjudge.io import write_csv, write_json, write_parquet, write_text
-from ehrjudge.pipeline.config import RunConfig
+from ehrjudge.pipeline.config import RunConfig, run_settings
+from ehrjudge.pipeline.provenance import provenance
 from ehrjudge.pipeline.stages import StageRunner
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ def build_cohort_stage(cfg: RunConfig, out: Path) -> None:
 def build_dataset_stage(cfg: RunConfig, cohort_dir: Path, out: Path) -> None:
     from ehrjudge.synth.dataset import build_dataset
 
-    build_dataset(cohort_dir, out, cfg.dataset)
+    build_dataset(cohort_dir, out, cfg.dataset_config())
 
 
 def holdout_cohort(dataset: Path):
@@ -77,7 +80,7 @@ def build_suite_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
         sample = group.sample(n=min(len(group), cfg.suite_records), random_state=0)
         sample = sample[["record_id", *reference.schema.names]]  # the suite reads features, not our score columns
         try:
-            report = evaluate(reference, sample, holdout, cfg.suite)
+            report = evaluate(reference, sample, holdout, cfg.suite_config())
         except EhrJudgeError as exc:  # recorded, not hidden: the report shows the reason in place of values
             log.warning("suite on %s failed: %s", generator, exc)
             table[generator] = {"error": {"error": str(exc)}}
@@ -121,12 +124,16 @@ def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> N
     from ehrjudge.tracking import resolve_tracking_uri, tracking_store
     from ehrjudge.train.loop import train
 
-    train_cfg = dataclasses.replace(cfg.train, dataset=str(dataset), output_dir=str(work))
+    train_cfg = dataclasses.replace(cfg.train, dataset=str(dataset), output_dir=str(work),
+                                    tracking=cfg.train.tracking if cfg.tracking != "none" else "none")
     resume = any((work / "checkpoints").glob("step-*")) if (work / "checkpoints").exists() else False
     if resume:
         log.info("resuming training from %s", work / "checkpoints")
-    with tracking_store(resolve_tracking_uri(work.parent.parent / "mlruns", cfg.tracking_uri)):
-        summary = train(train_cfg, resume=resume)  # training metrics go to the run's own MLflow store
+    # Training metrics go to the run's own MLflow store; `tracking: none` keeps training from tracking at all.
+    store = (contextlib.nullcontext() if cfg.tracking == "none" else
+             tracking_store(resolve_tracking_uri(work.parent.parent / "mlruns", cfg.tracking_uri)))
+    with store:
+        summary = train(train_cfg, resume=resume)
     chosen = work / "best" if (work / "best").exists() else work / "final"
     shutil.copytree(chosen, out / "judge")
     write_json(out / "judge" / "ehrjudge.json", {"dataset": str(dataset.resolve()), "base_model": cfg.train.model,
@@ -211,7 +218,7 @@ def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path
                           saved_calibration(judge_dir))
     cheap = BaselineScorers.fit(dataset, reference.schema, stats, cfg.baseline.regressor, cfg.baseline.seed)
     scorers = {"judge": judge, "formula": cheap.formula.score, "regressor": cheap.regressor_score}
-    records, table = run_probes(reference, holdout_cohort(dataset), cfg.dataset.score, cfg.probe_records,
+    records, table = run_probes(reference, holdout_cohort(dataset), cfg.score, cfg.probe_records,
                                 cfg.dataset.seed, scorers)
     write_json(out / "probes.json", {"probes": table.to_dict(orient="records"), "n": cfg.probe_records})
     write_text(out / "probes.md", markdown_table(table) + "\n")
@@ -267,23 +274,25 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
     summary["training"] = {"wall_seconds": train_summary.get("train_seconds"), "steps": train_summary.get("steps"),
                            "best_step": train_summary.get("best_step"),
                            "best_val_spearman": train_summary.get("best_val_spearman"),
-                           "seconds_per_step_median": train_summary.get("seconds_per_step_median")}
+                           "seconds_per_step_median": train_summary.get("seconds_per_step_median"),
+                           "stopped_by": train_summary.get("stopped_by"),
+                           "wall_cap_fired": train_summary.get("wall_cap_fired", False)}
     calibration = saved_calibration(out / "train" / "judge")
     summary["calibration"] = dataclasses.asdict(calibration) if calibration else None
     summary["stages"] = [dataclasses.asdict(r) for r in runner.records]
-    summary["config"] = to_dict(cfg)
+    summary["config"] = run_settings(cfg)
     return summary
 
 
 def log_to_mlflow(cfg: RunConfig, out: Path, summary: dict) -> None:
     import mlflow
 
-    from ehrjudge.tracking import setup_mlflow
-    from ehrjudge.train.tracking import _flatten
+    from ehrjudge.tracking import flatten_params, setup_mlflow
 
     setup_mlflow(out / "mlruns", cfg.experiment, cfg.tracking_uri)
     with mlflow.start_run(run_name=out.name):
-        mlflow.log_params({k: str(v)[:250] for k, v in _flatten(summary["config"]).items()})
+        mlflow.set_tags({f"ehrjudge.{k}": str(v) for k, v in summary["provenance"].items()})
+        mlflow.log_params({k: str(v)[:250] for k, v in flatten_params(summary["config"]).items()})
         for split, scorers in summary["splits"].items():
             for scorer, metrics in scorers.items():
                 mlflow.log_metrics({f"eval/{split}/{scorer}/{k}": float(v) for k, v in metrics.items()
@@ -304,7 +313,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
         raise InputError(f"unknown stage(s) {sorted(unknown | ({until} - set(STAGES) if until else set()))}; "
                          f"stages are {list(STAGES)}")
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    write_text(out / "config.yaml", yaml.safe_dump(run_settings(cfg), sort_keys=False))
     runner = StageRunner(out, frozenset(force or ()))
     started = time.perf_counter()
     dataset, h = out / "dataset", {}
@@ -313,9 +322,9 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
     plan = [
         ("cohort", lambda: {"cohort": to_dict(cfg.cohort), "source": source_fingerprint(cfg.cohort.path)},
          lambda tmp: build_cohort_stage(cfg, tmp)),
-        ("dataset", lambda: {"dataset": to_dict(cfg.dataset), "cohort": h["cohort"]},
+        ("dataset", lambda: {"dataset": to_dict(cfg.dataset_config()), "cohort": h["cohort"]},
          lambda tmp: build_dataset_stage(cfg, out / "cohort", tmp)),
-        ("suite", lambda: {"suite": to_dict(cfg.suite), "n": cfg.suite_records, "dataset": h["dataset"]},
+        ("suite", lambda: {"suite": to_dict(cfg.suite_config()), "n": cfg.suite_records, "dataset": h["dataset"]},
          lambda tmp: build_suite_stage(cfg, dataset, tmp)),
         ("zero_shot", lambda: {"baseline": to_dict(cfg.baseline), "prompt": to_dict(cfg.train.prompt),
                                "model": cfg.train.model, "dataset": h["dataset"],
@@ -337,6 +346,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
             return {"stages": [dataclasses.asdict(r) for r in runner.records]}
     summary = summarize(cfg, out, runner)
     summary["wall_seconds"] = time.perf_counter() - started
+    summary["provenance"] = provenance(summary["config"])  # version, commit, config hash: the report's header
     write_json(out / "summary.json", summary)
     write_report(out)
     if cfg.tracking == "mlflow":

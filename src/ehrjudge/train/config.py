@@ -1,6 +1,8 @@
 """TrainConfig: one typed config for the three RLVR trainers (expected, reinforce, grpo).
 
 Defaults, then YAML, then `--key value` flags (`ehrjudge.config.load_config`); unknown keys fail.
+The defaults are the settings measured best (docs/training.md): configs/train_default.yaml and the run's
+`default` profile hold only what differs from them.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class TrainConfig:
     cache_lower_layers: bool = option(True, "cache the frozen lower layers' hidden states per record and reuse "
                                             "them every epoch (needs train_layers > 0)")
 
-    kl_coef: float = option(0.01, "beta in loss = -J + beta * KL(pi || pi_ref); 0 = no reference is loaded or "
+    # 0.01 (the original's) collapsed to one label by step 50; 0.05 never did and ranked best (docs/training.md).
+    kl_coef: float = option(0.05, "beta in loss = -J + beta * KL(pi || pi_ref); 0 = no reference is loaded or "
                                   "computed at all")
     reward: RewardShape = option("quadratic", "reward of label j for score s: quadratic 1-(|j-s|/9)^2 (the "
                                               "original), absolute 1-|j-s|/9, exact 1[j=s]")
@@ -53,17 +56,24 @@ class TrainConfig:
     clip_eps: float = option(0.2, "grpo: PPO clip range epsilon on the ratio pi/pi_old")
     grpo_iterations: int = option(1, "grpo: optimizer updates per sampled batch (mu); >1 makes the clip active")
 
-    learning_rate: float = option(3e-4, "AdamW learning rate (peak, after warmup)")
+    learning_rate: float = option(2e-3, "AdamW learning rate (peak, after warmup); 2e-3 ranked best in the "
+                                        "150-step probe (docs/training.md)")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_steps: int = option(10, "linear warmup steps, then linear decay to 10% at the last step")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
     batch_size: int = option(8, "records per micro-batch")
     grad_accum: int = option(1, "micro-batches per optimizer step")
-    epochs: int = option(3, "passes over the training split")
-    max_steps: int = option(0, "stop after this many optimizer steps (0 = run all epochs)")
-    max_wall_minutes: float = option(30.0, "stop (and checkpoint) after this much wall time; 0 = no limit")
-    train_records: int = option(0, "train on a seeded random subset of N records (0 = all)")
-    val_records: int = option(200, "validate on a seeded random subset of N records (0 = all)")
+    # The budget is steps and epochs, so the same seed and config train the same judge on any machine.
+    epochs: int = option(5, "at most this many passes over the training split")
+    max_steps: int = option(550, "at most this many optimizer steps (0 = no step cap: `epochs` alone set the "
+                                 "budget); 550 steps of 8 take ~26 min on 2 AVX2 cores")
+    max_wall_minutes: float = option(40.0, "safety stop, not a budget: stop (and checkpoint) after this much wall "
+                                           "time, logged as a warning and reported as stopped_by 'wall time' in "
+                                           "summary.json (a run it stops is not reproducible); 0 = none")
+    train_records: int = option(1024, "train on a seeded random subset of N records (0 = all); the frozen pass "
+                                      "costs ~0.65 s a record on 2 AVX2 cores")
+    val_records: int = option(0, "validate on a seeded random subset of N records (0 = all); best/ is chosen on "
+                                 "it, and 96 records were too noisy")
     eval_every: int = option(50, "validate every N optimizer steps (and at the end)")
     checkpoint_every: int = option(50, "checkpoint every N optimizer steps (and at the end)")
     keep_checkpoints: int = option(2, "keep the latest N step checkpoints (best/ is kept separately)")
@@ -71,11 +81,13 @@ class TrainConfig:
     prediction: Prediction = option("expected", "judge score used for validation: expected = sum_k k*pi(k), "
                                                 "argmax = most likely label")
     seed: int = option(42, "seed for data order, sampling and LoRA init")
-    tracking: str = option("mlflow,tensorboard", "comma list of trackers (mlflow, tensorboard) or none")
+    tracking: str = option("mlflow,tensorboard", "comma list of trackers (mlflow, tensorboard) or none; in "
+                                                 "`ehrjudge run`, the run's `tracking: none` turns these off too")
     debug: bool = option(False, "log per-batch judge scores vs targets, label counts and advantages")
 
     # A short record text is the main CPU lever: fwd+bwd cost is linear in tokens (~160 tokens/s here).
     # "deviations" shows the record's most unusual values with their z against the reference (docs/cohort.md).
-    prompt: PromptConfig = option(PromptConfig(record_format="deviations", max_record_tokens=128),
+    prompt: PromptConfig = option(PromptConfig(record_format="deviations", max_record_tokens=128,
+                                               system_prompt="You rate synthetic patient records."),
                                   "prompt settings (ehrjudge.judge.prompt.PromptConfig), incl. record_format "
                                   "and the record token budget max_record_tokens")

@@ -28,7 +28,7 @@ from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.data import load_schema, load_split, resolve_dataset
 from ehrjudge.train.policy import LabelPolicy
 from ehrjudge.train.rewards import entropy, reward_table
-from ehrjudge.train.tracking import Tracker
+from ehrjudge.tracking import Tracker
 from ehrjudge.train.validate import validate
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,16 @@ def schedule(total_updates: int, warmup: int):
         return max(0.1, 1.0 - 0.9 * (update - warmup) / span)
 
     return factor
+
+
+def step_budget(config: TrainConfig, steps_per_epoch: int) -> tuple[int, str]:
+    """(optimizer steps, which budget sets them): max_steps or epochs, whichever ends first."""
+    if config.epochs < 1 or config.max_steps < 0:
+        raise ConfigError(f"epochs must be >= 1 and max_steps >= 0, got {config.epochs} and {config.max_steps}")
+    by_epochs = config.epochs * steps_per_epoch
+    if config.max_steps > 0 and config.max_steps <= by_epochs:
+        return config.max_steps, "max_steps"
+    return by_epochs, "epochs"
 
 
 def batch_indices(progress: Progress, n_records: int, batch_size: int, seed: int) -> list[int]:
@@ -155,7 +165,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     method = METHODS[config.method]
     iterations = config.grpo_iterations if config.method == "grpo" else 1
     steps_per_epoch = math.ceil(math.ceil(len(train_split) / config.batch_size) / config.grad_accum)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    total_steps, budget = step_budget(config, steps_per_epoch)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total_steps * iterations, config.warmup_steps))
@@ -220,7 +230,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
         run_validation()  # the untrained judge: the baseline that training must beat
     model.train()
     wall_limit = config.max_wall_minutes * 60 if config.max_wall_minutes > 0 else math.inf
-    stopped_by = "steps"
+    stopped_by = budget
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Bar(*columns, disable=not show_progress, transient=False) as bar:
@@ -228,8 +238,9 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
         while progress.step < total_steps:
             if time.perf_counter() - started > wall_limit:
                 stopped_by = "wall time"
-                log.warning("stopping at step %d: max_wall_minutes %.1f reached", progress.step,
-                            config.max_wall_minutes)
+                log.warning("safety stop at step %d of %d: max_wall_minutes %.1f reached; the budget is %d steps, "
+                            "so this run is not reproducible", progress.step, total_steps, config.max_wall_minutes,
+                            total_steps)
                 break
             step_start = time.perf_counter()
             micro_batches = [batch_indices(progress, len(train_split), config.batch_size, config.seed)
@@ -283,7 +294,8 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     save_calibration(last_calibration, run_dir / "final")
     tracker.close()
     summary = {"method": config.method, "steps": progress.step, "epochs_completed": progress.epoch,
-               "stopped_by": stopped_by, "train_seconds": time.perf_counter() - started,
+               "stopped_by": stopped_by, "wall_cap_fired": stopped_by == "wall time", "budget_steps": total_steps,
+               "train_seconds": time.perf_counter() - started,
                "seconds_per_step_median": float(np.median(step_seconds)) if step_seconds else None,
                "train_records": len(train_split), "val_records": len(val_split),
                "best_step": progress.best_step, "best_val_spearman": progress.best_spearman,

@@ -1,0 +1,70 @@
+"""The command line itself: a fast --help that imports nothing heavy, --version, choices in the settings lists,
+one output flag name with the old spellings kept as hidden aliases."""
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from ehrjudge import __version__
+from ehrjudge.cli import app
+from ehrjudge.config import describe
+from ehrjudge.train.config import TrainConfig
+
+HEAVY = ("torch", "sklearn", "transformers", "pandas", "numpy", "scipy", "peft", "mlflow")
+IMPORTED_BY_HELP = """
+import sys
+from ehrjudge.cli import app
+try:
+    app(["--help"])
+except SystemExit:
+    pass
+print("heavy modules:", ",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def test_help_imports_nothing_heavy():
+    # Run: a fresh interpreter, as `ehrjudge --help` starts one
+    result = subprocess.run([sys.executable, "-c", IMPORTED_BY_HELP.format(heavy=HEAVY)], capture_output=True,
+                            text=True, timeout=120)
+    # Assert
+    assert result.returncode == 0, result.stderr
+    assert "Commands" in result.stdout and "train" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "heavy modules:"  # none was imported
+
+
+def test_version():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"ehrjudge {__version__}"
+
+
+def test_settings_list_literal_choices_and_nested_defaults():
+    # Run
+    text = describe(TrainConfig)
+    # Assert: a Literal lists its choices; a nested config shows the field's own default (not its class's)
+    assert "--method ({expected,reinforce,grpo}, default 'expected')" in text
+    assert "--prompt.record-format ({compact,csv,deviations}, default 'deviations')" in text
+    assert "--lora-target-modules (list of str," in text
+
+
+def test_command_help_lists_settings_with_brackets_intact():
+    result = CliRunner().invoke(app, ["gate", "--help"], terminal_width=200)
+    assert result.exit_code == 0 and "Settings (--key value" in result.output
+    assert "E_pi[k]" in result.output  # not eaten as a rich style tag
+
+
+def test_report_takes_out_and_its_old_spelling(tmp_path):
+    # Setup
+    from test_pipeline_report import make_run
+
+    run = make_run(tmp_path / "run")
+    runner = CliRunner()
+    # Run
+    new = runner.invoke(app, ["report", "--out", str(run)])
+    old = runner.invoke(app, ["report", "--run", str(run)])
+    both = runner.invoke(app, ["report", "--out", str(run), "--run", str(run)])
+    # Assert
+    assert new.exit_code == 0 and old.exit_code == 0, new.output + old.output
+    assert (run / "report.html").exists()
+    assert both.exit_code == 2 and "give --out once" in both.output
+    assert "--run" not in runner.invoke(app, ["report", "--help"]).output  # hidden

@@ -1,0 +1,68 @@
+"""One source for each setting: TrainConfig's defaults are the default profile, one realism score per run,
+the run's `tracking: none` reaches training."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ehrjudge.config import load_config
+from ehrjudge.errors import ConfigError
+from ehrjudge.pipeline.config import PROFILES, RunConfig, run_settings
+from ehrjudge.scoring.realism import ScoreConfig
+from ehrjudge.train.config import TrainConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_train_defaults_are_the_default_profile_and_the_shipped_yaml():
+    # Setup: the measured best (docs/training.md)
+    defaults = TrainConfig()
+    # Run
+    from_yaml = load_config(TrainConfig, CONFIGS / "train_default.yaml")
+    from_profile = load_config(RunConfig, None, None, base=PROFILES["default"]).train
+    # Assert
+    assert from_yaml == defaults and from_profile == defaults
+    assert (defaults.learning_rate, defaults.kl_coef, defaults.max_steps) == (2e-3, 0.05, 550)
+    assert defaults.prompt.record_format == "deviations" and defaults.prompt.max_record_tokens == 128
+
+
+def test_one_realism_score_for_dataset_and_suite(tmp_path):
+    # Run
+    cfg = load_config(RunConfig, None, ["--score.k", "3", "--score.definition", "seed"])
+    # Assert: both stages use the run's score
+    assert cfg.dataset_config().score == cfg.suite_config().score == ScoreConfig(k=3, definition="seed")
+    # a score set under a section is refused, naming where it belongs
+    for section in ("dataset", "suite"):
+        with pytest.raises(ConfigError, match=rf"{section}\.score: .*`score:`"):
+            load_config(RunConfig, None, [f"--{section}.score.k", "3"])
+    # the saved config holds the score once and loads back to the same config
+    settings = run_settings(cfg)
+    assert "score" not in settings["dataset"] and "score" not in settings["suite"] and settings["score"]["k"] == 3
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    assert load_config(RunConfig, path) == cfg
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_run_tracking_none_turns_off_training_trackers(tmp_path):
+    # Setup: a real tiny training through the run's train stage, whose own default is mlflow + tensorboard
+    from ehrjudge.judge.tiny import save_tiny_judge
+    from ehrjudge.pipeline.run import build_train_stage
+    from ehrjudge.train.tiny import TINY_PROMPT, tiny_dataset
+
+    dataset = tiny_dataset(tmp_path / "data", n_train=8, n_eval=4, seed=0)
+    model = save_tiny_judge(tmp_path / "tiny")
+    train = TrainConfig(model=str(model), train_layers=1, lora_r=4, batch_size=4, max_steps=2, eval_every=2,
+                        checkpoint_every=2, train_records=0, prompt=TINY_PROMPT)
+    assert train.tracking == "mlflow,tensorboard"
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    work = run / ".work" / "train"
+    # Run
+    build_train_stage(RunConfig(train=train, tracking="none"), dataset, work, run / "train")
+    # Assert: trained, and nothing tracked anywhere
+    assert (run / "train" / "judge" / "adapter_config.json").exists()
+    assert yaml.safe_load((run / "train" / "config.yaml").read_text())["tracking"] == "none"
+    tracked = [p for p in tmp_path.rglob("*") if p.name in ("mlruns", "tensorboard", "mlflow.db", "mlartifacts")]
+    assert tracked == []
