@@ -19,7 +19,7 @@ import pandas as pd
 
 from ehrjudge.cohort.schema import META_COLUMNS, Cohort, Schema, validate_vectors
 from ehrjudge.errors import InputError
-from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
+from ehrjudge.scoring.realism import RealismScorer, ScoreConfig, fit_scorer
 
 
 def _records(records: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -45,10 +45,7 @@ def scorer_from_cohorts(reference, holdout=None, config: ScoreConfig | None = No
     """A RealismScorer fitted on a reference cohort (a folder or a Cohort), calibrated on `holdout` when given."""
     reference = reference if isinstance(reference, Cohort) else Cohort.load(reference)
     holdout = holdout if holdout is None or isinstance(holdout, Cohort) else Cohort.load(holdout)
-    if holdout is not None and holdout.schema.names != reference.schema.names:
-        raise InputError("holdout cohort columns differ from the reference")
-    return RealismScorer(config or ScoreConfig(), reference.schema).fit(
-        reference.matrix(), None if holdout is None else holdout.matrix())
+    return fit_scorer(reference, config, holdout)
 
 
 @dataclasses.dataclass
