@@ -222,7 +222,7 @@ def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path
                                 cfg.dataset.seed, scorers)
     write_json(out / "probes.json", {"probes": table.to_dict(orient="records"), "n": cfg.probe_records})
     write_text(out / "probes.md", markdown_table(table) + "\n")
-    write_csv(out / "probe_records.csv", records.drop(columns=["invalid_columns"]), float_format="%.6g")
+    write_csv(out / "probe_records.csv", records, float_format="%.6g")  # scores and reasons, no record values
 
 
 CHEAP_SCORERS = ("formula", "regressor")  # judge.baseline_scorers, scored by the zero-shot stage
