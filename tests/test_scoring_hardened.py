@@ -167,3 +167,19 @@ def test_probe_command_writes_the_table_and_scores_hacks_low(tmp_path):
     assert table.loc["rule_violator", "hardened_max"] <= ScoreConfig().essential_cap
     assert (out / "probes.md").read_text().startswith("| probe |")
     assert set(pd.read_csv(out / "probe_records.csv").probe) == set(table.index)
+
+
+def test_probe_command_names_a_too_small_holdout_and_writes_nothing(tmp_path):
+    # Setup: a holdout of 3 patients (two halves need 4), and a judge folder that is never loaded
+    holdout = Cohort.load(FIXTURE / "holdout")
+    Cohort(holdout.vectors.iloc[:3].reset_index(drop=True), holdout.schema).save(tmp_path / "small")
+    out = tmp_path / "probes"
+    command = [sys.executable, "-c", "from ehrjudge.cli import main; main()", "probe", "--reference",
+               str(FIXTURE / "reference"), "--holdout", str(tmp_path / "small"), "--judge", str(tmp_path / "no-judge"),
+               "--out", str(out)]
+    # Run
+    completed = subprocess.run(command, capture_output=True, text=True)
+    # Assert: exit 2 with the holdout's file named, before any judge is loaded, nothing written
+    assert completed.returncode == 2, completed.stderr
+    assert "at least 4" in completed.stderr and str(tmp_path / "small") in completed.stderr
+    assert not out.exists()

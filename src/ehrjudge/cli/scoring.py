@@ -86,14 +86,17 @@ def probe_command(
     seed: int = typer.Option(0, "--seed", help="seed of the probes and the holdout halves"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of ScoreConfig settings"),
 ) -> None:
-    from ehrjudge.cohort.schema import Cohort
     from ehrjudge.config import load_config, save_config
-    from ehrjudge.io import atomic_dir, write_csv, write_json, write_text
-    from ehrjudge.scoring.probes import markdown_table, run_probes
+    from ehrjudge.errors import about_file
+    from ehrjudge.io import atomic_dir, check_writable, write_csv, write_json, write_text
+    from ehrjudge.scoring.probes import check_probe_inputs, markdown_table, run_probes
     from ehrjudge.scoring.realism import ScoreConfig
 
     score_config = load_config(ScoreConfig, config, ctx.args)
-    reference_cohort, holdout_cohort = Cohort.load(reference), Cohort.load(holdout)
+    check_writable(out / "probes.json", "probe output folder")
+    reference_cohort, holdout_cohort = _load_cohorts(reference, holdout)
+    with about_file(holdout):  # checked before a judge is loaded
+        check_probe_inputs(reference_cohort, holdout_cohort)
     scorers = {"judge": _judge_scorer(judge, reference, reference_cohort.schema)} if judge is not None else None
     records, table = run_probes(reference_cohort, holdout_cohort, score_config, n, seed, scorers)
     markdown = markdown_table(table)

@@ -92,16 +92,21 @@ def rule_violators(rows: np.ndarray, schema: Schema, rng: np.random.Generator) -
     return np.stack(violators), np.stack(originals)
 
 
+def check_probe_inputs(reference: Cohort, holdout: Cohort) -> None:
+    """The holdout has the reference's columns and enough patients for two calibration halves."""
+    if reference.schema.names != holdout.schema.names:
+        raise InputError("holdout cohort columns differ from the reference")
+    if len(holdout) < 4:
+        raise InputError(f"the holdout has {len(holdout)} patients; probes need at least 4 (two per half)")
+
+
 def run_probes(reference: Cohort, holdout: Cohort, config: ScoreConfig, n: int, seed: int,
                scorers: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None
                ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-record scores, probe table). Cross-fitted: the holdout is split in two halves; probes built from one half
     are scored by the hardened and seed scores calibrated on the other, so no held-out patient calibrates its own
     score. `scorers` adds name -> f(records) -> scores (a judge), called on the same records."""
-    if reference.schema.names != holdout.schema.names:
-        raise InputError("holdout cohort columns differ from the reference")
-    if len(holdout) < 4:
-        raise InputError(f"the holdout has {len(holdout)} patients; probes need at least 4 (two per half)")
+    check_probe_inputs(reference, holdout)
     matrix, held_out = reference.matrix(), holdout.matrix()
     order = np.random.default_rng([seed, 7]).permutation(len(held_out))
     halves = np.array_split(order, 2)
