@@ -11,7 +11,7 @@ from ehrjudge.cli.app import app
 from ehrjudge.errors import EhrJudgeError
 
 # One module per pipeline area; each registers its commands on `app` when imported.
-COMMAND_MODULES = ["cohort", "scoring", "synth", "judge", "train", "pipeline"]
+COMMAND_MODULES = ["cohort", "scoring", "synth", "judge", "train", "pipeline", "generator"]
 for _name in COMMAND_MODULES:
     importlib.import_module(f"ehrjudge.cli.{_name}")
 

@@ -38,14 +38,14 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} .muted{col
 """
 
 
-def _png(fig) -> str:
+def png_img(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-def _table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+def html_table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     def cell(value):
         if isinstance(value, float):
             return "" if np.isnan(value) else floatfmt.format(value)
@@ -67,7 +67,7 @@ def _cohort_section(run: Path) -> str:
              f'<div class="card"><b>{len(names)}</b> feature columns</div>'
              f'<div class="card"><b>{(values == 0).mean():.1%}</b> zeros (sparsity)</div>'
              f'<div class="card">source: <b>{html.escape(str(schema.get("source")))}</b></div></div>')
-    group_table = _table(groups.rename_axis("group").reset_index(name="columns"))
+    group_table = html_table(groups.rename_axis("group").reset_index(name="columns"))
     return f"<h2>Reference cohort</h2>{cards}{group_table}"
 
 
@@ -84,7 +84,7 @@ def _dataset_section(run: Path) -> str:
     mix = pd.concat([f.assign(split=s) for s, f in frames.items()])
     table = (mix.groupby(["generator", "split"]).size().unstack(fill_value=0)
              .join(mix.groupby("generator")["realism_score"].mean().rename("mean score")).reset_index())
-    return f"<h2>Synthetic records and score histograms</h2>{_png(fig)}{_table(table)}"
+    return f"<h2>Synthetic records and score histograms</h2>{png_img(fig)}{html_table(table)}"
 
 
 def _suite_section(run: Path) -> str:
@@ -104,7 +104,7 @@ def _suite_section(run: Path) -> str:
                 value = "n/a"
             rows.setdefault(label, {})[generator] = value
     frame = pd.DataFrame(rows).T.reset_index().rename(columns={"index": "metric (↑ higher / ↓ lower is better)"})
-    return f"<h2>Dataset-level evaluation suite per generator</h2>{_table(frame)}"
+    return f"<h2>Dataset-level evaluation suite per generator</h2>{html_table(frame)}"
 
 
 def _probes_section(run: Path) -> str:
@@ -115,7 +115,7 @@ def _probes_section(run: Path) -> str:
     shown = ["probe", "kind", "n"] + [c for c in table.columns if c.endswith(("_mean", "_max"))]
     note = ("<p>Adversarial probes of the reward (scoring/probes.py): a sound score gives every <em>hack</em> probe "
             "at most 3; real held-out patients are cross-fitted (calibrated on the other half of the holdout).</p>")
-    return f"<h2>Reward probes: hardened vs seed score vs trained judge</h2>{note}{_table(table[shown], '{:.2f}')}"
+    return f"<h2>Reward probes: hardened vs seed score vs trained judge</h2>{note}{html_table(table[shown], '{:.2f}')}"
 
 
 def _agreement_section(run: Path, summary: dict) -> str:
@@ -141,7 +141,7 @@ def _agreement_section(run: Path, summary: dict) -> str:
         if true:
             rows.insert(0, {"scorer": "verifiable score", "mean": true["mean"], "std": true["std"],
                             "records/s": _rate(true.get("records_per_second"))})
-        parts.append(f"<h3>{split}</h3>{_table(pd.DataFrame(rows))}")
+        parts.append(f"<h3>{split}</h3>{html_table(pd.DataFrame(rows))}")
         predictions = run / "evaluation" / f"{split}.parquet"
         if predictions.exists():
             parts.append(_scatter_and_confusion(pd.read_parquet(predictions), split))
@@ -178,7 +178,7 @@ def _scatter_and_confusion(frame: pd.DataFrame, split: str) -> str:
         ax.set_xlabel("verifiable score")
         ax.set_ylabel(f"{scorer} label")
         ax.set_title("confusion matrix")
-    return _png(fig)
+    return png_img(fig)
 
 
 def _real_record_ids(run: Path, split: str) -> set[str]:
@@ -207,7 +207,7 @@ def _disagreements(frame: pd.DataFrame, real_ids: set[str] = frozenset(), top: i
         worst = worst.assign(summary=worst["summary"].where(~real, WITHHELD))
     columns = [c for c in ("record_id", "generator", "realism_score", f"{scorer}_score", "gap", "summary")
                if c in worst.columns]
-    return f"<p>Largest disagreements of the {scorer} judge:</p>{_table(worst[columns])}"
+    return f"<p>Largest disagreements of the {scorer} judge:</p>{html_table(worst[columns])}"
 
 
 # The trainers' logged names (train/expected.py, reinforce.py, grpo.py): the exact expected reward, or the mean
@@ -236,7 +236,7 @@ def _training_section(run: Path) -> str:
         ax.set_xlabel("step")
     ablation = run / "ablation" / "table.md"
     extra = f"<h3>Ablations</h3><pre>{html.escape(ablation.read_text())}</pre>" if ablation.exists() else ""
-    return f"<h2>Training curves</h2>{_png(fig)}{extra}"
+    return f"<h2>Training curves</h2>{png_img(fig)}{extra}"
 
 
 def _header_line(run: Path, summary: dict) -> str:
