@@ -18,6 +18,7 @@ a default run <= 30 min on 2 cores, with what a step costs (generation, reward, 
 from __future__ import annotations
 
 import argparse
+import logging
 import platform
 import shutil
 import sys
@@ -52,6 +53,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--work", type=Path, default=Path("runs/tune_bench"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     args, flags = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = load_config(TuneConfig, None, flags)
     runs, results = {}, {}
     start_all = time.perf_counter()

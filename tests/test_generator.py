@@ -4,13 +4,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from ehrjudge.cohort.schema import Cohort, FeatureSpec, Schema
 from ehrjudge.config import to_dict
 from ehrjudge.generator.config import TuneConfig
-from ehrjudge.generator.evaluate import with_failures
+from ehrjudge.generator.evaluate import SUITE_SHOWN, with_failures
 from ehrjudge.generator.grpo import advantages, grpo_loss
 from ehrjudge.generator.model import TunedGenerator, parse_completions
 from ehrjudge.generator.policy import PROMPT, add_lora, sample
@@ -162,6 +163,7 @@ def test_tune_generator_end_to_end_with_each_reward(tmp_path, cohort_dirs, rewar
     tuned, copula = summary["rows"]["tuned"], summary["rows"]["gaussian_copula"]
     assert tuned["records"] == 4 and tuned["parse_failure_rate"] == 1.0 and tuned["hardened_mean"] == 1.0
     assert "judge_mean" in copula and copula["parse_failure_rate"] == 0.0 and copula["distinct_rate"] > 0.9
+    assert set(SUITE_SHOWN) <= set(copula["suite"])  # the report's suite columns name real suite metrics
     assert summary["rl_steps"] == (0 if reward == "none" else 2)
     assert len(summary["history"]) == summary["rl_steps"]
     assert ("reward_mean" in tuned) == (reward != "none")
@@ -198,3 +200,32 @@ def test_reward_judge_without_a_judge_is_refused(tmp_path, cohort_dirs):
     with pytest.raises(InputError, match="--judge"):
         tune_generator(cohort_dirs / "reference", tmp_path / "run", TuneConfig(reward="judge"))
     assert not (tmp_path / "run").exists()
+
+
+def test_gate_refuses_a_generator_whose_completions_do_not_parse_and_registers_its_checkpoint(tmp_path, cohort_dirs,
+                                                                                              one_torch_thread):
+    import mlflow
+
+    from ehrjudge.errors import InputError
+    from ehrjudge.pipeline.gate import GateConfig, decide, register, run_gate
+
+    # Setup: a tuned generator folder from the tiny random policy (no completion parses)
+    policy_dir = save_tiny_judge(tmp_path / "policy", seed=2)
+    config = TuneConfig(reward="none", model=str(policy_dir), sft_steps=1, sft_batch_size=2, eval_records=2,
+                        eval_batch_size=2, max_new_tokens=6, tracking="none")
+    tune_generator(cohort_dirs / "reference", tmp_path / "run", config)
+    generator = tmp_path / "run" / "generator"
+    gate = GateConfig(records=3, registry_dir=str(tmp_path / "mlruns"), reference=str(cohort_dirs / "reference"))
+    # Run / Assert: sampling the checkpoint finds nothing to judge, and says so with the first reason
+    with pytest.raises(InputError, match="none of the 3 sampled completions parses") as error:
+        run_gate(str(_tiny_judge_folder(tmp_path / "judge")), None, "gen", gate, str(generator))
+    assert str(generator) in str(error.value)
+    # a parse-failure rate over the limit refuses whatever the judge says
+    assert decide(9.0, 0.0, gate, 3, parse_failure_rate=0.5).reasons == [
+        "parse-failure rate 0.500 exceeds the limit 0.050"]
+    # an accepted checkpoint is registered itself: the registered model samples new records from it
+    accepted = register(decide(9.0, 0.0, gate, 3), tmp_path / "unused.parquet", "tuned-x", gate, {}, generator)
+    assert accepted.version == "1"
+    sampled = mlflow.pyfunc.load_model("models:/tuned-x/1").predict(pd.DataFrame({"n": [2], "seed": [0]}))
+    assert list(sampled.columns) == ["record_id", "generator", *Cohort.load(cohort_dirs / "reference").schema.names]
+    assert len(sampled) == 0  # the tiny policy's completions do not parse; they are dropped, not invented

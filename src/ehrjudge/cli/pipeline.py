@@ -40,13 +40,16 @@ def report_command(
 def gate_command(
     ctx: typer.Context,
     judge: Path = typer.Option(..., "--judge", help="trained judge checkpoint folder"),
-    synthetic: Path = typer.Option(..., "--synthetic", help="the generator's records (parquet)"),
+    synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="the generator's records (parquet)"),
+    generator: Optional[Path] = typer.Option(None, "--generator", help="a tuned generator folder (tune-generator's "
+                                             "generator/): sampled, judged, and registered itself if it passes"),
     name: str = typer.Option(..., "--name", help="registered model name for the generator"),
     threshold: Optional[float] = typer.Option(None, help="minimum mean judge score (default 6.0)"),
     reference: Optional[Path] = typer.Option(None, help="reference cohort for the near-copy check"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with GateConfig settings"),
 ):
-    """Score a generator's output with the trained judge; register it in MLflow only if it passes."""
+    """Score a generator's output (a record set, or records sampled from a tuned generator checkpoint) with the
+    trained judge; register it in MLflow only if it passes."""
     from ehrjudge.config import load_config
     from ehrjudge.pipeline.gate import GateConfig, run_gate
 
@@ -56,7 +59,9 @@ def gate_command(
     if reference is not None:
         flags += ["--reference", str(reference)]
     cfg = load_config(GateConfig, config, flags)
-    decision = run_gate(str(judge), str(synthetic), name, cfg)
+    decision = run_gate(str(judge), synthetic and str(synthetic), name, cfg, generator and str(generator))
+    if generator is not None:
+        typer.echo(f"parse-failure rate {decision.parse_failure_rate:.3f} (limit {cfg.max_parse_failure_rate:.3f})")
     typer.echo(f"mean judge score {decision.mean_judge_score:.2f} ({cfg.score}; threshold {cfg.threshold:.2f}); "
                f"near-copy rate {decision.near_copy_rate:.3f} (limit {cfg.max_near_copy_rate:.3f}); "
                f"{decision.n_records} records")

@@ -21,8 +21,8 @@ from ehrjudge.cohort.schema import Cohort
 from ehrjudge.generator.model import Samples
 
 # Suite metrics shown in the report's table (all of them are in summary.json).
-SUITE_SHOWN = ["dimension/mean_abs_diff", "correlation/distance", "sparsity/nzc_coverage", "detection/auc",
-               "realism/near_copy_rate", "privacy/membership_auc", "efficacy/tstr_auroc"]
+SUITE_SHOWN = ["dimension/mean_abs_diff", "correlation/frobenius_distance", "sparsity/nzc_coverage",
+               "detection/logistic_auc", "realism/near_copy_rate", "privacy/membership_auc", "efficacy/tstr_auroc"]
 
 
 def with_failures(values: np.ndarray, samples: Samples, failure_value: float) -> np.ndarray:

@@ -6,6 +6,11 @@ the judge (mean expected score must reach `threshold`) and by the verifiable sco
 under `max_near_copy_rate`: a generator that copies real records leaks privacy however realistic it
 looks). An accepted set is logged to MLflow and registered as a new version of model `name`, a
 pyfunc that samples records from it; a refused set is logged with the reasons and registers nothing.
+
+A tuned generator (`ehrjudge tune-generator`'s generator/ folder) is gated on `records` completions sampled from
+its checkpoint: the completions that do not parse count against it (`max_parse_failure_rate`), the parsed ones are
+judged as a set would be, and an accepted checkpoint itself is registered (a pyfunc that samples new records),
+not only the records it was judged on.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ class GateConfig:
     max_near_copy_rate: float = option(0.05, "maximum share of records flagged as near-copies of real patients")
     reference: str | None = option(None, "reference cohort dir for the near-copy check (default: the judge's dataset reference)")
     batch_size: int = option(16, "judge batch size")
+    records: int = option(256, "completions sampled from a --generator checkpoint to gate it")
+    seed: int = option(0, "sampling seed of a --generator checkpoint")
+    max_parse_failure_rate: float = option(0.05, "maximum share of a --generator's completions that do not parse")
     tracking_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite in --registry-dir)")
     registry_dir: str = option("mlruns", "folder of the local MLflow store when no tracking URI is set")
     experiment: str = option("ehrjudge-gate", "MLflow experiment for gate decisions")
@@ -48,16 +56,22 @@ class GateDecision:
     near_copy_rate: float
     n_records: int
     version: str | None = None  # registered model version when accepted
+    parse_failure_rate: float = 0.0  # a tuned generator's completions that did not parse (0 for a record set)
 
 
-def decide(mean_judge_score: float, near_copy_rate: float, config: GateConfig, n_records: int) -> GateDecision:
+def decide(mean_judge_score: float, near_copy_rate: float, config: GateConfig, n_records: int,
+           parse_failure_rate: float = 0.0) -> GateDecision:
     """Pure decision rule, separate from scoring and registration so it can be tested by itself."""
     reasons = []
+    if parse_failure_rate > config.max_parse_failure_rate:
+        reasons.append(f"parse-failure rate {parse_failure_rate:.3f} exceeds the limit "
+                       f"{config.max_parse_failure_rate:.3f}")
     if mean_judge_score < config.threshold:
         reasons.append(f"mean judge score {mean_judge_score:.2f} is below the threshold {config.threshold:.2f}")
     if near_copy_rate > config.max_near_copy_rate:
         reasons.append(f"near-copy rate {near_copy_rate:.3f} exceeds the limit {config.max_near_copy_rate:.3f}")
-    return GateDecision(not reasons, reasons, mean_judge_score, near_copy_rate, n_records)
+    return GateDecision(not reasons, reasons, mean_judge_score, near_copy_rate, n_records,
+                        parse_failure_rate=parse_failure_rate)
 
 
 def find_reference(judge_dir: Path, config: GateConfig) -> tuple[Path, Path | None]:
@@ -115,11 +129,13 @@ def dataset_score_config(reference_dir: Path):
     return config_from_dict(ScoreConfig, section) if section else None
 
 
-def register(decision: GateDecision, synthetic: Path, name: str, config: GateConfig, details: dict) -> GateDecision:
-    """Log the decision to MLflow; register the synthetic set as a new model version if accepted."""
+def register(decision: GateDecision, synthetic: Path, name: str, config: GateConfig, details: dict,
+             generator: Path | None = None) -> GateDecision:
+    """Log the decision to MLflow; if accepted, register a new model version: the tuned `generator` checkpoint
+    when given (its pyfunc samples new records), else the synthetic set (its pyfunc resamples the set)."""
     import mlflow
 
-    from ehrjudge.pipeline.sampler import SyntheticSampler
+    from ehrjudge.pipeline.sampler import SyntheticSampler, TunedGeneratorModel
     from ehrjudge.tracking import setup_mlflow
 
     setup_mlflow(config.registry_dir, config.experiment, config.tracking_uri)
@@ -128,36 +144,68 @@ def register(decision: GateDecision, synthetic: Path, name: str, config: GateCon
         mlflow.log_metrics({"gate/mean_judge_score": decision.mean_judge_score,
                             "gate/near_copy_rate": decision.near_copy_rate,
                             "gate/n_records": decision.n_records,
+                         "gate/parse_failure_rate": decision.parse_failure_rate,
                             "gate/accepted": float(decision.accepted)})
         mlflow.set_tags({"gate.name": name, "gate.accepted": str(decision.accepted),
                          "gate.reasons": "; ".join(decision.reasons) or "none"})
         mlflow.log_dict({**dataclasses.asdict(decision), **details}, "gate_decision.json")
         if not decision.accepted:
             return decision
-        staging = Path(tempfile.mkdtemp(prefix="ehrjudge-gate-"))
-        try:
-            data = staging / synthetic.name
-            shutil.copy2(synthetic, data)
-            info = mlflow.pyfunc.log_model(name="generator", python_model=SyntheticSampler(),
-                                           artifacts={"records": str(data)})
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        if generator is not None:
+            info = mlflow.pyfunc.log_model(name="generator", python_model=TunedGeneratorModel(),
+                                           artifacts={"generator": str(generator)})
+        else:
+            staging = Path(tempfile.mkdtemp(prefix="ehrjudge-gate-"))
+            try:
+                data = staging / synthetic.name
+                shutil.copy2(synthetic, data)
+                info = mlflow.pyfunc.log_model(name="generator", python_model=SyntheticSampler(),
+                                               artifacts={"records": str(data)})
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         version = mlflow.register_model(info.model_uri, name, tags={"gate.run_id": run.info.run_id})
     return dataclasses.replace(decision, version=str(version.version))
 
 
-def run_gate(judge: str, synthetic: str, name: str, config: GateConfig) -> GateDecision:
-    synthetic_path = Path(synthetic)
+def sample_generator(generator: Path, out: Path, config: GateConfig) -> float:
+    """Sample `config.records` completions of a tuned generator checkpoint into OUT (parquet, parsed records);
+    the share that did not parse."""
+    from ehrjudge.generator.model import TunedGenerator
+    from ehrjudge.io import write_parquet
+
+    samples = TunedGenerator.load(generator).sample(config.records, seed=config.seed, name="gated")
+    if samples.parsed.sum() == 0:
+        raise InputError(f"none of the {config.records} sampled completions parses as a record "
+                         f"(first reason: {samples.failures[0]})", file=generator)
+    write_parquet(out, samples.records)
+    return samples.failure_rate
+
+
+def run_gate(judge: str, synthetic: str | None, name: str, config: GateConfig,
+             generator: str | None = None) -> GateDecision:
+    """Gate a record set (`synthetic`, parquet) or a tuned generator checkpoint (`generator`, a folder)."""
+    if (synthetic is None) == (generator is None):
+        raise InputError("gate takes one of --synthetic (records) or --generator (a tuned generator folder)")
     calibration = saved_calibration(judge)  # before judging every record: a missing one fails at once
     if config.score == "calibrated" and calibration is None:
         raise InputError("score: calibrated, but the judge has no calibration.json", file=Path(judge))
+    if generator is None:
+        return _gate_records(judge, Path(synthetic), name, config, calibration)
+    with tempfile.TemporaryDirectory(prefix="ehrjudge-gate-") as staging:
+        records = Path(staging) / "sampled.parquet"
+        failure_rate = sample_generator(Path(generator), records, config)
+        return _gate_records(judge, records, name, config, calibration, Path(generator), failure_rate)
+
+
+def _gate_records(judge: str, synthetic_path: Path, name: str, config: GateConfig, calibration,
+                  generator: Path | None = None, parse_failure_rate: float = 0.0) -> GateDecision:
     judged, verifiable = score_synthetic(judge, synthetic_path, config)
     calibrated = calibration(judged["expected_score"].to_numpy()) if calibration is not None else None
     mean_score = float(judged["expected_score"].mean() if config.score == "expected" else calibrated.mean())
     near_copy_rate = float(verifiable["near_copy"].mean())
-    decision = decide(mean_score, near_copy_rate, config, len(judged))
-    details = {"judge": str(judge), "synthetic": str(synthetic_path),
+    decision = decide(mean_score, near_copy_rate, config, len(judged), parse_failure_rate)
+    details = {"judge": str(judge), "synthetic": str(generator or synthetic_path),
                "mean_realism_score": float(verifiable["realism_score"].mean()), "score": config.score,
                "mean_expected_score": float(judged["expected_score"].mean()),
                "mean_calibrated_score": None if calibrated is None else float(calibrated.mean())}
-    return register(decision, synthetic_path, name, config, details)
+    return register(decision, synthetic_path, name, config, details, generator)
