@@ -33,6 +33,7 @@ from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Cohort
 from ehrjudge.config import load_config, to_dict
 from ehrjudge.judge.prompt import PromptConfig
+from ehrjudge.judge.forward import token_positions
 from ehrjudge.judge.labels import LabelScorer
 from ehrjudge.judge.model import load_judge
 from ehrjudge.judge.scoring import record_prompts
@@ -77,7 +78,7 @@ def timed_scoring(model, scorer, prompts, batch_size, reuse_prefix, repeats) -> 
 def continuation_share(model, scorer, prompts, repeats: int) -> dict:
     """Time of the full scoring vs the prompt forward alone (logits_to_keep=1, cache on)."""
     batch = scorer.encode(prompts, "cpu")
-    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    positions = token_positions(batch["attention_mask"])
     forward, full = [], []
     with torch.no_grad():
         for _ in range(repeats):

@@ -23,7 +23,8 @@ def test_train_defaults_are_the_default_profile_and_the_shipped_yaml():
     from_profile = load_config(RunConfig, None, None, base=PROFILES["default"]).train
     # Assert
     assert from_yaml == defaults and from_profile == defaults
-    assert (defaults.learning_rate, defaults.kl_coef, defaults.max_steps) == (2e-3, 0.05, 550)
+    assert (defaults.learning_rate, defaults.kl_coef, defaults.max_steps) == (2e-3, 0.05, 256)
+    assert defaults.max_wall_minutes == 0  # the wall-clock safety stop is off unless asked for
     assert defaults.prompt.record_format == "deviations" and defaults.prompt.max_record_tokens == 128
 
 
@@ -42,6 +43,34 @@ def test_one_realism_score_for_dataset_and_suite(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(settings))
     assert load_config(RunConfig, path) == cfg
+
+
+def test_the_run_score_labels_the_dataset_and_reaches_the_gate(tmp_path):
+    # Setup: a toy cohort and a run whose one score is not the default
+    import numpy as np
+    import pandas as pd
+
+    from ehrjudge.cohort.schema import Cohort
+    from ehrjudge.pipeline.gate import dataset_score_config
+    from ehrjudge.pipeline.run import build_dataset_stage
+    from ehrjudge.scoring.realism import score_records
+    from ehrjudge.synth.toy import toy_cohort
+
+    toy_cohort(200, seed=0).save(tmp_path / "cohort")
+    cfg = load_config(RunConfig, None, ["--score.k", "3", "--score.definition", "seed", "--dataset.size", "150"])
+    # Run
+    build_dataset_stage(cfg, tmp_path / "cohort", tmp_path / "dataset")
+    # Assert: the labels are the run's score, recomputed independently, not the default score's
+    dataset = tmp_path / "dataset"
+    records = pd.read_parquet(dataset / "test.parquet")
+    reference, holdout = Cohort.load(dataset / "reference"), Cohort.load(dataset / "holdout")
+    features = records[["record_id", *reference.schema.names]]
+    run_score = score_records(reference, features, cfg.score, holdout)["realism_score"].to_numpy()
+    default_score = score_records(reference, features, ScoreConfig(), holdout)["realism_score"].to_numpy()
+    np.testing.assert_array_equal(records["realism_score"].to_numpy(), run_score)
+    assert not np.array_equal(run_score, default_score)
+    # the gate reads the score the dataset was labelled with
+    assert dataset_score_config(dataset / "reference") == cfg.score
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -177,6 +177,8 @@ def test_wall_cap_is_a_reported_safety_stop(dataset, tmp_path, caplog):
     assert summary["steps"] < summary["budget_steps"] == 6
     assert "safety stop" in caplog.text and "not reproducible" in caplog.text
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["wall_cap_fired"] is True
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in history if line.get("train/wall_cap_fired") == 1.0] == [summary["steps"]]
 
 
 def test_epochs_end_the_run_when_they_come_before_max_steps(dataset, tmp_path):

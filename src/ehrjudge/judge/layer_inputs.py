@@ -3,10 +3,11 @@
 A judge trained with `train_layers = L` (LoRA or full fine-tuning of the top L layers) computes exactly what its
 base model computes below layer K = n_layers - L. So once the base model has judged a set of prompts (the
 pipeline's zero-shot stage), the trained judge needs only layers K.. + norm + lm_head on the kept inputs
-(train.policy.judge_from_layer_inputs): 4 of 30 layers for SmolLM2-135M with the default train_layers 4.
+(judge.scoring.judge_from_layer_inputs, which runs judge.forward.upper_sequence_log_probs): 4 of 30 layers for
+SmolLM2-135M with the default train_layers 4.
 
 What is kept per prompt: layer K's input for its own tokens (after the prompt prefix shared by all prompts, held
-once) and for the label-trie tokens of the two-step scoring (judge.labels). The inputs fit a model only when
+once) and for the label-trie tokens of the two-step scoring (judge.forward). The inputs fit a model only when
 `weights_sha` (a SHA-256 over the model config and every tensor the lower layers read: embeddings, layers < K,
 rotary buffers), the label-trie tokens and each prompt's token ids match; `mismatch` says why not, and the
 caller then runs the whole model.
@@ -14,7 +15,6 @@ caller then runs the whole model.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,32 +25,7 @@ import torch
 
 from ehrjudge.errors import InputError
 from ehrjudge.io import atomic_file
-
-
-def base_causal_lm(model):
-    """The underlying *ForCausalLM of a plain or PEFT-wrapped model."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-@contextlib.contextmanager
-def captured_inputs(layer):
-    """Collect the hidden-state input of every forward call of `layer` (detached) while the context is open."""
-    captured: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(
-        lambda module, args, kwargs: captured.append((args[0] if args else kwargs["hidden_states"]).detach()),
-        with_kwargs=True)
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
-def split_rows(prompt_hidden: torch.Tensor, trie_hidden: torch.Tensor, own_lengths: list[int]):
-    """Per row of a left-padded two-step pass, (B, T, H) and (B, N, H): its own tokens' inputs (T_i, H), the last
-    `own_lengths[row]` positions, and its trie tokens' inputs (N, H); both cloned off the batch tensors."""
-    return [(prompt_hidden[row, prompt_hidden.shape[1] - n:].clone(), trie_hidden[row].clone())
-            for row, n in enumerate(own_lengths)]
-
+from ehrjudge.judge.forward import base_causal_lm
 
 # Config entries that do not change what the layers compute (paths, versions, output switches).
 CONFIG_IGNORED = {"transformers_version", "architectures", "use_cache", "return_dict", "output_attentions",
@@ -85,7 +60,7 @@ class LayerInputs:
 
     layer: int
     weights_sha: str  # lower_weights_sha of the model that produced them
-    trie_tokens: list[int]  # the label-trie's input tokens (judge.labels.LabelTrie.node_tokens), in node order
+    trie_tokens: list[int]  # the label-trie's input tokens (judge.forward.LabelTrie.node_tokens), in node order
     prompt_keys: list[str]  # prompt_key of each prompt's full token ids
     own: list[torch.Tensor]  # (T_i, H): prompt i's tokens after the shared prefix
     trie: list[torch.Tensor]  # (N, H): the label-trie tokens of prompt i

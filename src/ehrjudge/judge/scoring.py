@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
@@ -17,9 +16,9 @@ from ehrjudge.cohort.schema import Schema
 from ehrjudge.cohort.text import record_to_text
 from ehrjudge.config import option, save_config
 from ehrjudge.errors import InputError
+from ehrjudge.judge.forward import decoder_layers, upper_sequence_log_probs
 from ehrjudge.judge.labels import LABELS, LabelScorer
-from ehrjudge.judge.layer_inputs import (LayerCapture, LayerInputs, base_causal_lm, captured_inputs,
-                                        lower_weights_sha, prompt_key, split_rows)
+from ehrjudge.judge.layer_inputs import LayerCapture, LayerInputs, lower_weights_sha, prompt_key
 from ehrjudge.judge.prompt import PromptConfig, build_prompt, resolved_chat_template
 
 log = logging.getLogger(__name__)
@@ -103,19 +102,8 @@ def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reu
     """
     scorer = LabelScorer(tokenizer)
     ids = scorer.tokenize(prompts)
-    layers = base_causal_lm(model).model.layers
-    kept = None if capture is None else capture.resolved(len(layers))
-    layer = None if kept is None else layers[kept]
-
-    def watch():
-        return captured_inputs(layer) if layer is not None else contextlib.nullcontext([])
-
-    prefix, prefix_hidden = None, None
-    if reuse_prefix and len(prompts) > 1:
-        with watch() as seen:
-            prefix = scorer.shared_prefix(model, prompts)
-        prefix_hidden = seen[0][0].cpu().clone() if layer is not None else None  # (P, H)
-    skip = len(prefix.token_ids) if prefix is not None else 0
+    kept = None if capture is None else capture.resolved(len(decoder_layers(model)))
+    prefix = scorer.shared_prefix(model, prompts, kept) if reuse_prefix and len(prompts) > 1 else None
     lengths = [len(x) for x in ids]
     order = np.argsort(lengths, kind="stable")
     out = np.empty((len(prompts), len(LABELS)), dtype=np.float64)
@@ -125,20 +113,48 @@ def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reu
     with torch.no_grad():
         for index in progress_batches(order, batch_size, description):
             batch = [prompts[i] for i in index]
-            with watch() as seen:
-                out[index] = scorer.log_probs(model, batch, prefix=prefix).double().cpu().numpy()
-            if layer is not None:
-                # Scoring without grad is two-step: the prompt forward (B, T, H), then the trie step (B, N, H).
-                prompt_hidden, trie_hidden = seen
-                rows = split_rows(prompt_hidden.cpu(), trie_hidden.cpu(), [lengths[i] - skip for i in index])
+            if kept is None:
+                log_probs = scorer.log_probs(model, batch, prefix=prefix)
+            else:
+                log_probs, rows = scorer.log_probs_and_inputs(model, batch, kept, prefix)
                 for i, (own_inputs, trie_inputs) in zip(index, rows):
-                    own[i], trie[i] = own_inputs, trie_inputs
+                    own[i], trie[i] = own_inputs.cpu(), trie_inputs.cpu()
+            out[index] = log_probs.double().cpu().numpy()
     elapsed = time.perf_counter() - start
     log.info("judged %d prompts (mean %.0f tokens) in %.1f s: %.2f records/s", len(prompts), np.mean(lengths),
              elapsed, len(prompts) / max(elapsed, 1e-9))
     if capture is not None:
+        prefix_inputs = None if prefix is None else prefix.layer_input.cpu()  # (P, H)
         capture.result = LayerInputs(kept, lower_weights_sha(model, kept), list(scorer.trie.node_tokens),
-                                     [prompt_key(x) for x in ids], own, trie, prefix_hidden)
+                                     [prompt_key(x) for x in ids], own, trie, prefix_inputs)
+    return out
+
+
+def judge_from_layer_inputs(model, tokenizer, prompts: list[str], inputs: LayerInputs, batch_size: int = 16,
+                            description: str = "judging (upper layers)") -> np.ndarray | None:
+    """(N, 10) label log-probs of `model` on `prompts`, running only layers inputs.layer.. on saved inputs.
+
+    None (the reason logged) when the inputs do not fit: other prompts, or other weights below that layer.
+    Same numbers as judge_prompts on the whole model, up to float rounding (tests/test_layer_inputs.py).
+    """
+    scorer = LabelScorer(tokenizer)
+    token_ids = scorer.tokenize(prompts)
+    why = inputs.mismatch(model, token_ids, scorer.trie.node_tokens)
+    if why is not None:
+        log.warning("saved layer-%d inputs not used (%s): running the whole model", inputs.layer, why)
+        return None
+    saved = {key: j for j, key in enumerate(inputs.prompt_keys)}
+    rows = [(inputs.own[j], inputs.trie[j]) for j in (saved[prompt_key(ids)] for ids in token_ids)]
+    order = np.argsort([len(x) for x in token_ids], kind="stable")
+    out = np.empty((len(prompts), len(LABELS)), dtype=np.float64)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for index in progress_batches(order, batch_size, description):
+            sums = upper_sequence_log_probs(model, inputs.layer, [rows[i] for i in index], scorer.trie, inputs.prefix)
+            out[index] = torch.log_softmax(sums, dim=-1).double().cpu().numpy()
+    elapsed = time.perf_counter() - start
+    log.info("judged %d prompts on layers %d.. in %.1f s: %.2f records/s", len(prompts), inputs.layer, elapsed,
+             len(prompts) / max(elapsed, 1e-9))
     return out
 
 

@@ -73,12 +73,10 @@ def run_settings(cfg: RunConfig) -> dict:
 
 # Profiles are partial RunConfig mappings applied before the YAML file and flags.
 PROFILES: dict[str, dict] = {
-    # TrainConfig's defaults (the measured best, docs/training.md), with a budget in steps: 550 steps of 8, what the
-    # earlier 26-minute wall cap reached on 2 AVX2 cores, so the same command trains the same judge on every
-    # machine; the 40-minute wall cap is only a safety stop (reported when it fires). Besides training, the
-    # simulation takes ~99 s, zero-shot judging of 798 records 9-11 min and the trained judge's evaluation ~1.5 min
-    # on 2 AVX2 cores (it runs only the 4 LoRA layers, on the zero-shot pass's saved layer-26 inputs;
-    # docs/pipeline.md). Every stage's own defaults are the default profile, so it overrides nothing.
+    # TrainConfig's defaults (the measured best, docs/training.md), with a budget in steps: 256 steps of 8 (two
+    # epochs of the 1,024-record subset), chosen so that the whole run fits 45 minutes on 2 AVX2 cores with the
+    # slowest stage times measured so far (docs/training.md, 'Step budget'); no wall cap, so the same command trains
+    # the same judge on every machine. Every stage's own defaults are the default profile, so it overrides nothing.
     "default": {},
     # <= 5 minutes on 2 cores: a small cohort and dataset, 32 zero-shot records over test + test_unseen, short
     # prompts, 8 training steps. What CI runs end to end; its figures show the wiring, not the judge's quality.
@@ -90,7 +88,6 @@ PROFILES: dict[str, dict] = {
         "suite": {"per_feature": False},
         "baseline": {"n_bootstrap": 200, "limit": 32},
         "train": {"max_steps": 8, "batch_size": 4, "val_records": 16, "eval_every": 4, "checkpoint_every": 4,
-                  "log_every": 2, "warmup_steps": 2, "max_wall_minutes": 10.0,
-                  "prompt": {"max_record_tokens": 48}},
+                  "log_every": 2, "warmup_steps": 2, "prompt": {"max_record_tokens": 48}},
     },
 }

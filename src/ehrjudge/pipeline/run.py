@@ -152,8 +152,7 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.layer_inputs import LayerInputs
     from ehrjudge.judge.prompt import build_prompt
-    from ehrjudge.judge.scoring import judge_prompts, record_texts, summarize_distribution
-    from ehrjudge.train.policy import judge_from_layer_inputs
+    from ehrjudge.judge.scoring import judge_from_layer_inputs, judge_prompts, record_texts, summarize_distribution
 
     splits = {}
     for split in EVAL_SPLITS:  # checked before any model is loaded

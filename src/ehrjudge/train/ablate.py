@@ -31,7 +31,7 @@ ADVANTAGES = {"reinforce": {"raw", "batch_mean", "normalized"}, "expected": {"ra
 
 def _small_base() -> TrainConfig:
     return TrainConfig(max_steps=40, train_records=320, val_records=96, eval_every=20, checkpoint_every=1000,
-                       max_wall_minutes=0, tracking="none")
+                       tracking="none")
 
 
 @dataclasses.dataclass

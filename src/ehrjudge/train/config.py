@@ -65,11 +65,13 @@ class TrainConfig:
     grad_accum: int = option(1, "micro-batches per optimizer step")
     # The budget is steps and epochs, so the same seed and config train the same judge on any machine.
     epochs: int = option(5, "at most this many passes over the training split")
-    max_steps: int = option(550, "at most this many optimizer steps (0 = no step cap: `epochs` alone set the "
-                                 "budget); 550 steps of 8 take ~26 min on 2 AVX2 cores")
-    max_wall_minutes: float = option(40.0, "safety stop, not a budget: stop (and checkpoint) after this much wall "
-                                           "time, logged as a warning and reported as stopped_by 'wall time' in "
-                                           "summary.json (a run it stops is not reproducible); 0 = none")
+    max_steps: int = option(256, "at most this many optimizer steps (0 = no step cap: `epochs` alone set the "
+                                 "budget); 256 = two epochs of the 1,024-record subset in batches of 8, so that "
+                                 "`make run` fits 45 min on 2 AVX2 cores (docs/training.md, 'Step budget')")
+    max_wall_minutes: float = option(0.0, "safety stop, not a budget (0 = off, the default): stop (and checkpoint) "
+                                          "after this much wall time; when it fires it is logged as a warning, "
+                                          "written to the history as train/wall_cap_fired and reported as "
+                                          "stopped_by 'wall time' in summary.json (such a run is not reproducible)")
     train_records: int = option(1024, "train on a seeded random subset of N records (0 = all); the frozen pass "
                                       "costs ~0.65 s a record on 2 AVX2 cores")
     val_records: int = option(0, "validate on a seeded random subset of N records (0 = all); best/ is chosen on "

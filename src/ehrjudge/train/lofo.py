@@ -51,7 +51,7 @@ NOT_A_FAMILY = ("holdout_real",)  # real held-out patients: the ceiling, always 
 
 def _fold_judge() -> TrainConfig:
     return TrainConfig(max_steps=60, eval_every=60, checkpoint_every=1000, val_records=0, train_records=0,
-                       max_wall_minutes=0, tracking="none", warmup_steps=5)  # lr, kl: TrainConfig's measured defaults
+                       tracking="none", warmup_steps=5)  # lr, kl: TrainConfig's measured defaults
 
 
 @dataclasses.dataclass

@@ -238,6 +238,8 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
         while progress.step < total_steps:
             if time.perf_counter() - started > wall_limit:
                 stopped_by = "wall time"
+                tracker.log({"train/wall_cap_fired": 1.0, "train/wall_minutes": (time.perf_counter() - started) / 60},
+                            progress.step)
                 log.warning("safety stop at step %d of %d: max_wall_minutes %.1f reached; the budget is %d steps, "
                             "so this run is not reproducible", progress.step, total_steps, config.max_wall_minutes,
                             total_steps)
