@@ -7,7 +7,7 @@ import pytest
 
 from ehrjudge import Judge, RealismScorer
 from ehrjudge.cohort.schema import Cohort
-from ehrjudge.errors import InputError
+from ehrjudge.errors import ConfigError, InputError
 from ehrjudge.scoring.realism import ScoreConfig, score_records
 
 FIXTURE = Path(__file__).parent / "fixtures" / "seed_score"
@@ -34,3 +34,46 @@ def test_judge_load_refuses_a_folder_without_its_prompt(tmp_path):
         Judge.load(folder, reference=FIXTURE / "reference")
     with pytest.raises(InputError, match="not found"):
         Judge.load(tmp_path / "missing", reference=FIXTURE / "reference")
+
+
+def test_readme_python_api_example_runs_verbatim(tiny_trained_judge, tmp_path, monkeypatch, capsys):
+    # Setup: a runs/default laid out as `ehrjudge run` writes it, holding the tiny trained judge
+    import re
+    import shutil
+
+    from ehrjudge.train.tiny import tiny_dataset
+
+    run = tmp_path / "runs" / "default"
+    shutil.copytree(tiny_trained_judge / "dataset", run / "dataset")
+    shutil.copytree(tiny_dataset(tmp_path / "other", seed=1) / "reference", run / "dataset" / "holdout")
+    shutil.copytree(tiny_trained_judge / "run" / "best", run / "judge")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    # Run
+    exec(example, namespace)
+    # Assert: the verifiable score as score_records computes it, the judge as loaded from where it was trained
+    records, truth, judged = namespace["records"], namespace["truth"], namespace["judged"]
+    expected_truth = score_records(Cohort.load(run / "dataset" / "reference"),
+                                   records.drop(columns=["generator", "strength", "realism_score"]), ScoreConfig(),
+                                   Cohort.load(run / "dataset" / "holdout"))
+    pd.testing.assert_frame_equal(truth, expected_truth)
+    pd.testing.assert_frame_equal(judged, Judge.load(tiny_trained_judge / "run" / "best").score(records))
+    assert judged.columns.tolist()[:3] == ["record_id", "judge_score", "expected_score"]
+    assert "realism_score" in capsys.readouterr().out
+
+
+def test_realism_scorer_definition_selects_the_seed_score():
+    # Setup
+    records = pd.read_csv(FIXTURE / "synthetic.csv", dtype={"record_id": str})
+    reference, holdout = Cohort.load(FIXTURE / "reference"), Cohort.load(FIXTURE / "holdout")
+    # Run
+    seed = RealismScorer.from_cohorts(FIXTURE / "reference", FIXTURE / "holdout", definition="seed").score(records)
+    # Assert
+    expected = score_records(reference, records.drop(columns=["generator", "strength"]),
+                             ScoreConfig(definition="seed"), holdout)
+    pd.testing.assert_frame_equal(seed, expected)
+    assert "caps" not in seed.columns
+    with pytest.raises(ConfigError, match="definition"):
+        RealismScorer.from_cohorts(FIXTURE / "reference", definition="sead")

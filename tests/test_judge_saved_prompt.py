@@ -47,3 +47,18 @@ def test_judge_cli_uses_the_trained_prompt_unless_one_is_set(tmp_path):
     assert chosen.prompt.record_format == "deviations" and chosen.prompt.max_record_tokens == 96
     assert overridden is config  # an explicit prompt setting wins
     assert with_trained_prompt(JudgeConfig(), None, {}).prompt == PromptConfig()  # the default model: no change
+
+
+def test_judge_cli_refuses_a_trained_folder_without_its_prompt(tmp_path):
+    import pytest
+
+    from ehrjudge.errors import InputError
+
+    # Setup: an adapter folder with no ehrjudge.json and no training config.yaml beside or above it
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    # Run / Assert
+    with pytest.raises(InputError, match="records no prompt"):
+        with_trained_prompt(JudgeConfig(model=str(tmp_path / "adapter")), None, {})
+    explicit = {"model": str(tmp_path / "adapter"), "prompt": {"record_format": "csv"}}
+    assert with_trained_prompt(JudgeConfig(model=str(tmp_path / "adapter")), None, explicit).model.endswith("adapter")

@@ -185,7 +185,7 @@ def test_readme_python_example_runs_on_the_quick_run(quick_run, capsys):
 
     root, _ = quick_run
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    example = re.search(r"## From Python\n\n```python\n(.*?)```", readme, re.S).group(1)
+    example = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
     namespace: dict = {}
     # Run
     exec(example.replace("runs/default", str(root / "run")), namespace)

@@ -1,7 +1,8 @@
-"""The gate's decision rule and its MLflow registration (real local SQLite store)."""
+"""The gate's decision rule and its MLflow registration of generators and judges (real local SQLite store)."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from ehrjudge.pipeline.gate import GateConfig, decide, register
 
@@ -49,3 +50,37 @@ def test_calibrated_gate_without_calibration_fails_before_judging(tmp_path):
     assert str(judge) in str(error.value)
     with pytest.raises(ConfigError, match="score"):
         load_config(GateConfig, None, ["--score", "median"])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_register_judge_makes_a_model_version_that_scores_records(tiny_trained_judge, tmp_path):
+    # Setup
+    import mlflow
+
+    from ehrjudge import Judge
+    from ehrjudge.pipeline.gate import register_judge
+
+    judge = tiny_trained_judge / "run" / "best"
+    records = pd.read_parquet(tiny_trained_judge / "dataset" / "test.parquet")
+    cfg = GateConfig(registry_dir=str(tmp_path / "mlruns"))
+    # Run
+    versions = [register_judge(judge, "judge-x", cfg), register_judge(judge, "judge-x", cfg)]
+    model = mlflow.pyfunc.load_model("models:/judge-x/2")
+    # Assert: a new version each time; the registered model scores as Judge.score does, from its own copy
+    assert versions == ["1", "2"]
+    pd.testing.assert_frame_equal(model.predict(records), Judge.load(judge).score(records))
+    run = mlflow.get_run(mlflow.MlflowClient().get_model_version("judge-x", "2").tags["judge.run_id"])
+    assert run.data.tags["judge.base_model"] == "tiny-llama" and "val/spearman" in run.data.metrics
+
+
+def test_register_judge_refuses_a_folder_that_is_not_self_contained(tmp_path):
+    from ehrjudge.errors import InputError
+    from ehrjudge.pipeline.gate import register_judge
+
+    # Setup: an older judge folder (its description names an absolute dataset path, format 1)
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "ehrjudge.json").write_text('{"dataset": "/somewhere/dataset", "prompt": {}}')
+    # Run / Assert
+    with pytest.raises(InputError, match="self-contained"):
+        register_judge(tmp_path / "judge", "judge-y", GateConfig(registry_dir=str(tmp_path / "mlruns")))
+    assert not (tmp_path / "mlruns").exists()

@@ -2,11 +2,12 @@
 
     from ehrjudge import Judge, RealismScorer
     truth = RealismScorer.from_cohorts("runs/default/dataset/reference", "runs/default/dataset/holdout").score(records)
-    judged = Judge.load("runs/default/train/judge", reference="runs/default/dataset/reference").score(records)
+    judged = Judge.load("runs/default/judge").score(records)
 
 `records` is a DataFrame with the reference schema's columns (and, optionally, record_id; other metadata or score
-columns are ignored). A trained judge reads the prompt it was trained with (saved beside it); a folder without a saved
-prompt is refused unless `prompt=` is given, so no judge silently scores with a prompt it never saw.
+columns are ignored). A trained judge folder carries the prompt it was trained with, its schema, reference statistics
+and calibration (judge/artifact.py); a folder without a saved prompt is refused unless `prompt=` is given, so no judge
+silently scores with a prompt it never saw.
 """
 
 from __future__ import annotations
@@ -59,37 +60,41 @@ class Judge:
     reference: object  # cohort.reference_stats.ReferenceStats
     calibration: object | None = None  # judge.calibration.Calibration
     batch_size: int = 8
+    reuse_prefix: bool = True  # run the prompt prefix shared by all records once (judge.scoring.judge_prompts)
+    folder: Path | None = None  # the judge folder it was loaded from
 
     @classmethod
-    def load(cls, path, reference, prompt=None, device: str = "auto", dtype: str = "auto",
+    def load(cls, path, reference=None, prompt=None, device: str = "auto", dtype: str = "auto",
              batch_size: int = 8) -> "Judge":
-        """The judge in folder `path` (ehrjudge run's train/judge, ehrjudge train's best/ or final/); `reference` is
-        the reference cohort folder whose statistics the prompt shows (a judge dataset's reference/)."""
-        from ehrjudge.cohort.reference_stats import ReferenceStats
-        from ehrjudge.judge.calibration import saved_calibration
+        """The judge in folder `path` (ehrjudge run's judge/, ehrjudge train's best/ or final/), with the prompt,
+        schema, reference statistics and calibration saved in it (judge/artifact.py). `reference` (a reference
+        cohort folder) is needed only by older folders that do not hold their statistics; `prompt` overrides the
+        saved prompt, and a folder without one is refused."""
+        from ehrjudge.judge.artifact import read_judge
         from ehrjudge.judge.model import load_judge
-        from ehrjudge.judge.prompt import saved_prompt
 
-        path = Path(path)
-        if not path.is_dir():
-            raise InputError("judge folder not found", file=path)
-        prompt = prompt or saved_prompt(path)
-        if prompt is None:
-            raise InputError("the judge folder records no prompt (ehrjudge.json or the training config.yaml); pass "
-                             "prompt= explicitly", file=path)
+        saved = read_judge(path, reference, prompt)  # every check before the weights load
         model, tokenizer = load_judge(str(path), device, dtype)
-        stats = ReferenceStats.from_dir(reference)
-        return cls(model, tokenizer, Schema.load(Path(reference) / "schema.json"), prompt, stats,
-                   saved_calibration(path), batch_size)
+        return cls(model, tokenizer, saved.schema, saved.prompt, saved.reference, saved.calibration, batch_size,
+                   folder=Path(path))
 
     def score(self, records: pd.DataFrame) -> pd.DataFrame:
-        """record_id, judge_score, expected_score, calibrated_score (when the judge saved a calibration), entropy,
-        p_1..p_10 per record, in input order."""
+        """One row per record, in input order: record_id, judge_score (argmax label), expected_score (sum k p_k),
+        calibrated_score (when the judge saved a calibration), entropy (nats), p_1..p_10."""
         from ehrjudge.judge.scoring import judge_records
 
         frame = _records(records, self.schema)
         scores = judge_records(self.model, self.tokenizer, frame, self.schema, self.prompt, self.batch_size,
-                               reference=self.reference)
+                               self.reuse_prefix, reference=self.reference)
         if self.calibration is not None:
             scores.insert(3, "calibrated_score", self.calibration(scores["expected_score"].to_numpy()))
         return scores
+
+    def export_merged(self, out) -> Path:
+        """Write the judge with its adapter merged into the base weights to `out`: loadable by plain transformers
+        (AutoModelForCausalLM.from_pretrained) and by Judge.load."""
+        from ehrjudge.judge.artifact import export_merged
+
+        if self.folder is None:
+            raise InputError("export_merged needs a judge loaded from a folder (Judge.load)")
+        return export_merged(self.folder, out)

@@ -28,13 +28,26 @@ def with_trained_prompt(judge_config, config_file: Optional[Path], overrides: di
 
     import yaml
 
+    from ehrjudge.errors import InputError
     from ehrjudge.judge.prompt import saved_prompt
 
     from_file = (yaml.safe_load(Path(config_file).read_text()) or {}) if config_file else {}
     if "prompt" in overrides or "prompt" in from_file:
         return judge_config
     trained = saved_with_judge(judge_config, saved_prompt)
+    unprompted = saved_with_judge(judge_config, _trained_folder) if trained is None else None
+    if unprompted is not None:  # no silent default prompt for a judge trained on another one
+        raise InputError("the trained judge folder records no prompt (ehrjudge.json or the training config.yaml): "
+                         "set the prompt it was trained with (--config or --prompt.* flags)", file=unprompted)
     return dataclasses.replace(judge_config, prompt=trained) if trained is not None else judge_config
+
+
+def _trained_folder(path):
+    """The folder itself when it holds a trained judge (a LoRA adapter or an ehrjudge judge folder), else None."""
+    from ehrjudge.judge.model import JUDGE_INFO
+
+    folder = Path(path)
+    return folder if (folder / "adapter_config.json").exists() or (folder / JUDGE_INFO).exists() else None
 
 
 def saved_with_judge(judge_config, lookup):
@@ -67,13 +80,14 @@ def judge_command(
 ) -> None:
     from rich.console import Console
 
+    from ehrjudge.api import Judge
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema
     from ehrjudge.config import load_config
     from ehrjudge.io import check_writable, write_csv
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
-    from ehrjudge.judge.scoring import JudgeConfig, judge_records, save_judge_config
+    from ehrjudge.judge.scoring import JudgeConfig, save_judge_config
 
     model = one_of(judge, model, "--judge", "--model")
     overrides = _overrides(ctx.args, model=model, adapter=adapter, batch_size=batch_size)
@@ -84,11 +98,10 @@ def judge_command(
     records = read_records(synthetic, schema)
     judge_model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,
                                         judge_config.adapter)
-    scores = judge_records(judge_model, tokenizer, records, schema, judge_config.prompt, judge_config.batch_size,
-                           judge_config.reuse_prefix, ReferenceStats.from_dir(reference))
+    # the trained judge's own calibration (an affine map fitted on its validation split) when it has one
     calibration = saved_with_judge(judge_config, saved_calibration)
-    if calibration is not None:  # the trained judge's own affine map, fitted on its validation split
-        scores.insert(3, "calibrated_score", calibration(scores["expected_score"].to_numpy()))
+    scores = Judge(judge_model, tokenizer, schema, judge_config.prompt, ReferenceStats.from_dir(reference), calibration,
+                   judge_config.batch_size, judge_config.reuse_prefix).score(records)
     write_csv(out, scores, float_format=FLOAT_FORMAT)
     save_judge_config(judge_config, tokenizer, out.with_suffix(".config.yaml"))
     console = Console()

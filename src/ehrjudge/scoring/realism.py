@@ -95,6 +95,7 @@ class ScoreConfig:
 
     def __post_init__(self):
         checks = [
+            (self.definition in ("hardened", "seed"), f"definition must be hardened or seed, got {self.definition!r}"),
             (self.k >= 1, "k must be >= 1"),
             (self.w_maha >= 0 and self.w_knn >= 0 and self.w_maha + self.w_knn > 0,
              "weights must be >= 0 with a positive sum"),
@@ -160,10 +161,14 @@ class RealismScorer:
         return self
 
     @classmethod
-    def from_cohorts(cls, reference, holdout=None, config: ScoreConfig | None = None) -> "RealismScorer":
-        """Fitted on a reference cohort (folder or Cohort), calibrated on `holdout` (folder or Cohort) when given."""
+    def from_cohorts(cls, reference, holdout=None, config: ScoreConfig | None = None,
+                     definition: str | None = None) -> "RealismScorer":
+        """Fitted on a reference cohort (folder or Cohort), calibrated on `holdout` (folder or Cohort) when given;
+        `definition` ("hardened", the default, or "seed") replaces config.definition."""
         from ehrjudge.api import scorer_from_cohorts
 
+        if definition is not None:
+            config = dataclasses.replace(config or ScoreConfig(), definition=definition)
         return scorer_from_cohorts(reference, holdout, config)
 
     @property

@@ -33,8 +33,12 @@ CALIBRATED_ROW = "RLVR judge (calibrated expected score)"  # affine map fitted o
 
 
 def training_prompt(model_path: Path) -> PromptConfig:
-    """The prompt the judge was trained with (saved beside the checkpoint), else the default."""
-    return saved_prompt(model_path) or PromptConfig()
+    """The prompt the judge was trained with (saved with the checkpoint); a folder that records none is refused."""
+    prompt = saved_prompt(model_path)
+    if prompt is None:
+        raise InputError("the judge folder records no prompt (ehrjudge.json or the training config.yaml), so it "
+                         "cannot be scored with the prompt it was trained on", file=model_path)
+    return prompt
 
 
 def find_baseline_report(dataset: Path, split: str, search: list[Path]) -> dict | None:

@@ -26,6 +26,7 @@ from ehrjudge.train import expected, grpo, reinforce
 from ehrjudge.train.checkpoint import load_latest, rng_states, restore_rng, save_checkpoint
 from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.data import load_schema, load_split, resolve_dataset
+from ehrjudge.train.package import package_run
 from ehrjudge.train.policy import LabelPolicy
 from ehrjudge.train.rewards import entropy, reward_table
 from ehrjudge.tracking import Tracker
@@ -306,6 +307,8 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
                "dataset": str(dataset_dir),
                "hidden_cache_mb": sum(a.numel() * a.element_size() + b.numel() * b.element_size()
                                       for a, b in policy.hidden_cache.values()) / 2**20}
+    if model_and_tokenizer is None:  # an injected model (tests) has no base model to name
+        package_run(run_dir, config, dataset_dir, summary)
     write_json(run_dir / "summary.json", summary)
     return summary
 
