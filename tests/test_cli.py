@@ -3,6 +3,8 @@ one output flag name with the old spellings kept as hidden aliases."""
 
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -11,6 +13,7 @@ from ehrjudge.cli import app
 from ehrjudge.config import describe
 from ehrjudge.train.config import TrainConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "sklearn", "transformers", "pandas", "numpy", "scipy", "peft", "mlflow")
 IMPORTED_BY_HELP = """
 import sys
@@ -36,6 +39,17 @@ def test_help_imports_nothing_heavy():
 def test_version():
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"ehrjudge {__version__}"
+
+
+def test_version_command_prints_the_version_pyproject_declares():
+    # Setup: the one version a release is built with
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    # Run: the real command in a fresh interpreter
+    result = subprocess.run([sys.executable, "-m", "ehrjudge.cli", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    # Assert
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"ehrjudge {declared}\n"
 
 
 def test_settings_list_literal_choices_and_nested_defaults():
