@@ -6,6 +6,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from ehrjudge import __version__
@@ -19,20 +21,36 @@ IMPORTED_BY_HELP = """
 import sys
 from ehrjudge.cli import app
 try:
-    app(["--help"])
+    app(sys.argv[1:])
 except SystemExit:
     pass
 print("heavy modules:", ",".join(m for m in {heavy!r} if m in sys.modules))
 """
+COMMANDS = sorted(typer.main.get_command(app).commands)
+
+
+def help_in_fresh_interpreter(*args: str) -> subprocess.CompletedProcess:
+    """`ehrjudge ARGS --help` built in a fresh interpreter, as the installed script starts one."""
+    return subprocess.run([sys.executable, "-c", IMPORTED_BY_HELP.format(heavy=HEAVY), *args, "--help"],
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_help_imports_nothing_heavy():
-    # Run: a fresh interpreter, as `ehrjudge --help` starts one
-    result = subprocess.run([sys.executable, "-c", IMPORTED_BY_HELP.format(heavy=HEAVY)], capture_output=True,
-                            text=True, timeout=120)
+    # Run
+    result = help_in_fresh_interpreter()
     # Assert
     assert result.returncode == 0, result.stderr
     assert "Commands" in result.stdout and "train" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "heavy modules:"  # none was imported
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help_imports_nothing_heavy(command):
+    # Run: the command's help, settings list included (built from its config dataclass)
+    result = help_in_fresh_interpreter(command)
+    # Assert
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout and command in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "heavy modules:"  # none was imported
 
 

@@ -16,13 +16,13 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Literal
 
 from ehrjudge.config import option, to_dict
 from ehrjudge.errors import InputError
-from ehrjudge.judge.calibration import saved_calibration
+
+if TYPE_CHECKING:  # GateConfig is read to build `ehrjudge gate --help`, which imports nothing heavy
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,8 @@ def register(decision: GateDecision, synthetic: Path, name: str, config: GateCon
 
 
 def run_gate(judge: str, synthetic: str, name: str, config: GateConfig) -> GateDecision:
+    from ehrjudge.judge.calibration import saved_calibration
+
     synthetic_path = Path(synthetic)
     calibration = saved_calibration(judge)  # before judging every record: a missing one fails at once
     if config.score == "calibrated" and calibration is None:
