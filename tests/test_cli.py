@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from ehrjudge import __version__
 from ehrjudge.cli import app
 from ehrjudge.config import describe
+from ehrjudge.errors import InputError
 from ehrjudge.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +101,23 @@ def test_report_takes_out_and_its_old_spelling(tmp_path):
     assert (run / "report.html").exists()
     assert both.exit_code == 2 and "give --out once" in both.output
     assert "--run" not in runner.invoke(app, ["report", "--help"]).output  # hidden
+
+
+def test_evaluate_judge_takes_judge_and_its_old_spelling_once():
+    # Run
+    runner = CliRunner()
+    both = runner.invoke(app, ["evaluate-judge", "--judge", "a", "--model", "b"])
+    neither = runner.invoke(app, ["evaluate-judge"])
+    # Assert
+    assert both.exit_code == 2 and "give --judge once (--model is its old spelling)" in both.output
+    assert neither.exit_code == 2 and "--judge DIR is required" in neither.output
+    assert "--model" not in runner.invoke(app, ["evaluate-judge", "--help"]).output  # hidden
+
+
+def test_tune_generator_needs_a_reference_or_a_judge_that_records_one(tmp_path):
+    # Run
+    result = CliRunner().invoke(app, ["tune-generator", "--out", str(tmp_path / "gen"), "--reward", "score"])
+    # Assert: refused before any work, naming both ways to give it
+    assert isinstance(result.exception, InputError)
+    assert "--reference DIR is required unless --judge names a trained judge folder" in str(result.exception)
+    assert not (tmp_path / "gen").exists()
