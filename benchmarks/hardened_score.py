@@ -31,7 +31,8 @@ from ehrjudge.io import write_json
 from ehrjudge.scoring.probes import markdown_table, run_probes
 from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
 from ehrjudge.synth.dataset import split_reference
-from ehrjudge.synth.generators import DEFAULT_POOL, GENERATORS, generate
+from ehrjudge.synth.config import DEFAULT_POOL
+from ehrjudge.synth.generators import GENERATORS, generate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hardened_score.json"
 STRENGTHS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ehrjudge.cli import app
+from ehrjudge.errors import InputError
 from ehrjudge.cohort.schema import Cohort, FeatureSpec, Schema
 from ehrjudge.judge.baseline import FORMULA_ROW
 from ehrjudge.judge.tiny import save_tiny_judge
@@ -81,11 +83,15 @@ def test_judge_command_writes_scores_and_config(dataset):
 
 
 def test_judge_reads_a_dataset_split_ignoring_its_score_columns(dataset):
-    # Setup: a judge dataset split (record_id, generator, strength, features, realism_score) and its bare records
+    # Setup: a judge dataset split as `ehrjudge dataset` writes it (record_id, generator, strength, features, then
+    # score columns of every type: int, float, bool, text) and its bare records
     root, data, model = dataset
-    split = data / "test.parquet"
+    split = root / "test_split.parquet"
     bare = root / "test_bare.parquet"
-    pd.read_parquet(split).drop(columns=["realism_score"]).to_parquet(bare, index=False)
+    labelled = pd.read_parquet(data / "test.parquet")
+    labelled.assign(realism_continuous=labelled["realism_score"] + 0.25, near_copy=False, caps="invalid",
+                    rule_violations="").to_parquet(split, index=False)
+    labelled.drop(columns=["realism_score"]).to_parquet(bare, index=False)
     runner = CliRunner()
     common = ["judge", "--reference", str(data / "reference"), "--judge", str(model), "--batch-size", "8",
               "--prompt.max-record-tokens", "32"]
@@ -94,9 +100,54 @@ def test_judge_reads_a_dataset_split_ignoring_its_score_columns(dataset):
     plain = runner.invoke(app, [*common, "--synthetic", str(bare), "--out", str(root / "bare.csv")])
     # Assert: judged, the same scores as without the column, and a note naming what was ignored
     assert labelled.exit_code == 0 and plain.exit_code == 0, labelled.output + plain.output
-    assert "note: ignoring 1 score column(s)" in labelled.output and "realism_score" in labelled.output
+    note = next(line for line in labelled.output.splitlines() if line.startswith("note: ignoring"))
+    assert note.startswith(f"note: ignoring 5 score column(s) of {split}: ")
+    assert set(note.rsplit(": ", 1)[1].split(", ")) == {"realism_score", "realism_continuous", "near_copy", "caps",
+                                                         "rule_violations"}
     assert "note:" not in plain.output
     assert (root / "split.csv").read_bytes() == (root / "bare.csv").read_bytes()
+
+
+@pytest.mark.parametrize("layout", ["run", "train"])
+def test_judge_reads_the_reference_its_folder_records(dataset, tmp_path, layout):
+    # Setup: a judge folder as `ehrjudge run` leaves it (train/judge/ehrjudge.json) or as `ehrjudge train` does
+    # (RUN/best beside RUN/config.yaml), each naming the dataset it was trained on
+    root, data, model = dataset
+    if layout == "run":
+        judge = shutil.copytree(model, tmp_path / "judge")
+        (judge / "ehrjudge.json").write_text(json.dumps({"dataset": str(data)}))
+    else:
+        judge = shutil.copytree(model, tmp_path / "train" / "best")
+        (tmp_path / "train" / "config.yaml").write_text(yaml.safe_dump({"method": "expected", "dataset": str(data)}))
+    common = ["judge", "--judge", str(judge), "--synthetic", str(root / "synthetic.parquet"), "--batch-size", "4",
+              "--prompt.max-record-tokens", "32"]
+    runner = CliRunner()
+    # Run
+    recorded = runner.invoke(app, [*common, "--out", str(tmp_path / "recorded.csv")])
+    explicit = runner.invoke(app, [*common, "--reference", str(data / "reference"), "--out", str(tmp_path / "given.csv")])
+    # Assert: the recorded reference is named and gives the same scores as passing it
+    assert recorded.exit_code == 0 and explicit.exit_code == 0, recorded.output + explicit.output
+    assert f"note: reference cohort {data / 'reference'} (recorded by the judge folder)" in recorded.output
+    assert (tmp_path / "recorded.csv").read_bytes() == (tmp_path / "given.csv").read_bytes()
+
+
+@pytest.mark.parametrize(("recorded", "message"), [
+    (None, "the judge folder records no reference cohort"),
+    ("moved", "records the dataset {moved}, whose reference/schema.json is not on this machine")])
+def test_judge_without_a_reference_says_what_to_pass(dataset, tmp_path, recorded, message):
+    # Setup: a plain model folder (records nothing), or a judge whose recorded dataset is not on this machine
+    root, data, model = dataset
+    judge = shutil.copytree(model, tmp_path / "judge")
+    if recorded:
+        (judge / "ehrjudge.json").write_text(json.dumps({"dataset": str(tmp_path / recorded)}))
+    # Run
+    result = CliRunner().invoke(app, ["judge", "--judge", str(judge), "--synthetic", str(root / "synthetic.parquet"),
+                                      "--out", str(tmp_path / "o.csv")])
+    # Assert: refused, naming the folder and the flag to pass
+    assert isinstance(result.exception, InputError)
+    assert message.format(moved=tmp_path / "moved") in str(result.exception)
+    assert "pass --reference DIR" in str(result.exception) and str(judge) in str(result.exception)
+    assert not (tmp_path / "o.csv").exists()
 
 
 def test_baseline_command_writes_report(dataset):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ehrjudge.pipeline.browser_check import find_chromium, inspect_report, screenshot
-from ehrjudge.pipeline.report import curve_columns, render_report, write_report
+from ehrjudge.pipeline.report import render_report, write_report
 
 
 def make_run(root):
@@ -90,9 +90,13 @@ def test_report_says_when_the_wall_cap_ended_training(tmp_path):
 
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize(("method", "reward"), [("expected", "reward/expected"), ("grpo", "reward/sampled")])
-def test_reward_curve_reads_what_the_trainer_logs(tmp_path, method, reward):
-    # Setup: a real tiny training's metrics.jsonl (regression: the report looked for reward/mean, never logged)
+def test_report_draws_the_logged_reward_curve_under_its_provenance(tmp_path, method, reward):
+    # Setup: a real tiny training's metrics.jsonl (regression: the report looked for reward/mean, never logged) in
+    # a run folder whose summary carries the real provenance of a default run config
+    from ehrjudge.config import to_dict
     from ehrjudge.judge.tiny import tiny_judge
+    from ehrjudge.pipeline.config import RunConfig
+    from ehrjudge.pipeline.provenance import provenance
     from ehrjudge.train.config import TrainConfig
     from ehrjudge.train.loop import train
     from ehrjudge.train.tiny import TINY_PROMPT, tiny_dataset
@@ -102,12 +106,19 @@ def test_reward_curve_reads_what_the_trainer_logs(tmp_path, method, reward):
                          train_layers=1, lora_r=4, batch_size=4, max_steps=2, log_every=1, eval_every=2,
                          train_records=0, prompt=TINY_PROMPT)
     train(config, model_and_tokenizer=tiny_judge(seed=0), show_progress=False)
-    columns = set().union(*(json.loads(line) for line in (tmp_path / "train" / "metrics.jsonl").read_text()
-                            .splitlines()))
+    run = make_run(tmp_path / "run")
+    (run / "train" / "metrics.jsonl").write_bytes((tmp_path / "train" / "metrics.jsonl").read_bytes())
+    made = provenance(to_dict(RunConfig()))
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "provenance": made}))
     # Run
-    curves = curve_columns(columns)
-    # Assert
-    assert curves == [reward, "train/kl", "eval/spearman"]
+    page = render_report(run)
+    # Assert: the curves image names the logged reward first; the header names version, commit and config hash
+    section = page[page.index("<h2>Training curves</h2>"):]
+    assert section.startswith(f'<h2>Training curves</h2><img alt="training curves: {reward}, train/kl, '
+                              'eval/spearman" src="data:image/png;base64,')
+    assert (f"ehrjudge {made['version']} · commit {made['commit'] or 'unknown'} · config {made['config_hash']}"
+            in page)
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="Debian's chromium is not installed")

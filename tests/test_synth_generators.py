@@ -7,6 +7,7 @@ import pytest
 from ehrjudge.cohort.schema import validate_vectors
 from ehrjudge.errors import InputError
 from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
+from ehrjudge.synth.config import DEFAULT_POOL, FAMILIES
 from ehrjudge.synth.generators import GENERATORS, generate
 from ehrjudge.synth.toy import toy_cohort
 
@@ -21,6 +22,12 @@ def reference():
 @pytest.fixture(scope="module")
 def holdout():
     return toy_cohort(80, seed=1)
+
+
+def test_config_names_the_generator_families_in_their_seed_order():
+    # DatasetConfig checks names against synth.config.FAMILIES without importing the generators
+    assert FAMILIES == tuple(GENERATORS)
+    assert set(DEFAULT_POOL) <= set(FAMILIES)
 
 
 @pytest.mark.parametrize("name", list(GENERATORS))

@@ -7,10 +7,11 @@ from typing import Optional
 
 import typer
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app
+from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_command
 
 
-@app.command("cohort", context_settings=CONFIG_COMMAND)
+@app.command("cohort", context_settings=CONFIG_COMMAND,
+             cls=settings_command("ehrjudge.cohort.config:FeatureConfig"))
 def cohort_command(
     ctx: typer.Context,
     source: str = typer.Option("clinosim", help="clinosim (built-in simulator), mimic (MIMIC-IV folder) or fhir"),
@@ -24,17 +25,13 @@ def cohort_command(
     schema_from: Optional[Path] = typer.Option(None, "--schema-from",
                                                help="Re-apply this cohort dir's schema (same columns)"),
 ) -> None:
-    """Build DIR/vectors.parquet + DIR/schema.json + DIR/raw/ from a source. Extra --key value flags set
-    FeatureConfig fields (--dx-top-k, --lab-top-k, --min-patients, --threads, --memory-limit, ...);
-    `ehrjudge cohort --out X --list-settings` lists them all."""
+    """Build DIR/vectors.parquet + DIR/schema.json + DIR/raw/ from a source; extra --key value flags set the
+    FeatureConfig settings listed below."""
     from ehrjudge.cohort.build import build_cohort
-    from ehrjudge.cohort.featurize import FeatureConfig
+    from ehrjudge.cohort.config import FeatureConfig
     from ehrjudge.cohort.schema import Schema
-    from ehrjudge.config import describe, load_config
+    from ehrjudge.config import load_config
 
-    if ctx.args and ctx.args[0] in ("--list-settings",):
-        typer.echo(describe(FeatureConfig))
-        raise typer.Exit(0)
     feature_config = load_config(FeatureConfig, config, ctx.args)
     if patients is None and source == "clinosim" and path is None:
         patients = 500

@@ -14,9 +14,10 @@ from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_command
              cls=settings_command("ehrjudge.generator.config:TuneConfig"))
 def tune_generator_command(
     ctx: typer.Context,
-    reference: Path = typer.Option(..., "--reference", help="reference cohort folder (a judge dataset's "
-                                                            "reference/: its holdout/ is found beside it)"),
     out: Path = typer.Option(..., "--out", help="run folder (resumed when it holds a checkpoint)"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="reference cohort folder (a judge dataset's "
+                                                                       "reference/: its holdout/ is found beside "
+                                                                       "it); default: the one --judge records"),
     reward: Optional[str] = typer.Option(None, "--reward", help="judge, score, formula or none"),
     judge: Optional[Path] = typer.Option(None, "--judge", help="trained judge folder (reward judge; with any "
                                                                "other reward its score is reported too)"),
@@ -27,6 +28,7 @@ def tune_generator_command(
 ) -> None:
     """Warm-start a SmolLM2 + LoRA record writer on the reference's text, RL-train it against a reward, and
     measure it (verifiable score, suite, hacking gap) beside the Gaussian copula: OUT/summary.json, report.html."""
+    from ehrjudge.cli.judge import reference_or_recorded
     from ehrjudge.config import load_config
     from ehrjudge.errors import ConfigError
     from ehrjudge.generator.config import PROFILES, TuneConfig
@@ -37,6 +39,7 @@ def tune_generator_command(
         raise ConfigError(f"unknown profile {profile!r}; choose from {list(PROFILES)}")
     flags = list(ctx.args) + (["--reward", reward] if reward is not None else [])
     cfg = load_config(TuneConfig, config, flags, base=PROFILES[profile])
+    reference = reference_or_recorded(reference, judge)
     summary = tune_generator(reference, out, cfg, holdout, judge)
     table = evaluation_table(summary)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

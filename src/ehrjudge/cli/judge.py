@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ehrjudge.cli.app import CONFIG_COMMAND, app, one_of, read_records, settings_command
+from ehrjudge.errors import InputError
 
 FLOAT_FORMAT = "%.10g"
 
@@ -59,7 +60,48 @@ def saved_with_judge(judge_config, lookup):
     return None
 
 
-@app.command("judge", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.judge.scoring:JudgeConfig"),
+def recorded_reference(judge_dir: Path) -> Path:
+    """The reference cohort a trained judge folder records: DATASET/reference, DATASET read from its ehrjudge.json
+    (`ehrjudge run`'s train/judge), else from the training config.yaml beside or above it (`ehrjudge train`'s best/,
+    final/; a dataset of None is the default dataset)."""
+    import json
+
+    import yaml
+
+    judge_dir = Path(judge_dir)
+    dataset, source = None, None
+    if (judge_dir / "ehrjudge.json").is_file():
+        dataset, source = json.loads((judge_dir / "ehrjudge.json").read_text()).get("dataset"), "ehrjudge.json"
+    else:
+        for candidate in (judge_dir / "config.yaml", judge_dir.parent / "config.yaml"):
+            data = (yaml.safe_load(candidate.read_text()) or {}) if candidate.is_file() else {}
+            if "method" in data and "dataset" in data:  # a TrainConfig
+                from ehrjudge.train.data import resolve_dataset
+
+                dataset, source = resolve_dataset(data["dataset"]), str(candidate)
+                break
+    if dataset is None:
+        raise InputError("the judge folder records no reference cohort (no dataset in ehrjudge.json or a training "
+                         "config.yaml): pass --reference DIR", file=judge_dir)
+    reference = Path(dataset) / "reference"
+    if not (reference / "schema.json").is_file():
+        raise InputError(f"{source} records the dataset {dataset}, whose reference/schema.json is not on this "
+                         "machine: pass --reference DIR", file=judge_dir)
+    return reference
+
+
+def reference_or_recorded(reference: Optional[Path], judge_dir) -> Path:
+    """`reference` when given, else the reference cohort the trained judge folder `judge_dir` records (with a note)."""
+    if reference is not None:
+        return reference
+    if judge_dir is None or not Path(judge_dir).is_dir():
+        raise InputError("--reference DIR is required unless --judge names a trained judge folder")
+    reference = recorded_reference(Path(judge_dir))
+    typer.echo(f"note: reference cohort {reference} (recorded by the judge folder)", err=True)
+    return reference
+
+
+@app.command("judge", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.judge.config:JudgeConfig"),
              help="Judge every synthetic record with the LLM: one CSV row per record with record_id, judge_score "
                   "(argmax label), expected_score (sum k p_k), calibrated_score when the trained judge saved a "
                   "calibration, entropy and the exact label probabilities p_1..p_10. Score columns of a judge "
@@ -67,13 +109,15 @@ def saved_with_judge(judge_config, lookup):
                   "written beside the CSV (.config.yaml).")
 def judge_command(
     ctx: typer.Context,
-    reference: Path = typer.Option(..., "--reference", help="reference cohort directory (for the schema)"),
     synthetic: Path = typer.Option(..., "--synthetic", help="synthetic records (parquet/CSV with record_id)"),
     out: Path = typer.Option(..., "--out", help="output CSV"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="reference cohort directory (schema and "
+                                                                       "statistics); default: the one the trained "
+                                                                       "judge folder records"),
     judge: Optional[str] = typer.Option(None, "--judge", help="trained judge folder (a run's train/judge); "
                                                               "reads its prompt and calibration"),
-    model: Optional[str] = typer.Option(None, "--model", help="base model dir / hub id (zero-shot), or a trained "
-                                                              "judge folder as with --judge"),
+    model: Optional[str] = typer.Option(None, "--model", help="base model dir / hub id (zero-shot; a trained judge "
+                                                              "folder is --judge)"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter directory"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="records per forward pass"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of JudgeConfig settings"),
@@ -94,6 +138,7 @@ def judge_command(
     judge_config = load_config(JudgeConfig, config, overrides)
     judge_config = with_trained_prompt(judge_config, config, overrides)
     check_writable(out)  # before the model loads
+    reference = reference_or_recorded(reference, judge_config.adapter or judge_config.model)
     schema = Schema.load(Path(reference) / "schema.json")
     records = read_records(synthetic, schema)
     judge_model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,
@@ -115,7 +160,7 @@ def judge_command(
                   f"mean entropy {scores['entropy'].mean():.3f} nats")
 
 
-@app.command("baseline", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.judge.baseline:BaselineConfig"),
+@app.command("baseline", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.judge.config:BaselineConfig"),
              help="Zero-shot agreement of the judge with the verifiable realism score on a judge dataset split, "
                   "beside a plain regressor trained on the train split. Writes report.json, report.md, "
                   "judge_scores.csv and config.yaml to --out.")

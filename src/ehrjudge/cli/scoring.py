@@ -27,7 +27,7 @@ def _load_cohorts(reference: Path, holdout: Optional[Path]):
     return reference_cohort, holdout_cohort
 
 
-@app.command("score", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.realism:ScoreConfig"),
+@app.command("score", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.config:ScoreConfig"),
              help="Score every synthetic record against a real reference cohort: one CSV row per record with "
                   "record_id, each component of the score, the caps that bound it and why (caps, invalid_columns, "
                   "rule_violations), realism_score (1..10). --definition seed gives the original 0.85 Mahalanobis "
@@ -69,7 +69,7 @@ def score_command(
                       + f"; records breaking a clinical rule {int((scores['rule_violations'] != '').sum())}")
 
 
-@app.command("probe", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.realism:ScoreConfig"),
+@app.command("probe", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.config:ScoreConfig"),
              help="Adversarial probes of the realism reward: exact and near copies of reference patients, the mean "
                   "patient, an all-zero record, every code present, one column at 10x the reference maximum, counts "
                   "x3; beside them the rounded mean patient, spliced patients, rule violators next to their clean "
@@ -124,7 +124,7 @@ def _judge_scorer(judge: Path, reference: Path, schema):
                          judge_config.batch_size, saved_with_judge(judge_config, saved_calibration))
 
 
-@app.command("evaluate", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.suite:SuiteConfig"),
+@app.command("evaluate", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.config:SuiteConfig"),
              help="Dataset-level evaluation of a synthetic record set against real data: distributions, "
                   "correlations, sparsity, clinical rules, privacy (membership / attribute inference) and TSTR "
                   "utility. Writes JSON and prints a table.")

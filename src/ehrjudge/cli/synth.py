@@ -37,7 +37,7 @@ def synth_command(
     Console().print(f"{len(records)} {generator} records (strength {strength:g}, seed {seed}) -> {out}")
 
 
-@app.command("dataset", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.synth.dataset:DatasetConfig"),
+@app.command("dataset", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.synth.config:DatasetConfig"),
              help="Build the judge dataset: generate a scored candidate pool over every family x strength, balance "
                   "it by realism_score and write train/val/test/test_unseen parquet files, reference/ and "
                   "dataset.json.")

@@ -115,7 +115,8 @@ def evaluation_text(result: dict) -> str:
     return "\n".join(lines)
 
 
-@app.command("ablate", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.train.ablate:AblateConfig"),
+@app.command("ablate", context_settings=CONFIG_COMMAND,
+             cls=settings_command("ehrjudge.train.ablate_config:AblateConfig"),
              help="Run the ablation grid (method x kl_coef x metric weights x reward shape x advantage), one small "
                   "training run per cell, and write OUT/table.{md,csv,json} (--out sets output_dir).")
 def ablate_command(

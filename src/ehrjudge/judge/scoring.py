@@ -14,28 +14,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.cohort.text import record_to_text
-from ehrjudge.config import option, save_config
+from ehrjudge.config import save_config
 from ehrjudge.errors import InputError
 from ehrjudge.judge.forward import decoder_layers, upper_sequence_log_probs
+from ehrjudge.judge.config import JudgeConfig
 from ehrjudge.judge.labels import LABELS, LabelScorer
 from ehrjudge.judge.layer_inputs import LayerCapture, LayerInputs, lower_weights_sha, prompt_key
 from ehrjudge.judge.prompt import PromptConfig, build_prompt, resolved_chat_template
 
 log = logging.getLogger(__name__)
 PROBABILITY_COLUMNS = [f"p_{k}" for k in LABELS]
-
-
-@dataclasses.dataclass
-class JudgeConfig:
-    """Which judge runs, where, and with which prompt."""
-
-    model: str | None = option(None, "local HF checkpoint dir, hub id, or ehrjudge checkpoint; None = SmolLM2-135M")
-    adapter: str | None = option(None, "LoRA adapter directory (peft) applied on top of the model")
-    device: str = option("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
-    dtype: str = option("auto", "auto (bf16 on cuda, fp32 on cpu), float32, bfloat16, float16")
-    batch_size: int = option(8, "records per forward pass")
-    reuse_prefix: bool = option(True, "compute the prompt prefix shared by all records (system + instruction) once")
-    prompt: PromptConfig = option(PromptConfig(), "prompt layout")
 
 
 def save_judge_config(config: JudgeConfig, tokenizer, path) -> None:

@@ -8,13 +8,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from ehrjudge.cohort.featurize import FeatureConfig
+from ehrjudge.cohort.config import FeatureConfig
 from ehrjudge.config import option, to_dict
 from ehrjudge.errors import ConfigError
-from ehrjudge.judge.baseline import BaselineConfig
-from ehrjudge.scoring.realism import ScoreConfig
-from ehrjudge.scoring.suite import SuiteConfig
-from ehrjudge.synth.dataset import DatasetConfig
+from ehrjudge.judge.config import BaselineConfig
+from ehrjudge.scoring.config import ScoreConfig, SuiteConfig
+from ehrjudge.synth.config import DatasetConfig
 from ehrjudge.train.config import TrainConfig
 
 

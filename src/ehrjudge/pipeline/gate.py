@@ -23,14 +23,14 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Literal
 
 from ehrjudge.config import option, to_dict
 from ehrjudge.errors import InputError
-from ehrjudge.judge.calibration import saved_calibration
 from ehrjudge.pipeline.registry import register_model
+
+if TYPE_CHECKING:  # GateConfig is read to build `ehrjudge gate --help`, which imports nothing heavy
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,8 @@ def run_gate(judge: str, synthetic: str | None, name: str, config: GateConfig,
     """Gate a record set (`synthetic`, parquet) or a tuned generator checkpoint (`generator`, a folder)."""
     if (synthetic is None) == (generator is None):
         raise InputError("gate takes one of --synthetic (records) or --generator (a tuned generator folder)")
+    from ehrjudge.judge.calibration import saved_calibration
+
     calibration = saved_calibration(judge)  # before judging every record: a missing one fails at once
     if config.score == "calibrated" and calibration is None:
         raise InputError("score: calibrated, but the judge has no calibration.json", file=Path(judge))

@@ -38,11 +38,11 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left} .muted{col
 """
 
 
-def png_img(fig) -> str:
+def png_img(fig, alt: str = "figure") -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def html_table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
@@ -236,7 +236,7 @@ def _training_section(run: Path) -> str:
         ax.set_xlabel("step")
     ablation = run / "ablation" / "table.md"
     extra = f"<h3>Ablations</h3><pre>{html.escape(ablation.read_text())}</pre>" if ablation.exists() else ""
-    return f"<h2>Training curves</h2>{png_img(fig)}{extra}"
+    return f"<h2>Training curves</h2>{png_img(fig, 'training curves: ' + ', '.join(panels))}{extra}"
 
 
 def _header_line(run: Path, summary: dict) -> str:

@@ -16,17 +16,15 @@ Every metric carries goal and range; one that cannot be computed is reported wit
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from ehrjudge.cohort.schema import Cohort
-from ehrjudge.config import option, to_dict
-from ehrjudge.errors import ConfigError, InputError, MetricUndefinedError
+from ehrjudge.config import to_dict
+from ehrjudge.errors import InputError, MetricUndefinedError
 from ehrjudge.io import check_finite
 from ehrjudge.scoring.column_pairs.correlation import CORRELATION, correlation_metrics
 from ehrjudge.scoring.detection.logistic import AUC as DETECTION_AUC
@@ -39,7 +37,8 @@ from ehrjudge.scoring.metric import Metric
 from ehrjudge.scoring.privacy.attribute import ACCURACY, GAIN, attribute_metrics
 from ehrjudge.scoring.privacy.dcr import CLOSE_SHARE, DCR_RATIO, NNDR, dcr_metrics
 from ehrjudge.scoring.privacy.membership import AUC, F1, PRECISION, RECALL, membership_metrics
-from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
+from ehrjudge.scoring.config import ScoreConfig, SuiteConfig
+from ehrjudge.scoring.realism import RealismScorer
 from ehrjudge.scoring.single_column.statistics import (MEAN, PREVALENCE, VARIANCE, ZERO_RATE, dimension_metrics,
                                                        feature_table, prevalence_metrics)
 from ehrjudge.scoring.single_table.rules import load_rules, rule_metrics
@@ -47,32 +46,9 @@ from ehrjudge.scoring.single_table.sparsity import COVERAGE, EXTRA, ZERO_SHARE, 
 
 log = logging.getLogger(__name__)
 
-PARTS = ("dimension", "correlation", "sparsity", "rules", "realism", "detection", "fidelity", "privacy", "efficacy")
 REALISM_MEAN = Metric("realism/mean_score", "maximize", 1.0, 10.0, "mean realism_score of the synthetic records")
 NEAR_COPY = Metric("realism/near_copy_rate", "minimize", 0.0, 1.0,
                    "share of synthetic records flagged as near copies of reference records")
-
-
-@dataclasses.dataclass
-class SuiteConfig:
-    """Settings of `ehrjudge evaluate`."""
-
-    parts: list[str] = option(list(PARTS), "which metric families to run (comma-separated)")
-    score: ScoreConfig = option(ScoreConfig(), "realism score settings (--score.k 5, ...)")
-    sensitive_columns: list[str] = option(["gender", "is_dead"], "binary columns an attacker tries to infer")
-    attribute_k: int = option(1, "synthetic neighbours voting in the attribute-inference attack")
-    mortality_label: str = option("is_dead", "label column of the TSTR/TRTR task")
-    regularization: float = option(0.1, "inverse L2 strength C of the TSTR/TRTR logistic regression")
-    rules_file: Path | None = option(None, "clinical rules YAML (default: the packaged scoring/rules.yaml)")
-    per_feature: bool = option(True, "include the per-feature mean/variance/zero-rate table in the JSON")
-    seed: int = option(0, "seed of the membership-attack sampling")
-
-    def __post_init__(self):
-        unknown = [p for p in self.parts if p not in PARTS]
-        if unknown:
-            raise ConfigError(f"SuiteConfig: unknown part(s) {unknown}; choose from {list(PARTS)}")
-        if self.attribute_k < 1:
-            raise ConfigError("SuiteConfig: attribute_k must be >= 1")
 
 
 def _run(metrics: list[Metric], compute: Callable[[], list[dict]]) -> list[dict]:

@@ -330,9 +330,6 @@ GENERATORS: dict[str, Generator] = {
     "smote": smote,
     "cooccurrence_shuffle": cooccurrence_shuffle,
 }
-# The judge dataset's default candidate pool: the issue-15 families are opt-in (docs/synth.md says why).
-DEFAULT_POOL = ["gaussian_copula", "independent_marginals", "noisy_copy", "interpolation", "mode_collapse",
-                "clinical_inconsistency", "sparsity_distortion", "holdout_real"]
 
 
 def generate(name: str, reference: Cohort, n: int, strength: float, seed: int,

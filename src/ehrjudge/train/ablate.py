@@ -20,32 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from ehrjudge.cohort.schema import Cohort
-from ehrjudge.config import option, save_config
+from ehrjudge.config import save_config
 from ehrjudge.io import atomic_dir, read_table, write_csv, write_json, write_parquet, write_text
-from ehrjudge.train.config import TrainConfig
+from ehrjudge.train.ablate_config import AblateConfig
 from ehrjudge.train.data import SPLITS, resolve_dataset
 
 log = logging.getLogger(__name__)
 ADVANTAGES = {"reinforce": {"raw", "batch_mean", "normalized"}, "expected": {"raw", "normalized"}, "grpo": set()}
-
-
-def _small_base() -> TrainConfig:
-    return TrainConfig(max_steps=40, train_records=320, val_records=96, eval_every=20, checkpoint_every=1000,
-                       tracking="none")
-
-
-@dataclasses.dataclass
-class AblateConfig:
-    output_dir: str = option("runs/ablate", "where cells, re-scored datasets and the table go")
-    base: TrainConfig = option(_small_base(), "settings shared by every cell (the per-cell budget lives here)")
-    methods: list[str] = option(["expected", "reinforce", "grpo"], "trainers to compare")
-    kl_coefs: list[float] = option([0.0, 0.01, 0.1], "KL weights beta")
-    weights: list[str] = option(["0.85/0.15", "0.15/0.85"], "realism score weights w_maha/w_knn")
-    rewards: list[str] = option(["quadratic", "absolute", "exact"], "reward shapes")
-    advantages: list[str] = option(["raw", "batch_mean"], "advantages (reinforce: raw, batch_mean, normalized; "
-                                                         "expected: raw, normalized; grpo has none)")
-    record_formats: list[str] = option(["deviations"], "record text formats (prompt.record_format)")
-    max_cells: int = option(0, "run only the first N cells of the grid (0 = all)")
 
 
 def rescore_dataset(dataset: Path, out: Path, w_maha: float, w_knn: float) -> Path:
