@@ -168,16 +168,19 @@ class LabelScorer:
         Reuse it only with the same model weights: it is a snapshot of the model at this call.
         """
         ids = self.tokenize(prompts)
-        first = ids[0]
         common = common_prefix_length(ids)
         if common == 0:
             raise ValueError("prompts share no token prefix")
+        return self.prefix_cache(model, ids[0][:common])
+
+    def prefix_cache(self, model, token_ids) -> "SharedPrefix":
+        """KV cache of `token_ids`, a prefix the prompts it serves all start with (no grad)."""
         device = next(model.parameters()).device
         with torch.no_grad():
-            out = model(input_ids=torch.tensor([first[:common]], device=device), use_cache=True, logits_to_keep=1)
+            out = model(input_ids=torch.tensor([list(token_ids)], device=device), use_cache=True, logits_to_keep=1)
         cache = returned_cache(out)
         layers = [(layer.keys, layer.values) for layer in cache.layers]  # each (1, H_kv, P, D)
-        return SharedPrefix(tuple(first[:common]), layers)
+        return SharedPrefix(tuple(token_ids), layers)
 
     def log_probs(self, model, prompts: list[str], batch_size: int | None = None,
                   prefix: "SharedPrefix | None" = None) -> torch.Tensor:
