@@ -30,8 +30,9 @@ class EngineConfig:
 
     engine: str = option("local", "local (this process) or ray (record partitions on a Ray cluster, the model or "
                                   "scorer loaded once per worker; same results, docs/scale.md)")
-    ray_address: str | None = option(None, "ray: the cluster to join (e.g. ray://head:10001 or auto); default "
-                                           "$RAY_ADDRESS, else a Ray started on this machine for the command")
+    ray_address: str | None = option(None, "ray: the cluster to join (host:6379 on a node, ray://head:10001 "
+                                           "from outside, local = a new one); default $RAY_ADDRESS, else a "
+                                           "`ray start` cluster on this machine, else one started for the command")
     workers: int = option(0, "ray: worker actors, each holding one copy of the judge (or scorer); 0 = as many as "
                              "the cluster's CPUs (GPUs with --gpus-per-worker) allow")
     cpus_per_worker: float = option(1.0, "ray: CPUs reserved per worker; a worker runs ceil(this) threads")
