@@ -1,4 +1,4 @@
-"""Where `ehrjudge score` and `ehrjudge judge` run: `local` (this process) or `ray` (record partitions on a Ray cluster).
+"""Where `ehrjudge score` and `ehrjudge judge` run: `local` (this process) or `ray` (record partitions on Ray).
 
 Both engines give the same bytes: the Ray engine cuts the work where the local one already does (the scorer's
 `chunk_size` chunks; the judge's length-sorted batches and its shared prompt prefix), so every record meets the same
