@@ -9,6 +9,7 @@ import typer
 
 from ehrjudge.cli.app import CONFIG_COMMAND, app, one_of, read_records, settings_command
 from ehrjudge.errors import InputError
+from ehrjudge.cli.engine_flags import CPUS_PER_WORKER, ENGINE, GPUS_PER_WORKER, RAY_ADDRESS, WORKERS
 
 FLOAT_FORMAT = "%.10g"
 
@@ -121,32 +122,35 @@ def judge_command(
     adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter directory"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="records per forward pass"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of JudgeConfig settings"),
+    engine: str = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    workers: int = WORKERS,
+    cpus_per_worker: float = CPUS_PER_WORKER,
+    gpus_per_worker: float = GPUS_PER_WORKER,
 ) -> None:
     from rich.console import Console
 
-    from ehrjudge.api import Judge
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema
     from ehrjudge.config import load_config
+    from ehrjudge.engine import EngineConfig, judge_frame
     from ehrjudge.io import check_writable, write_csv
     from ehrjudge.judge.calibration import saved_calibration
-    from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.scoring import JudgeConfig, save_judge_config
 
     model = one_of(judge, model, "--judge", "--model")
     overrides = _overrides(ctx.args, model=model, adapter=adapter, batch_size=batch_size)
     judge_config = load_config(JudgeConfig, config, overrides)
     judge_config = with_trained_prompt(judge_config, config, overrides)
+    engine_config = EngineConfig(engine, ray_address, workers, cpus_per_worker, gpus_per_worker)
     check_writable(out)  # before the model loads
     reference = reference_or_recorded(reference, judge_config.adapter or judge_config.model)
     schema = Schema.load(Path(reference) / "schema.json")
     records = read_records(synthetic, schema)
-    judge_model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,
-                                        judge_config.adapter)
-    # the trained judge's own calibration (an affine map fitted on its validation split) when it has one
+    scores, tokenizer = judge_frame(judge_config, records, schema, ReferenceStats.from_dir(reference), engine_config)
     calibration = saved_with_judge(judge_config, saved_calibration)
-    scores = Judge(judge_model, tokenizer, schema, judge_config.prompt, ReferenceStats.from_dir(reference), calibration,
-                   judge_config.batch_size, judge_config.reuse_prefix).score(records)
+    if calibration is not None:  # the trained judge's own affine map, fitted on its validation split
+        scores.insert(3, "calibrated_score", calibration(scores["expected_score"].to_numpy()))
     write_csv(out, scores, float_format=FLOAT_FORMAT)
     save_judge_config(judge_config, tokenizer, out.with_suffix(".config.yaml"))
     console = Console()

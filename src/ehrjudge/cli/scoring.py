@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ehrjudge.cli.app import CONFIG_COMMAND, app, read_records, settings_command
+from ehrjudge.cli.engine_flags import CPUS_PER_WORKER, ENGINE, GPUS_PER_WORKER, RAY_ADDRESS, WORKERS
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +41,29 @@ def score_command(
     out: Path = typer.Option(..., "--out", help="output CSV; the resolved config goes beside it (.config.yaml)"),
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="held-out real cohort for calibration"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of ScoreConfig settings"),
+    engine: str = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    workers: int = WORKERS,
+    cpus_per_worker: float = CPUS_PER_WORKER,
+    gpus_per_worker: float = GPUS_PER_WORKER,
 ) -> None:
     import numpy as np
     from rich.console import Console
 
     from ehrjudge.config import load_config, save_config
+    from ehrjudge.engine import EngineConfig
     from ehrjudge.errors import about_file
     from ehrjudge.io import check_writable, write_csv
     from ehrjudge.scoring.realism import ScoreConfig, score_records
 
     score_config = load_config(ScoreConfig, config, ctx.args)
+    engine_config = EngineConfig(engine, ray_address, workers, cpus_per_worker, gpus_per_worker)
     check_writable(out)
     reference_cohort, holdout_cohort = _load_cohorts(reference, holdout)
     records = read_records(synthetic, reference_cohort.schema)
     with about_file(reference):  # what is left unnamed is the reference's (e.g. too few records)
-        scores = score_records(reference_cohort, records, score_config, holdout_cohort, records_file=synthetic)
+        scores = score_records(reference_cohort, records, score_config, holdout_cohort, records_file=synthetic,
+                               engine=engine_config)
     write_csv(out, scores, float_format=FLOAT_FORMAT)
     save_config(score_config, out.with_suffix(".config.yaml"))
     counts = np.bincount(scores["realism_score"], minlength=11)[1:]

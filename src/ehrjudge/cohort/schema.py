@@ -76,9 +76,9 @@ class Schema:
 
     def check_columns(self, frame: pd.DataFrame, file=None) -> None:
         """Raise InputError if `frame` lacks any schema column or has unknown feature columns."""
-        have = [c for c in frame.columns if c not in META_COLUMNS]
+        names = set(self.names)  # once: a set per column made this quadratic (1.1 s at 3,000 columns, 22 s at 12,000)
         missing = [n for n in self.names if n not in frame.columns]
-        extra = [c for c in have if c not in set(self.names)]
+        extra = [c for c in frame.columns if c not in META_COLUMNS and c not in names]
         if missing or extra:
             parts = []
             if missing:

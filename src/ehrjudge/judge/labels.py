@@ -67,6 +67,10 @@ class LabelScorer:
             raise ValueError("prompts share no token prefix")
         return forward.shared_prefix(model, ids[0][:common], layer)
 
+    def prefix_cache(self, model, token_ids) -> "SharedPrefix":
+        """KV cache of `token_ids`, a prefix the prompts it serves all start with (no grad): judge/forward.py's."""
+        return forward.shared_prefix(model, list(token_ids))
+
     def log_probs(self, model, prompts: list[str], batch_size: int | None = None,
                   prefix: SharedPrefix | None = None) -> torch.Tensor:
         """(B, 10) log q_k; rows logsumexp to 0. Differentiable under grad; wrap in torch.no_grad() otherwise.

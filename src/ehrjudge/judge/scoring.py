@@ -81,6 +81,25 @@ def progress_batches(order: np.ndarray, batch_size: int, description: str):
             progress.advance(task, len(index))
 
 
+def model_context(model) -> int | None:
+    """The positions the model was trained on (max_position_embeddings), None when its config does not say."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def check_context(lengths: list[int], context: int | None, scorer: LabelScorer) -> None:
+    """Refuse a prompt whose answer positions would run past the model's context (RoPE positions it never saw,
+    attention memory quadratic in length): named by its row, with the setting that bounds it."""
+    if context is None or not lengths:
+        return
+    answer = max(scorer.trie.node_depths)  # the label-trie tokens fed after the prompt (positions L .. L+d-1)
+    row = int(np.argmax(lengths))
+    if lengths[row] + answer > context:
+        raise InputError(f"the judge prompt is {lengths[row]} tokens, over the model's context of {context} "
+                         f"({sum(n + answer > context for n in lengths)} of {len(lengths)} prompts are); set "
+                         "--prompt.max-record-tokens (the record text's token budget) or a shorter "
+                         "--prompt.record-format", row=row)
+
+
 def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reuse_prefix: bool = True,
                   description: str = "judging", capture: LayerCapture | None = None) -> np.ndarray:
     """(N, 10) label log-probabilities, batches formed from length-sorted prompts to limit padding.
@@ -90,6 +109,7 @@ def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reu
     """
     scorer = LabelScorer(tokenizer)
     ids = scorer.tokenize(prompts)
+    check_context([len(x) for x in ids], model_context(model), scorer)
     kept = None if capture is None else capture.resolved(len(decoder_layers(model)))
     prefix = scorer.shared_prefix(model, prompts, kept) if reuse_prefix and len(prompts) > 1 else None
     lengths = [len(x) for x in ids]

@@ -242,8 +242,12 @@ def attainable_scale(continuous: np.ndarray, w_maha: float, w_knn: float) -> np.
 
 
 def score_records(reference: Cohort, records: pd.DataFrame, config: ScoreConfig | None = None,
-                  holdout: Cohort | None = None, *, records_file=None) -> pd.DataFrame:
-    """Score synthetic `records` (record_id + the reference schema's columns) -> record_id then the score columns."""
+                  holdout: Cohort | None = None, *, records_file=None, engine=None) -> pd.DataFrame:
+    """Score synthetic `records` (record_id + the reference schema's columns) -> record_id then the score columns.
+
+    `engine` (an ehrjudge.engine.EngineConfig): where the fitted scorer runs; None = this process."""
+    from ehrjudge.engine import LOCAL, score_matrix
+
     config = config or ScoreConfig()
     names = reference.schema.names
     if len(records) == 0:
@@ -254,7 +258,7 @@ def score_records(reference: Cohort, records: pd.DataFrame, config: ScoreConfig 
     reference.schema.check_columns(records, file=records_file)
     check_finite(records, names, file=records_file)
     scorer = fit_scorer(reference, config, holdout)
-    scores = scorer.score(records[names].to_numpy(dtype=np.float64))
+    scores = score_matrix(scorer, records[names].to_numpy(dtype=np.float64), engine or LOCAL)
     scores.insert(0, "record_id", records["record_id"].to_numpy())
     return scores
 
