@@ -139,7 +139,12 @@ def test_judge_without_a_reference_says_what_to_pass(dataset, tmp_path, recorded
     root, data, model = dataset
     judge = shutil.copytree(model, tmp_path / "judge")
     if recorded:
-        (judge / "ehrjudge.json").write_text(json.dumps({"dataset": str(tmp_path / recorded)}))
+        from ehrjudge.config import to_dict
+        from ehrjudge.judge.prompt import PromptConfig
+
+        # a judge folder records its prompt too (one that does not is refused before the reference is looked up)
+        (judge / "ehrjudge.json").write_text(json.dumps({"dataset": str(tmp_path / recorded),
+                                                         "prompt": to_dict(PromptConfig())}))
     # Run
     result = CliRunner().invoke(app, ["judge", "--judge", str(judge), "--synthetic", str(root / "synthetic.parquet"),
                                       "--out", str(tmp_path / "o.csv")])
