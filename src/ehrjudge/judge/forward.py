@@ -102,8 +102,8 @@ def tree_attention(real: torch.Tensor, trie: LabelTrie, prompt_rows: bool, n_pre
     batch, length = real.shape
     n = len(trie.node_tokens)
     device = real.device
-    prefix = torch.ones(batch, n, n_prefix, dtype=torch.bool, device=device)
-    node_rows = torch.cat([prefix, real[:, None, :].expand(batch, n, length),
+    sees_prefix = torch.ones(batch, n, n_prefix, dtype=torch.bool, device=device)
+    node_rows = torch.cat([sees_prefix, real[:, None, :].expand(batch, n, length),
                            trie.ancestor_mask().to(device)[None].expand(batch, n, n)], dim=-1)  # (B, N, P+T+N)
     if not prompt_rows:
         return node_rows
@@ -116,8 +116,8 @@ def tree_attention(real: torch.Tensor, trie: LabelTrie, prompt_rows: bool, n_pre
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """0 where attention is allowed, the dtype's minimum elsewhere (works for sdpa and eager)."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed,
-                                                                                       torch.finfo(dtype).min)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def token_positions(real: torch.Tensor, offset: int = 0) -> torch.Tensor:
