@@ -124,7 +124,8 @@ def test_judge_reads_the_reference_its_folder_records(dataset, tmp_path, layout)
     runner = CliRunner()
     # Run
     recorded = runner.invoke(app, [*common, "--out", str(tmp_path / "recorded.csv")])
-    explicit = runner.invoke(app, [*common, "--reference", str(data / "reference"), "--out", str(tmp_path / "given.csv")])
+    explicit = runner.invoke(app, [*common, "--reference", str(data / "reference"), "--out",
+                                   str(tmp_path / "given.csv")])
     # Assert: the recorded reference is named and gives the same scores as passing it
     assert recorded.exit_code == 0 and explicit.exit_code == 0, recorded.output + explicit.output
     assert f"note: reference cohort {data / 'reference'} (recorded by the judge folder)" in recorded.output

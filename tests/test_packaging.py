@@ -71,3 +71,27 @@ def test_every_runtime_dependency_is_used_by_the_package():
     unused = [name for name in names if IMPORT_NAMES.get(name, name) not in imported and name not in USED_WITHOUT_IMPORT]
     assert unused == []
     assert set(USED_WITHOUT_IMPORT) <= set(names)  # no stale exception
+
+
+def ehrjudge_imports(path: Path) -> set[str]:
+    """The ehrjudge modules a file imports, at module level or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("ehrjudge"):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.startswith("ehrjudge"))
+    return names
+
+
+def test_the_simulated_cohort_cache_has_one_owner():
+    # Setup
+    cohort = ROOT / "src" / "ehrjudge" / "cohort"
+    # Run
+    build, clinosim = ehrjudge_imports(cohort / "build.py"), ehrjudge_imports(cohort / "clinosim.py")
+    naming_the_cache = [path.relative_to(ROOT).as_posix() for path in (ROOT / "src").rglob("*.py")
+                        if 'cache_dir("cohorts")' in path.read_text()]
+    # Assert: build.py owns the cache and runs the simulator; the simulator module never reaches back (regression:
+    # the two imported each other)
+    assert "ehrjudge.cohort.clinosim" in build and "ehrjudge.cohort.build" not in clinosim
+    assert naming_the_cache == ["src/ehrjudge/cohort/build.py"]
