@@ -133,3 +133,24 @@ def test_local_base_outside_the_model_cache_is_found_at_the_path_given(tmp_path,
     with pytest.raises(InputError, match="not in the model cache nor at") as error:
         find_base(reference)
     assert str(base) in str(error.value) and str(tmp_path / "cache" / "models" / "my-llama") in str(error.value)
+
+
+def test_model_card_shows_held_out_agreement_with_intervals_and_baselines(tiny_trained_judge, tmp_path):
+    # Setup: what `ehrjudge run` adds to its published judge (pipeline.run.publish_judge)
+    from ehrjudge.judge.artifact import update_judge
+
+    judge = tmp_path / "judge"
+    shutil.copytree(tiny_trained_judge / "run" / "best", judge)
+    evaluation = {"splits": {"test": {
+        "trained": {"n": 477, "spearman": 0.585, "spearman_ci": [0.524, 0.640], "pearson": 0.579,
+                    "pearson_ci": [0.52, 0.63], "mae": 1.9},
+        "regressor": {"n": 477, "spearman": 0.886, "spearman_ci": [0.86, 0.91], "pearson": 0.881,
+                      "pearson_ci": None, "mae": 1.1}}}, "prediction": "expected"}
+    # Run
+    update_judge(judge, evaluation=evaluation)
+    # Assert
+    card = (judge / "README.md").read_text()
+    assert "| test | trained judge (expected score) | 477 | 0.585 [0.524, 0.640] | 0.579 [0.520, 0.630] | 1.900 |" in card
+    assert "| test | regressor baseline (gradient boosting on the vectors) | 477 | 0.886 [0.860, 0.910] | 0.881 |" in card
+    assert read_info(judge)["evaluation"] == evaluation
+    assert "Not measured" in (tiny_trained_judge / "run" / "best" / "README.md").read_text()

@@ -129,11 +129,16 @@ def read_info(folder: str | Path) -> dict:
     return info
 
 
+def holds_reference(folder: str | Path) -> bool:
+    """Whether the folder holds its own schema and reference statistics (format 2 does; older folders do not)."""
+    return (Path(folder) / SCHEMA_FILE).is_file() and (Path(folder) / STATS_FILE).is_file()
+
+
 def saved_reference(folder: str | Path) -> tuple[Schema, ReferenceStats] | None:
     """(schema, reference statistics) the judge reads records with: its own files, else (older folders) those of
     the dataset its ehrjudge.json names when that is still there; None when neither is."""
     folder = Path(folder)
-    if (folder / SCHEMA_FILE).is_file() and (folder / STATS_FILE).is_file():
+    if holds_reference(folder):
         schema, stats = Schema.load(folder / SCHEMA_FILE), ReferenceStats.load(folder / STATS_FILE)
         stats.check_schema(schema)
         return schema, stats

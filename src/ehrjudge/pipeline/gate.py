@@ -102,6 +102,7 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
     """Judge scores and verifiable scores (with near-copy flags) of every record in `synthetic`."""
     from ehrjudge.api import Judge
     from ehrjudge.cohort.schema import Cohort, load_records
+    from ehrjudge.judge.artifact import holds_reference
     from ehrjudge.scoring.realism import ScoreConfig, score_records
 
     judge_dir = Path(judge)
@@ -113,17 +114,11 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
         records.insert(0, "record_id", [f"record-{i}" for i in range(len(records))])
     # The judge's own prompt and statistics (it refuses a folder without its prompt); the reference given for the
     # near-copy check stands in for the statistics of an older folder that does not hold them.
-    scorer = Judge.load(judge_dir, reference=None if _holds_reference(judge_dir) else reference_dir,
+    scorer = Judge.load(judge_dir, reference=None if holds_reference(judge_dir) else reference_dir,
                         batch_size=config.batch_size)
     judged = scorer.score(records)
     verifiable = score_records(reference, records, dataset_score_config(reference_dir) or ScoreConfig(), holdout)
     return judged, verifiable
-
-
-def _holds_reference(judge_dir: Path) -> bool:
-    from ehrjudge.judge.artifact import SCHEMA_FILE, STATS_FILE
-
-    return (judge_dir / SCHEMA_FILE).is_file() and (judge_dir / STATS_FILE).is_file()
 
 
 def dataset_score_config(reference_dir: Path):
