@@ -15,38 +15,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ehrjudge.cohort.schema import META_COLUMNS, Cohort, Schema, validate_vectors
+from ehrjudge.cohort.schema import Schema, schema_records
 from ehrjudge.errors import InputError
-from ehrjudge.scoring.realism import RealismScorer, ScoreConfig, fit_scorer
-
-
-def _records(records: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """record_id + the schema's columns, validated; other columns (generator, scores, ...) dropped."""
-    if not isinstance(records, pd.DataFrame):
-        raise InputError(f"records must be a pandas DataFrame with the schema's columns, got {type(records).__name__}")
-    frame = records.copy()
-    if "record_id" not in frame.columns:
-        frame.insert(0, "record_id", [f"r{i}" for i in range(len(frame))])
-    kept = [c for c in frame.columns if c in META_COLUMNS] + [n for n in schema.names if n in frame.columns]
-    return validate_vectors(frame[kept], schema)
-
-
-def score_frame(scorer: RealismScorer, records: pd.DataFrame) -> pd.DataFrame:
-    """record_id then the score columns, for a fitted scorer that knows its schema."""
-    frame = _records(records, scorer.schema)
-    scores = scorer.score(frame[scorer.schema.names].to_numpy(dtype=np.float64))
-    scores.insert(0, "record_id", frame["record_id"].to_numpy())
-    return scores
-
-
-def scorer_from_cohorts(reference, holdout=None, config: ScoreConfig | None = None) -> RealismScorer:
-    """A RealismScorer fitted on a reference cohort (a folder or a Cohort), calibrated on `holdout` when given."""
-    reference = reference if isinstance(reference, Cohort) else Cohort.load(reference)
-    holdout = holdout if holdout is None or isinstance(holdout, Cohort) else Cohort.load(holdout)
-    return fit_scorer(reference, config, holdout)
 
 
 @dataclasses.dataclass
@@ -83,7 +55,7 @@ class Judge:
         calibrated_score (when the judge saved a calibration), entropy (nats), p_1..p_10."""
         from ehrjudge.judge.scoring import judge_records
 
-        frame = _records(records, self.schema)
+        frame = schema_records(records, self.schema)
         scores = judge_records(self.model, self.tokenizer, frame, self.schema, self.prompt, self.batch_size,
                                self.reuse_prefix, reference=self.reference)
         if self.calibration is not None:

@@ -151,6 +151,18 @@ def validate_vectors(frame: pd.DataFrame, schema: Schema, file=None) -> pd.DataF
     return pd.concat([out.reset_index(drop=True), features.reset_index(drop=True)], axis=1)
 
 
+def schema_records(records: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """A DataFrame given in Python, as scorers take it: record_id (r0, r1, ... when absent), the other META_COLUMNS
+    present, then the schema's columns, validated; other columns (scores, ...) dropped."""
+    if not isinstance(records, pd.DataFrame):
+        raise InputError(f"records must be a pandas DataFrame with the schema's columns, got {type(records).__name__}")
+    frame = records.copy()
+    if "record_id" not in frame.columns:
+        frame.insert(0, "record_id", [f"r{i}" for i in range(len(frame))])
+    kept = [c for c in frame.columns if c in META_COLUMNS] + [n for n in schema.names if n in frame.columns]
+    return validate_vectors(frame[kept], schema)
+
+
 def load_records(path, schema: Schema) -> pd.DataFrame:
     """Read a synthetic-records file (parquet/CSV) and validate it against `schema`."""
     return validate_vectors(read_table(path), schema, file=path)

@@ -41,8 +41,7 @@ def verifiable_scorers(reference: Cohort, holdout: Cohort | None) -> dict:
 
 def _formula(reference_dir: Path, reference: Cohort) -> RewardFunction:
     from ehrjudge.cohort.reference_stats import ReferenceStats
-    from ehrjudge.judge.baseline import load_split
-    from ehrjudge.judge.baseline_scorers import FormulaScorer, diagonal_z_distance, formula_raw_score
+    from ehrjudge.judge.baseline_scorers import FormulaScorer, diagonal_z_distance, formula_raw_score, load_split
 
     stats = ReferenceStats.from_cohort(reference)
     dataset = reference_dir.parent

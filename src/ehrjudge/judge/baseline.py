@@ -19,50 +19,18 @@ import pandas as pd
 
 from ehrjudge.cohort.real_patients import dataset_patients, near_copy_ids, real_rows, withhold
 from ehrjudge.cohort.reference_stats import ReferenceStats
-from ehrjudge.cohort.schema import META_COLUMNS, Schema, validate_vectors
+from ehrjudge.cohort.schema import Schema
 from ehrjudge.config import save_config, to_dict
 from ehrjudge.errors import InputError
-from ehrjudge.io import atomic_dir, read_table, write_csv, write_json, write_text
+from ehrjudge.io import atomic_dir, write_csv, write_json, write_text
 from ehrjudge.judge.agreement import agreement
-from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers
+from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, TRUE_SCORE, VERIFIABLE, BaselineScorers, load_split
 from ehrjudge.judge.layer_inputs import LayerCapture
 from ehrjudge.judge.config import BaselineConfig
 from ehrjudge.judge.scoring import judge_records, record_texts, save_judge_config
 
 log = logging.getLogger(__name__)
-TRUE_SCORE = "realism_score"
-SPLITS = ("train", "val", "test", "test_unseen")
 FORMULA_ROW = "Formula: diagonal z from the reference statistics (1..10 map fitted on val)"
-
-
-def load_split(dataset: Path, split: str, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
-    """(validated records with meta columns, true realism scores) of one dataset split."""
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    path = dataset / f"{split}.parquet"
-    frame = read_table(path)
-    if TRUE_SCORE not in frame.columns:
-        raise InputError("split has no realism_score column", file=path, column=TRUE_SCORE)
-    keep = [c for c in frame.columns if c in META_COLUMNS] + schema.names
-    missing = [n for n in schema.names if n not in frame.columns]
-    if missing:
-        raise InputError(f"split lacks {len(missing)} schema feature(s), e.g. {missing[:5]}", file=path,
-                         column=missing[0])
-    records = validate_vectors(frame[keep], schema, file=path)
-    return records, frame[TRUE_SCORE].to_numpy(dtype=float)
-
-
-def fit_regressor(kind: str, features: np.ndarray, target: np.ndarray, seed: int):
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if kind == "ridge":
-        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-    else:
-        model = HistGradientBoostingRegressor(random_state=seed)
-    return model.fit(features, target)
 
 
 def score_row(name: str, values: np.ndarray) -> dict:

@@ -9,7 +9,7 @@ formula     d(x) = sqrt(sum_j z_j(x)^2),  z_j = (x_j - mean_j) / std_j  (Referen
             formula_score = clip(a * (-log d) + b, 1, 10). The log because the verifiable score is linear in
             the log Mahalanobis distance (scoring/realism.py, quantile mapping).
 regressor   a gradient-boosting (or ridge) regressor on the patient vectors, fitted on the train split
-            (judge.baseline.fit_regressor), its prediction rounded and clipped to 1..10.
+            (fit_regressor), its prediction rounded and clipped to 1..10.
 throughput  records/s of each scorer's scoring pass on the same records (fitting excluded), and of the
             verifiable realism score itself (scoring.realism, fitted on the dataset's reference and holdout
             with the dataset's ScoreConfig).
@@ -26,12 +26,46 @@ import numpy as np
 import pandas as pd
 
 from ehrjudge.cohort.reference_stats import CONSTANT_TOLERANCE, ReferenceStats
-from ehrjudge.cohort.schema import Schema
+from ehrjudge.cohort.schema import META_COLUMNS, Schema, validate_vectors
 from ehrjudge.errors import InputError
+from ehrjudge.io import read_table
 from ehrjudge.judge.calibration import Calibration, fit_calibration
 
 FORMULA, REGRESSOR, VERIFIABLE = "formula", "regressor", "verifiable"
+TRUE_SCORE = "realism_score"  # the verifiable score column of a judge dataset split
+SPLITS = ("train", "val", "test", "test_unseen")
 TINY_DISTANCE = 1e-12  # floor of d before the log: a record exactly at the reference mean
+
+
+def load_split(dataset: Path, split: str, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
+    """(validated records with meta columns, true realism scores) of one dataset split."""
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = dataset / f"{split}.parquet"
+    frame = read_table(path)
+    if TRUE_SCORE not in frame.columns:
+        raise InputError("split has no realism_score column", file=path, column=TRUE_SCORE)
+    keep = [c for c in frame.columns if c in META_COLUMNS] + schema.names
+    missing = [n for n in schema.names if n not in frame.columns]
+    if missing:
+        raise InputError(f"split lacks {len(missing)} schema feature(s), e.g. {missing[:5]}", file=path,
+                         column=missing[0])
+    records = validate_vectors(frame[keep], schema, file=path)
+    return records, frame[TRUE_SCORE].to_numpy(dtype=float)
+
+
+def fit_regressor(kind: str, features: np.ndarray, target: np.ndarray, seed: int):
+    """The regressor baseline fitted on (features, target): "ridge" (standardized RidgeCV) or gradient boosting."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "ridge":
+        model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    else:
+        model = HistGradientBoostingRegressor(random_state=seed)
+    return model.fit(features, target)
 
 
 def diagonal_z_distance(matrix: np.ndarray, reference: ReferenceStats) -> np.ndarray:
@@ -91,8 +125,6 @@ class BaselineScorers:
     def fit(cls, dataset: Path, schema: Schema, reference: ReferenceStats,
             regressor_kind: str = "hist_gradient_boosting", seed: int = 0) -> "BaselineScorers":
         """Fit on the dataset's train (regressor) and val (formula map) splits."""
-        from ehrjudge.judge.baseline import fit_regressor, load_split
-
         dataset, names = Path(dataset), schema.names
         train_records, train_scores = load_split(dataset, "train", schema)
         val_records, val_scores = load_split(dataset, "val", schema)

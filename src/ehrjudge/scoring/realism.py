@@ -22,7 +22,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ehrjudge.cohort.schema import Cohort, Schema
+from ehrjudge.cohort.schema import Cohort, Schema, schema_records
 from ehrjudge.errors import InputError
 from ehrjudge.io import check_finite, check_ids
 from ehrjudge.scoring.config import ScoreConfig
@@ -83,11 +83,11 @@ class RealismScorer:
                      definition: str | None = None) -> "RealismScorer":
         """Fitted on a reference cohort (folder or Cohort), calibrated on `holdout` (folder or Cohort) when given;
         `definition` ("hardened", the default, or "seed") replaces config.definition."""
-        from ehrjudge.api import scorer_from_cohorts
-
         if definition is not None:
             config = dataclasses.replace(config or ScoreConfig(), definition=definition)
-        return scorer_from_cohorts(reference, holdout, config)
+        reference = reference if isinstance(reference, Cohort) else Cohort.load(reference)
+        holdout = holdout if holdout is None or isinstance(holdout, Cohort) else Cohort.load(holdout)
+        return fit_scorer(reference, config, holdout)
 
     @property
     def columns(self) -> list[str]:
@@ -102,9 +102,10 @@ class RealismScorer:
         if isinstance(records, pd.DataFrame):
             if self.schema is None:
                 raise InputError("scoring a DataFrame needs the schema: RealismScorer(config, schema)")
-            from ehrjudge.api import score_frame
-
-            return score_frame(self, records)
+            frame = schema_records(records, self.schema)
+            scores = self.score(frame[self.schema.names].to_numpy(dtype=np.float64))
+            scores.insert(0, "record_id", frame["record_id"].to_numpy())
+            return scores
         return self.fitted_.score(_as_matrix(records, "records", self.fitted_.n_features_))
 
 

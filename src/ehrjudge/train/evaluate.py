@@ -21,8 +21,8 @@ from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.judge.agreement import agreement
-from ehrjudge.judge.baseline import FORMULA_ROW, load_split
-from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers
+from ehrjudge.judge.baseline import FORMULA_ROW
+from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers, load_split
 from ehrjudge.judge.calibration import saved_calibration
 from ehrjudge.judge.prompt import PromptConfig, saved_prompt
 from ehrjudge.judge.scoring import judge_records

@@ -8,7 +8,7 @@ For each held-out family F of a judge dataset (one fold each):
                                                        F's train-split records are not used: a record of another
                                                        family in their group could have leaked them)
 Scorers: `formula` (judge.baseline_scorers, no training, its map fitted on the fold's val), `regressor`
-(judge.baseline.fit_regressor on the fold's train) and `judge` (train.loop.train with `judge.max_steps` steps on the
+(judge.baseline_scorers.fit_regressor on the fold's train) and `judge` (train.loop.train with `judge.max_steps` steps on the
 fold's records, scored by its calibrated expected score, or the raw one when no calibration was fitted).
 Per fold: Spearman and Pearson with the verifiable score (higher is better, [-1, 1]), MAE (lower is better), and
 95% percentile-bootstrap intervals over paired resamples of the fold's records (judge.agreement); a small fold's
@@ -64,7 +64,7 @@ class LofoConfig:
     families: list[str] = option([], "families to hold out, one fold each; [] = every family in the dataset "
                                      "except holdout_real")
     scorers: list[str] = option(list(SCORERS), "formula, regressor, judge (judge = one short training per fold)")
-    regressor: str = option("hist_gradient_boosting", "regressor kind (judge.baseline.fit_regressor)")
+    regressor: str = option("hist_gradient_boosting", "regressor kind (judge.baseline_scorers.fit_regressor)")
     judge: TrainConfig = option(_fold_judge(), "judge training per fold (dataset and output_dir are set per fold)")
     judge_train_records: int = option(256, "seeded subset of the train split the judge trains on (0 = all); each "
                                            "fold drops the held-out family's records from it")
@@ -207,7 +207,7 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
 
     model_and_tokenizer: a callable returning a fresh (model, tokenizer) per fold (tests inject a tiny judge).
     """
-    from ehrjudge.judge.baseline import fit_regressor
+    from ehrjudge.judge.baseline_scorers import fit_regressor
     from ehrjudge.train.data import resolve_dataset
 
     dataset = resolve_dataset(config.dataset)
