@@ -154,3 +154,23 @@ def test_model_card_shows_held_out_agreement_with_intervals_and_baselines(tiny_t
     assert "| test | regressor baseline (gradient boosting on the vectors) | 477 | 0.886 [0.860, 0.910] | 0.881 |" in card
     assert read_info(judge)["evaluation"] == evaluation
     assert "Not measured" in (tiny_trained_judge / "run" / "best" / "README.md").read_text()
+
+
+def test_recorded_reference_is_found_from_the_folder_by_the_gate_and_the_cli_alike(tiny_trained_judge, tmp_path):
+    # Setup
+    from ehrjudge.cli.judge import reference_or_recorded
+    from ehrjudge.judge.artifact import recorded_reference
+    from ehrjudge.pipeline.gate import GateConfig, find_reference
+
+    best, dataset = tiny_trained_judge / "run" / "best", (tiny_trained_judge / "dataset").resolve()
+    moved = shutil.copytree(best, tmp_path / "a" / "b" / "c" / "judge")
+    # Run
+    found = recorded_reference(best)
+    # Assert: the dataset the folder names relative to itself, used the same way by `gate` and `judge`
+    assert found == (dataset / "reference", dataset / "holdout" if (dataset / "holdout").is_dir() else None)
+    assert find_reference(best, GateConfig()) == found
+    assert reference_or_recorded(None, best) == found[0]
+    assert find_reference(best, GateConfig(reference="given")) == (Path("given"), None)
+    # moved away from its dataset: refused, naming what the folder records and what to pass
+    with pytest.raises(InputError, match="ehrjudge.json records the dataset .*not on this machine: pass --reference"):
+        recorded_reference(moved)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+DEFAULT_DATASET = "judge-clinosim-n500-s42"  # ehrjudge dataset on the default clinosim cohort, under datasets/
+
 
 def cache_dir(*parts: str) -> Path:
     """$EHRJUDGE_CACHE (default ~/.cache/ehrjudge), joined with `parts` and created."""

@@ -61,43 +61,15 @@ def saved_with_judge(judge_config, lookup):
     return None
 
 
-def recorded_reference(judge_dir: Path) -> Path:
-    """The reference cohort a trained judge folder records: DATASET/reference, DATASET read from its ehrjudge.json
-    (`ehrjudge run`'s train/judge), else from the training config.yaml beside or above it (`ehrjudge train`'s best/,
-    final/; a dataset of None is the default dataset)."""
-    import json
-
-    import yaml
-
-    judge_dir = Path(judge_dir)
-    dataset, source = None, None
-    if (judge_dir / "ehrjudge.json").is_file():
-        dataset, source = json.loads((judge_dir / "ehrjudge.json").read_text()).get("dataset"), "ehrjudge.json"
-    else:
-        for candidate in (judge_dir / "config.yaml", judge_dir.parent / "config.yaml"):
-            data = (yaml.safe_load(candidate.read_text()) or {}) if candidate.is_file() else {}
-            if "method" in data and "dataset" in data:  # a TrainConfig
-                from ehrjudge.train.data import resolve_dataset
-
-                dataset, source = resolve_dataset(data["dataset"]), str(candidate)
-                break
-    if dataset is None:
-        raise InputError("the judge folder records no reference cohort (no dataset in ehrjudge.json or a training "
-                         "config.yaml): pass --reference DIR", file=judge_dir)
-    reference = Path(dataset) / "reference"
-    if not (reference / "schema.json").is_file():
-        raise InputError(f"{source} records the dataset {dataset}, whose reference/schema.json is not on this "
-                         "machine: pass --reference DIR", file=judge_dir)
-    return reference
-
-
 def reference_or_recorded(reference: Optional[Path], judge_dir) -> Path:
     """`reference` when given, else the reference cohort the trained judge folder `judge_dir` records (with a note)."""
     if reference is not None:
         return reference
     if judge_dir is None or not Path(judge_dir).is_dir():
         raise InputError("--reference DIR is required unless --judge names a trained judge folder")
-    reference = recorded_reference(Path(judge_dir))
+    from ehrjudge.judge.artifact import recorded_reference
+
+    reference, _ = recorded_reference(Path(judge_dir))
     typer.echo(f"note: reference cohort {reference} (recorded by the judge folder)", err=True)
     return reference
 

@@ -136,18 +136,65 @@ def holds_reference(folder: str | Path) -> bool:
 
 def saved_reference(folder: str | Path) -> tuple[Schema, ReferenceStats] | None:
     """(schema, reference statistics) the judge reads records with: its own files, else (older folders) those of
-    the dataset its ehrjudge.json names when that is still there; None when neither is."""
+    the dataset it records (recorded_datasets) when that is still here; None when neither is."""
     folder = Path(folder)
     if holds_reference(folder):
         schema, stats = Schema.load(folder / SCHEMA_FILE), ReferenceStats.load(folder / STATS_FILE)
         stats.check_schema(schema)
         return schema, stats
-    dataset = read_info(folder).get("dataset")
-    if isinstance(dataset, str) and (Path(dataset) / "reference" / "schema.json").is_file():
-        log.info("older judge folder %s: schema and reference statistics read from its dataset %s", folder, dataset)
-        reference = Path(dataset) / "reference"
-        return Schema.load(reference / "schema.json"), ReferenceStats.from_dir(reference)
+    for dataset, _ in recorded_datasets(folder):
+        if present_reference(dataset):
+            log.info("older judge folder %s: schema and reference statistics read from its dataset %s", folder,
+                     dataset)
+            return Schema.load(dataset / "reference" / "schema.json"), ReferenceStats.from_dir(dataset / "reference")
     return None
+
+
+def recorded_datasets(folder: str | Path) -> list[tuple[Path, str]]:
+    """(dataset folder, the file that records it) for every dataset a judge folder says it was trained on, the most
+    portable first: ehrjudge.json's training_data.path_from_judge (relative to the folder, format 2), its `dataset`
+    (an absolute path, format 1); when it records neither, the training run's config.yaml beside or above the folder
+    (`ehrjudge train`'s best/ and final/; a dataset of None is the default dataset)."""
+    import yaml
+
+    from ehrjudge.paths import DEFAULT_DATASET, cache_dir
+
+    folder = Path(folder)
+    info = read_info(folder)
+    relative = (info.get("training_data") or {}).get("path_from_judge")
+    # path_from_judge was taken between resolved paths, so it is joined to the resolved folder
+    found = [(Path(os.path.normpath(folder.resolve() / relative)), JUDGE_INFO)] if relative else []
+    if isinstance(info.get("dataset"), str):
+        found.append((Path(info["dataset"]), JUDGE_INFO))
+    if found:
+        return found
+    for candidate in (folder / "config.yaml", folder.parent / "config.yaml"):
+        data = (yaml.safe_load(candidate.read_text()) or {}) if candidate.is_file() else {}
+        if "method" in data and "dataset" in data:  # a TrainConfig
+            dataset = data["dataset"]
+            return [(Path(dataset) if dataset else cache_dir("datasets") / DEFAULT_DATASET, str(candidate))]
+    return []
+
+
+def present_reference(dataset: Path) -> bool:
+    """Whether a judge dataset's reference cohort is on this machine."""
+    return (dataset / "reference" / "schema.json").is_file()
+
+
+def recorded_reference(folder: str | Path) -> tuple[Path, Path | None]:
+    """(reference, holdout or None): the cohort folders of the first dataset the judge folder records
+    (recorded_datasets) that is on this machine; an InputError naming what it records, and what to pass, otherwise."""
+    folder = Path(folder)
+    recorded = recorded_datasets(folder)
+    for dataset, _ in recorded:
+        if present_reference(dataset):
+            holdout = dataset / "holdout"
+            return dataset / "reference", holdout if holdout.is_dir() else None
+    if not recorded:
+        raise InputError("the judge folder records no reference cohort (no dataset in ehrjudge.json or a training "
+                         "config.yaml): pass --reference DIR", file=folder)
+    named = "; ".join(f"{source} records the dataset {dataset}" for dataset, source in recorded)
+    raise InputError(f"{named}, whose reference/schema.json is not on this machine: pass --reference DIR", file=folder)
 
 
 def export_merged(folder: str | Path, out: str | Path) -> Path:

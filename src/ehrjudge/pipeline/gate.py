@@ -82,20 +82,14 @@ def find_reference(judge_dir: Path, config: GateConfig) -> tuple[Path, Path | No
 
     With the dataset's own held-out patients the near-copy threshold is calibrated exactly as the
     judge's training labels were; an explicit --reference calibrates on a split of itself. The judge folder
-    names its dataset relative to itself (judge/artifact.py; older folders: an absolute path), a hint that no
-    longer resolves once the folder is moved: then --reference is needed.
+    records its dataset (judge/artifact.recorded_reference), a hint that no longer resolves once the folder is
+    moved: then --reference is needed.
     """
-    from ehrjudge.judge.artifact import read_info
+    from ehrjudge.judge.artifact import recorded_reference
 
     if config.reference:
         return Path(config.reference), None
-    info = read_info(judge_dir)
-    relative = (info.get("training_data") or {}).get("path_from_judge")
-    for dataset in (judge_dir / relative if relative else None, info.get("dataset")):
-        if dataset and (Path(dataset) / "reference").is_dir():
-            holdout = Path(dataset) / "holdout"
-            return Path(dataset) / "reference", holdout if holdout.is_dir() else None
-    raise InputError("no reference cohort for the near-copy check: pass --reference DIR", file=judge_dir)
+    return recorded_reference(judge_dir)
 
 
 def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -14,11 +14,10 @@ from ehrjudge.errors import InputError
 from ehrjudge.io import read_table
 from ehrjudge.judge.prompt import PromptConfig
 from ehrjudge.judge.scoring import record_prompts
-from ehrjudge.paths import cache_dir
+from ehrjudge.paths import DEFAULT_DATASET, cache_dir
 
 SPLITS = ("train", "val", "test", "test_unseen")
 SCORE_COLUMN = "realism_score"
-DEFAULT_DATASET = "judge-clinosim-n500-s42"  # ehrjudge dataset on the default clinosim cohort
 
 
 @dataclasses.dataclass
