@@ -84,3 +84,30 @@ def test_register_judge_refuses_a_folder_that_is_not_self_contained(tmp_path):
     with pytest.raises(InputError, match="self-contained"):
         register_judge(tmp_path / "judge", "judge-y", GateConfig(registry_dir=str(tmp_path / "mlruns")))
     assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_register_judge_command_registers_the_folder_where_its_flags_say(tiny_trained_judge, tmp_path):
+    # Setup
+    import mlflow
+    from typer.testing import CliRunner
+
+    from ehrjudge import Judge
+    from ehrjudge.cli import app
+
+    judge = tiny_trained_judge / "run" / "best"
+    records = pd.read_parquet(tiny_trained_judge / "dataset" / "test.parquet").head(4)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    # Run
+    result = CliRunner().invoke(app, ["register-judge", "--judge", str(judge), "--name", "judge-cli",
+                                      "--tracking-uri", uri, "--experiment", "judges"])
+    # Assert: version 1 in the store --tracking-uri names, under --experiment, scoring as Judge.score does
+    assert result.exit_code == 0, result.output
+    assert "registered judge-cli version 1 (experiment judges): models:/judge-cli/1" in result.output
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(client.get_model_version("judge-cli", "1").tags["judge.run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "judges"
+    mlflow.set_tracking_uri(uri)
+    pd.testing.assert_frame_equal(mlflow.pyfunc.load_model("models:/judge-cli/1").predict(records),
+                                  Judge.load(judge).score(records))

@@ -1,4 +1,4 @@
-"""`ehrjudge run`, `ehrjudge report`, `ehrjudge gate`."""
+"""`ehrjudge run`, `ehrjudge report`, `ehrjudge gate`, `ehrjudge register-judge`."""
 
 from __future__ import annotations
 
@@ -70,6 +70,27 @@ def gate_command(
         return
     typer.echo("REFUSED: " + "; ".join(decision.reasons))
     raise typer.Exit(code=1)
+
+
+@app.command("register-judge", context_settings=CONFIG_COMMAND,
+             cls=settings_command("ehrjudge.pipeline.registry:RegistryConfig"))
+def register_judge_command(
+    ctx: typer.Context,
+    judge: Path = typer.Option(..., "--judge", help="self-contained trained judge folder (a run's train/judge, "
+                                                    "or ehrjudge train's best/ or final/)"),
+    name: str = typer.Option(..., "--name", help="registered model name for the judge"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with RegistryConfig settings"),
+):
+    """Register a trained judge folder as a new version of MLflow model NAME: a pyfunc that takes record rows and
+    returns their scores (`mlflow models serve -m models:/NAME/VERSION`), with the judge's base model, validation
+    and held-out agreement logged on its run. Not gated: registering a judge is the user's decision."""
+    from ehrjudge.config import load_config
+    from ehrjudge.pipeline.gate import register_judge
+    from ehrjudge.pipeline.registry import RegistryConfig
+
+    cfg = load_config(RegistryConfig, config, list(ctx.args))
+    version = register_judge(judge, name, cfg)
+    typer.echo(f"registered {name} version {version} (experiment {cfg.experiment}): models:/{name}/{version}")
 
 
 @app.command("run", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.pipeline.config:RunConfig"))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ehrjudge.config import option, to_dict
 from ehrjudge.errors import InputError
-from ehrjudge.pipeline.registry import register_model
+from ehrjudge.pipeline.registry import RegistryConfig, register_model
 
 if TYPE_CHECKING:  # GateConfig is read to build `ehrjudge gate --help`, which imports nothing heavy
     import pandas as pd
@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class GateConfig:
+class GateConfig(RegistryConfig):
+    """The gate's acceptance rule and scoring; where it logs and registers is RegistryConfig's (tracking_uri,
+    registry_dir, experiment)."""
+
     threshold: float = option(6.0, "minimum mean judge score (1-10, see `score`) for acceptance")
     score: Literal["expected", "calibrated"] = option("expected", "judge score the threshold applies to: expected (E_pi[k]) or calibrated (the "
                         "judge's calibration.json, fitted on its validation split; an error if it has none)")
@@ -46,9 +49,6 @@ class GateConfig:
     records: int = option(256, "completions sampled from a --generator checkpoint to gate it")
     seed: int = option(0, "sampling seed of a --generator checkpoint")
     max_parse_failure_rate: float = option(0.05, "maximum share of a --generator's completions that do not parse")
-    tracking_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite in --registry-dir)")
-    registry_dir: str = option("mlruns", "folder of the local MLflow store when no tracking URI is set")
-    experiment: str = option("ehrjudge-gate", "MLflow experiment for gate decisions")
 
 
 @dataclasses.dataclass
@@ -169,7 +169,7 @@ def register(decision: GateDecision, synthetic: Path, name: str, config: GateCon
     return dataclasses.replace(decision, version=version)
 
 
-def register_judge(judge: str | Path, name: str, config: GateConfig) -> str:
+def register_judge(judge: str | Path, name: str, config: RegistryConfig) -> str:
     """Register a self-contained judge folder as a new version of MLflow model `name` (judge/serving.py's pyfunc:
     records in, scores out), with its base model, validation and held-out agreement on the run; returns the
     version."""

@@ -3,7 +3,19 @@ the gate's synthetic-record samplers, trained judges and, later, tuned generator
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+from ehrjudge.config import option
+
+
+@dataclasses.dataclass
+class RegistryConfig:
+    """Where registrations are logged: the settings of `ehrjudge register-judge`, and the gate's (GateConfig)."""
+
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite in --registry-dir)")
+    registry_dir: str = option("mlruns", "folder of the local MLflow store when no tracking URI is set")
+    experiment: str = option("ehrjudge-gate", "MLflow experiment of gate decisions and registrations")
 
 
 def register_model(model_path: str | Path, python_model, name: str, *, artifact_key: str = "model",
