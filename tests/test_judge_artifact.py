@@ -156,7 +156,7 @@ def test_model_card_shows_held_out_agreement_with_intervals_and_baselines(tiny_t
     assert "Not measured" in (tiny_trained_judge / "run" / "best" / "README.md").read_text()
 
 
-def test_recorded_reference_is_found_from_the_folder_by_the_gate_and_the_cli_alike(tiny_trained_judge, tmp_path):
+def test_recorded_reference_is_found_by_the_gate_and_the_cli_alike(tiny_trained_judge, tmp_path):
     # Setup
     from ehrjudge.cli.judge import reference_or_recorded
     from ehrjudge.judge.artifact import recorded_reference
@@ -172,5 +172,5 @@ def test_recorded_reference_is_found_from_the_folder_by_the_gate_and_the_cli_ali
     assert reference_or_recorded(None, best) == found[0]
     assert find_reference(best, GateConfig(reference="given")) == (Path("given"), None)
     # moved away from its dataset: refused, naming what the folder records and what to pass
-    with pytest.raises(InputError, match="ehrjudge.json records the dataset .*not on this machine: pass --reference"):
+    with pytest.raises(InputError, match="ehrjudge.json records the dataset .*not on this machine: pass --ref"):
         recorded_reference(moved)

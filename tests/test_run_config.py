@@ -95,3 +95,46 @@ def test_run_tracking_none_turns_off_training_trackers(tmp_path):
     assert yaml.safe_load((run / "train" / "config.yaml").read_text())["tracking"] == "none"
     tracked = [p for p in tmp_path.rglob("*") if p.name in ("mlruns", "tensorboard", "mlflow.db", "mlartifacts")]
     assert tracked == []
+
+
+SHIPPED = {"train_default.yaml": "ehrjudge.train.config:TrainConfig",
+           "ablate_small.yaml": "ehrjudge.train.ablate_config:AblateConfig"}
+
+
+def leaf_paths(data: dict, prefix: tuple = ()) -> list[tuple]:
+    """Every key path of a nested mapping that ends in a value (not a mapping)."""
+    paths = []
+    for key, value in data.items():
+        paths += leaf_paths(value, prefix + (key,)) if isinstance(value, dict) else [prefix + (key,)]
+    return paths
+
+
+def at(data: dict, path: tuple):
+    for key in path:
+        data = data[key]
+    return data
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_yaml_sets_only_values_that_differ_from_the_defaults(name):
+    # Setup: the dataclass the file configures (a new file must be named here)
+    import importlib
+
+    from ehrjudge.config import to_dict
+
+    module, cls_name = SHIPPED[name].split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    written = yaml.safe_load((CONFIGS / name).read_text()) or {}
+    # Run: the resolved config (typed, nested mappings over the field's own default) against the defaults
+    resolved, defaults = to_dict(load_config(cls, CONFIGS / name)), to_dict(cls())
+    # Assert: every key the file sets changes the value, so each setting has one source
+    same = [".".join(path) for path in leaf_paths(written) if at(resolved, path) == at(defaults, path)]
+    assert same == [], f"{name} repeats the defaults of {cls_name}: {same}"
+
+
+def test_ablation_weights_are_the_seed_scores_own_and_swapped():
+    from ehrjudge.train.ablate_config import AblateConfig
+
+    seed = ScoreConfig(definition="seed")
+    assert (seed.w_maha, seed.w_knn) == (0.85, 0.15)
+    assert AblateConfig().weights == ["0.85/0.15", "0.15/0.85"]

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 _override: list[str] = []
 TRACKERS = ("mlflow", "tensorboard")
+STORE_DIR = "mlruns"  # the local MLflow store folder of a training run, an `ehrjudge run` folder and the gate
 
 
 @contextlib.contextmanager
@@ -96,7 +97,7 @@ class Tracker:
             import mlflow
 
             # MLflow 3 refuses its plain-file store: sqlite in the run dir (or $MLFLOW_TRACKING_URI when set).
-            setup_mlflow(self.run_dir / "mlruns", "ehrjudge-train")
+            setup_mlflow(self.run_dir / STORE_DIR, "ehrjudge-train")
             self._mlflow = mlflow
             mlflow.start_run(run_name=self.run_dir.name)
             flat = flatten_params(to_dict(config))

@@ -7,14 +7,16 @@ import dataclasses
 from pathlib import Path
 
 from ehrjudge.config import option
+from ehrjudge.tracking import STORE_DIR
 
 
 @dataclasses.dataclass
 class RegistryConfig:
     """Where registrations are logged: the settings of `ehrjudge register-judge`, and the gate's (GateConfig)."""
 
-    tracking_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite in --registry-dir)")
-    registry_dir: str = option("mlruns", "folder of the local MLflow store when no tracking URI is set")
+    tracking_uri: str | None = option(None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite in "
+                                            "--registry-dir)")
+    registry_dir: str = option(STORE_DIR, "folder of the local MLflow store when no tracking URI is set")
     experiment: str = option("ehrjudge-gate", "MLflow experiment of gate decisions and registrations")
 
 

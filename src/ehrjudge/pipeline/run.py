@@ -122,7 +122,7 @@ def build_zero_shot_stage(cfg: RunConfig, dataset: Path, out: Path) -> None:
 
 def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> None:
     from ehrjudge.judge.artifact import training_data, update_judge
-    from ehrjudge.tracking import resolve_tracking_uri, tracking_store
+    from ehrjudge.tracking import STORE_DIR, resolve_tracking_uri, tracking_store
     from ehrjudge.train.loop import train
 
     train_cfg = dataclasses.replace(cfg.train, dataset=str(dataset), output_dir=str(work),
@@ -132,7 +132,7 @@ def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> N
         log.info("resuming training from %s", work / "checkpoints")
     # Training metrics go to the run's own MLflow store; `tracking: none` keeps training from tracking at all.
     store = (contextlib.nullcontext() if cfg.tracking == "none" else
-             tracking_store(resolve_tracking_uri(work.parent.parent / "mlruns", cfg.tracking_uri)))
+             tracking_store(resolve_tracking_uri(work.parent.parent / STORE_DIR, cfg.tracking_uri)))
     with store:
         summary = train(train_cfg, resume=resume)
     chosen = work / "best" if (work / "best").exists() else work / "final"
@@ -300,9 +300,9 @@ def publish_judge(out: Path, summary: dict) -> None:
 def log_to_mlflow(cfg: RunConfig, out: Path, summary: dict) -> None:
     import mlflow
 
-    from ehrjudge.tracking import flatten_params, setup_mlflow
+    from ehrjudge.tracking import STORE_DIR, flatten_params, setup_mlflow
 
-    setup_mlflow(out / "mlruns", cfg.experiment, cfg.tracking_uri)
+    setup_mlflow(out / STORE_DIR, cfg.experiment, cfg.tracking_uri)
     with mlflow.start_run(run_name=out.name):
         mlflow.set_tags({f"ehrjudge.{k}": str(v) for k, v in summary["provenance"].items()})
         mlflow.log_params({k: str(v)[:250] for k, v in flatten_params(summary["config"]).items()})

@@ -8,7 +8,12 @@ from __future__ import annotations
 import dataclasses
 
 from ehrjudge.config import option
+from ehrjudge.scoring.config import ScoreConfig
 from ehrjudge.train.config import TrainConfig
+
+_SEED = ScoreConfig(definition="seed")
+SEED_WEIGHTS = f"{_SEED.w_maha:g}/{_SEED.w_knn:g}"  # the seed score's own w_maha/w_knn: "0.85/0.15"
+SWAPPED_WEIGHTS = f"{_SEED.w_knn:g}/{_SEED.w_maha:g}"
 
 
 def _small_base() -> TrainConfig:
@@ -22,7 +27,8 @@ class AblateConfig:
     base: TrainConfig = option(_small_base(), "settings shared by every cell (the per-cell budget lives here)")
     methods: list[str] = option(["expected", "reinforce", "grpo"], "trainers to compare")
     kl_coefs: list[float] = option([0.0, 0.01, 0.1], "KL weights beta")
-    weights: list[str] = option(["0.85/0.15", "0.15/0.85"], "realism score weights w_maha/w_knn")
+    weights: list[str] = option([SEED_WEIGHTS, SWAPPED_WEIGHTS], "realism score weights w_maha/w_knn (of the seed "
+                                                                 "score; default: ScoreConfig's and swapped)")
     rewards: list[str] = option(["quadratic", "absolute", "exact"], "reward shapes")
     advantages: list[str] = option(["raw", "batch_mean"], "advantages (reinforce: raw, batch_mean, normalized; "
                                                          "expected: raw, normalized; grpo has none)")
