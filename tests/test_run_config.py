@@ -138,3 +138,17 @@ def test_ablation_weights_are_the_seed_scores_own_and_swapped():
     seed = ScoreConfig(definition="seed")
     assert (seed.w_maha, seed.w_knn) == (0.85, 0.15)
     assert AblateConfig().weights == ["0.85/0.15", "0.15/0.85"]
+
+
+def test_the_built_in_cohort_size_and_seed_are_one_setting():
+    # Setup
+    import inspect
+
+    from ehrjudge.cohort.build import build_cohort, default_cohort
+
+    # Run
+    run = RunConfig().cohort
+    signatures = [inspect.signature(f).parameters for f in (default_cohort, build_cohort)]
+    # Assert: the run, the cohort builder and its cache use the same 500 patients and seed 42
+    assert (run.patients, run.seed) == (500, 42)
+    assert all((p["patients"].default, p["seed"].default) == (500, 42) for p in signatures)

@@ -18,9 +18,10 @@ def cohort_command(
     out: Path = typer.Option(..., help="Output cohort directory (written atomically)"),
     path: Optional[Path] = typer.Option(None, help="Source folder/file: MIMIC-IV root, FHIR bundles/NDJSON, "
                                                    "or an existing clinosim output"),
-    patients: Optional[int] = typer.Option(None, help="clinosim: patients with records (default 500); "
-                                                      "mimic/fhir: keep the first N subject ids (default all)"),
-    seed: int = typer.Option(42, help="clinosim simulator seed"),
+    patients: Optional[int] = typer.Option(None, help="clinosim: patients with records (default: the built-in "
+                                                      "cohort's, cohort/config.py DEFAULT_PATIENTS); mimic/fhir: "
+                                                      "keep the first N subject ids (default all)"),
+    seed: Optional[int] = typer.Option(None, help="clinosim simulator seed (default: cohort/config.py DEFAULT_SEED)"),
     config: Optional[Path] = typer.Option(None, help="YAML with FeatureConfig settings"),
     schema_from: Optional[Path] = typer.Option(None, "--schema-from",
                                                help="Re-apply this cohort dir's schema (same columns)"),
@@ -28,13 +29,14 @@ def cohort_command(
     """Build DIR/vectors.parquet + DIR/schema.json + DIR/raw/ from a source; extra --key value flags set the
     FeatureConfig settings listed below."""
     from ehrjudge.cohort.build import build_cohort
-    from ehrjudge.cohort.config import FeatureConfig
+    from ehrjudge.cohort.config import DEFAULT_PATIENTS, DEFAULT_SEED, FeatureConfig
     from ehrjudge.cohort.schema import Schema
     from ehrjudge.config import load_config
 
     feature_config = load_config(FeatureConfig, config, ctx.args)
     if patients is None and source == "clinosim" and path is None:
-        patients = 500
+        patients = DEFAULT_PATIENTS
+    seed = DEFAULT_SEED if seed is None else seed
     schema = Schema.load(Path(schema_from) / "schema.json") if schema_from else None
     cohort = build_cohort(source, out, path=path, patients=patients, seed=seed, config=feature_config, schema=schema)
     matrix = cohort.matrix()

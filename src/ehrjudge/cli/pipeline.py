@@ -44,7 +44,8 @@ def gate_command(
     generator: Optional[Path] = typer.Option(None, "--generator", help="a tuned generator folder (tune-generator's "
                                              "generator/): sampled, judged, and registered itself if it passes"),
     name: str = typer.Option(..., "--name", help="registered model name for the generator"),
-    threshold: Optional[float] = typer.Option(None, help="minimum mean judge score (default 6.0)"),
+    threshold: Optional[float] = typer.Option(None, help="minimum mean judge score (the `threshold` setting "
+                                                          "below)"),
     reference: Optional[Path] = typer.Option(None, help="reference cohort for the near-copy check"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with GateConfig settings"),
 ):

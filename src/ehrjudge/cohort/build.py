@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ehrjudge.cohort.config import DEFAULT_PATIENTS, DEFAULT_SEED
 from ehrjudge.cohort.featurize import FeatureConfig, featurize
 from ehrjudge.cohort.schema import Cohort, Schema
 from ehrjudge.cohort.tables import connect, create_event_tables
@@ -32,7 +33,7 @@ def simulated_cohort_dir(patients: int, seed: int) -> Path:
     return cache_dir("cohorts") / f"clinosim-n{patients}-s{seed}"
 
 
-def default_cohort(patients: int = 500, seed: int = 42) -> Path:
+def default_cohort(patients: int = DEFAULT_PATIENTS, seed: int = DEFAULT_SEED) -> Path:
     """The cached clinosim cohort dir for (patients, seed); built on first use (~30 s for 500)."""
     target = simulated_cohort_dir(patients, seed)
     if (target / "vectors.parquet").exists() and (target / "schema.json").exists():
@@ -45,8 +46,8 @@ def default_cohort(patients: int = 500, seed: int = 42) -> Path:
     return target
 
 
-def build_cohort(source: str, out: Path, path: Path | None = None, patients: int | None = 500, seed: int = 42,
-                 config: FeatureConfig | None = None, schema: Schema | None = None) -> Cohort:
+def build_cohort(source: str, out: Path, path: Path | None = None, patients: int | None = DEFAULT_PATIENTS,
+                 seed: int = DEFAULT_SEED, config: FeatureConfig | None = None, schema: Schema | None = None) -> Cohort:
     """Load `source` (clinosim: simulate N patients, or read `path`; mimic/fhir: read `path`), featurize, write `out`.
 
     `patients` is the number of patients with records for clinosim; for mimic/fhir it keeps the first N
@@ -83,13 +84,13 @@ def load_source(con, source: str, path, patients, seed: int, raw: Path):
         from ehrjudge.cohort.clinosim import build_simulated, copy_raw, load_clinosim
 
         if path is None:
-            cached = simulated_cohort_dir(patients or 500, seed) / "raw" / "csv"
+            cached = simulated_cohort_dir(patients or DEFAULT_PATIENTS, seed) / "raw" / "csv"
             if (cached / "patients.csv").exists():  # same simulator run as default_cohort(patients, seed)
                 log.info("reusing the cached simulation %s", cached)
-                origins = load_clinosim(con, cached, patients=patients or 500)
+                origins = load_clinosim(con, cached, patients=patients or DEFAULT_PATIENTS)
                 copy_raw(cached, raw)
                 return origins
-            return build_simulated(con, raw, patients or 500, seed)
+            return build_simulated(con, raw, patients or DEFAULT_PATIENTS, seed)
         origins = load_clinosim(con, Path(path), patients=patients)
         copy_raw(Path(path) / "csv" if (Path(path) / "csv").is_dir() else Path(path), raw)
         return origins

@@ -6,6 +6,10 @@ import dataclasses
 
 from ehrjudge.config import option
 
+# The built-in clinosim cohort: its size (patients with records) and simulator seed, for `ehrjudge cohort` and the run.
+DEFAULT_PATIENTS = 500
+DEFAULT_SEED = 42
+
 
 @dataclasses.dataclass
 class FeatureConfig:

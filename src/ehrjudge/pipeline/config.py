@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from ehrjudge.cohort.config import FeatureConfig
+from ehrjudge.cohort.config import DEFAULT_PATIENTS, DEFAULT_SEED, FeatureConfig
 from ehrjudge.config import option, to_dict
 from ehrjudge.errors import ConfigError
 from ehrjudge.judge.config import BaselineConfig
@@ -21,8 +21,8 @@ from ehrjudge.train.config import TrainConfig
 class CohortSettings:
     source: Literal["clinosim", "mimic", "fhir"] = option("clinosim", "real cohort source")
     path: str | None = option(None, "folder of a MIMIC-IV or FHIR export (clinosim: simulated when None)")
-    patients: int | None = option(500, "patients with records (clinosim) or a cap on loaded patients")
-    seed: int = option(42, "simulator seed")
+    patients: int | None = option(DEFAULT_PATIENTS, "patients with records (clinosim) or a cap on loaded patients")
+    seed: int = option(DEFAULT_SEED, "simulator seed")
     features: FeatureConfig = option(FeatureConfig(), "which codes become columns")
 
 
