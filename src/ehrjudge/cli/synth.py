@@ -55,7 +55,8 @@ def dataset_command(
     from rich.table import Table
 
     from ehrjudge.config import load_config
-    from ehrjudge.synth.dataset import SCORES, SPLITS, DatasetConfig, build_dataset
+    from ehrjudge.synth.config import SPLITS
+    from ehrjudge.synth.dataset import SCORES, DatasetConfig, build_dataset
 
     flags = list(ctx.args)
     if size is not None:

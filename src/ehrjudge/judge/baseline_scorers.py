@@ -30,10 +30,10 @@ from ehrjudge.cohort.schema import META_COLUMNS, Schema, validate_vectors
 from ehrjudge.errors import InputError
 from ehrjudge.io import read_table
 from ehrjudge.judge.calibration import Calibration, fit_calibration
+from ehrjudge.synth.config import SPLITS
 
 FORMULA, REGRESSOR, VERIFIABLE = "formula", "regressor", "verifiable"
 TRUE_SCORE = "realism_score"  # the verifiable score column of a judge dataset split
-SPLITS = ("train", "val", "test", "test_unseen")
 TINY_DISTANCE = 1e-12  # floor of d before the log: a record exactly at the reference mean
 
 

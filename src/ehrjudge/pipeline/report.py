@@ -26,7 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-SPLITS = ("train", "val", "test", "test_unseen")
+from ehrjudge.synth.config import SPLITS  # noqa: E402
+
 SCORERS = ("zero_shot", "trained", "formula", "regressor")
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}

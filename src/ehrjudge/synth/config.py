@@ -11,6 +11,7 @@ from ehrjudge.config import option
 from ehrjudge.errors import ConfigError
 from ehrjudge.scoring.config import ScoreConfig
 
+SPLITS = ("train", "val", "test", "test_unseen")  # a judge dataset's files: DATASET/<split>.parquet
 # The names of synth.generators.GENERATORS, in its order (which fixes each family's seed); a test keeps them equal.
 FAMILIES = ("gaussian_copula", "independent_marginals", "noisy_copy", "interpolation", "mode_collapse",
             "clinical_inconsistency", "sparsity_distortion", "holdout_real",

@@ -23,12 +23,11 @@ from ehrjudge.cohort.schema import Cohort
 from ehrjudge.config import save_config, to_dict
 from ehrjudge.io import atomic_dir, write_json, write_parquet
 from ehrjudge.scoring.realism import RealismScorer
-from ehrjudge.synth.config import DatasetConfig
+from ehrjudge.synth.config import SPLITS, DatasetConfig
 from ehrjudge.synth.generators import generate
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test", "test_unseen")
 SCORES = list(range(1, 11))
 
 

@@ -23,7 +23,8 @@ from ehrjudge.cohort.schema import Cohort
 from ehrjudge.config import save_config
 from ehrjudge.io import atomic_dir, read_table, write_csv, write_json, write_parquet, write_text
 from ehrjudge.train.ablate_config import AblateConfig
-from ehrjudge.train.data import SPLITS, resolve_dataset
+from ehrjudge.synth.config import SPLITS
+from ehrjudge.train.data import resolve_dataset
 
 log = logging.getLogger(__name__)
 ADVANTAGES = {"reinforce": {"raw", "batch_mean", "normalized"}, "expected": {"raw", "normalized"}, "grpo": set()}

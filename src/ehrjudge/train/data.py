@@ -16,7 +16,6 @@ from ehrjudge.judge.prompt import PromptConfig
 from ehrjudge.judge.scoring import record_prompts
 from ehrjudge.paths import DEFAULT_DATASET, cache_dir
 
-SPLITS = ("train", "val", "test", "test_unseen")
 SCORE_COLUMN = "realism_score"
 
 
