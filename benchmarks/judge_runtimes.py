@@ -1,0 +1,117 @@
+"""The trained judge under faster CPU runtimes, side by side with torch fp32 on the same records (issue 17).
+
+    python benchmarks/judge_runtimes.py --judge runs/default/judge --dataset runs/default/dataset [--records 500]
+        [--runtimes float32,bfloat16,autocast_bf16] [--out benchmarks/results/judge_runtimes.json]
+
+Every runtime scores the same records (the first --records of test, then test_unseen) through the production path
+(`ehrjudge.Judge.score`: batch 8, shared prompt prefix run once):
+    float32        the reference: every weight and activation in fp32;
+    bfloat16       the whole model cast to bf16 (weights, activations and the residual stream);
+    autocast_bf16  fp32 weights, `torch.autocast("cpu", torch.bfloat16)`: matmuls take bf16 inputs (AMX / AVX-512
+                   bf16 on CPUs that have them), the residual stream, norms and softmax stay fp32.
+torch's dynamic int8 quantization was measured and rejected before (max |delta expected score| 3.2;
+benchmarks/judge_throughput.py --int8, docs/judge.md).
+Reported for each: records/s (median of --repeats), max and mean |delta expected score| against fp32, argmax
+agreement with fp32, and Spearman of the expected score with the verifiable score (what a user gets).
+Limits (issue 17): max |delta expected score| <= 0.05 and argmax agreement >= 0.95; the fastest runtime inside
+them is printed as `best_within_limits`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+
+from ehrjudge import Judge
+from ehrjudge.io import write_json
+
+RESULTS = Path(__file__).parent / "results" / "judge_runtimes.json"
+RUNTIMES = ("float32", "bfloat16", "autocast_bf16")
+MAX_EXPECTED_DRIFT, MIN_ARGMAX_AGREEMENT = 0.05, 0.95
+
+
+def cpu_flags() -> list[str]:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    return sorted({f for f in flags.split() if f.startswith(("avx512_bf16", "amx", "avx2", "avx512f"))})
+
+
+def load(judge_dir: Path, runtime: str) -> tuple[Judge, contextlib.AbstractContextManager]:
+    """The judge for `runtime` and the context its scoring runs in."""
+    judge = Judge.load(judge_dir, device="cpu", dtype="bfloat16" if runtime == "bfloat16" else "float32")
+    if runtime == "autocast_bf16":
+        return judge, torch.autocast("cpu", dtype=torch.bfloat16)
+    return judge, contextlib.nullcontext()
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--judge", type=Path, default=Path("runs/default/judge"))
+    parser.add_argument("--dataset", type=Path, default=Path("runs/default/dataset"))
+    parser.add_argument("--records", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runtimes", default=",".join(RUNTIMES))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    runtimes = args.runtimes.split(",")
+    unknown = sorted(set(runtimes) - set(RUNTIMES))
+    if unknown or runtimes[0] != "float32":
+        parser.error(f"runtimes: float32 first (the reference), then any of {RUNTIMES}; got {args.runtimes}")
+    torch.set_num_threads(args.threads)
+    records = pd.concat([pd.read_parquet(args.dataset / f"{split}.parquet") for split in ("test", "test_unseen")],
+                        ignore_index=True).iloc[:args.records]
+    truth = records["realism_continuous"].to_numpy()
+    results = {"judge": str(args.judge), "records": len(records), "threads": args.threads,
+               "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_flags(), "torch": torch.__version__,
+               "load_average_before": list(os.getloadavg()), "runtimes": {}}
+    reference = None
+    for runtime in runtimes:
+        judge, context = load(args.judge, runtime)
+        with context:
+            judge.score(records.iloc[:8])  # warm-up (oneDNN kernel selection)
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                scores = judge.score(records)
+                times.append(time.perf_counter() - start)
+        probs = scores[[f"p_{k}" for k in range(1, 11)]].to_numpy(np.float64)
+        expected = scores["expected_score"].to_numpy(np.float64)
+        row = {"records_per_second": len(records) / statistics.median(times),
+               "spearman_vs_verifiable": float(spearmanr(expected, truth)[0])}
+        if reference is None:
+            reference = (probs, expected)
+        else:
+            delta = np.abs(expected - reference[1])
+            row.update({"max_abs_expected_score_difference": float(delta.max()),
+                        "mean_abs_expected_score_difference": float(delta.mean()),
+                        "max_abs_probability_difference": float(np.abs(probs - reference[0]).max()),
+                        "argmax_agreement": float((probs.argmax(1) == reference[0].argmax(1)).mean())})
+            row["within_limits"] = (row["max_abs_expected_score_difference"] <= MAX_EXPECTED_DRIFT
+                                    and row["argmax_agreement"] >= MIN_ARGMAX_AGREEMENT)
+        results["runtimes"][runtime] = row
+        print(runtime, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        del judge
+    inside = [name for name, row in results["runtimes"].items() if name == "float32" or row["within_limits"]]
+    results["best_within_limits"] = max(inside, key=lambda name: results["runtimes"][name]["records_per_second"])
+    results["load_average_after"] = list(os.getloadavg())
+    write_json(args.out, results)
+    print("best within the limits (max |delta E| <= 0.05, argmax >= 0.95):", results["best_within_limits"])
+    return results
+
+
+if __name__ == "__main__":
+    main()
