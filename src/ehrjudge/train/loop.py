@@ -114,13 +114,16 @@ def batch_indices(progress: Progress, n_records: int, batch_size: int, seed: int
     return order[start:start + batch_size].tolist()
 
 
-def save_model(model, tokenizer, directory: Path) -> None:
-    """An adapter dir (PEFT) or a full checkpoint, loadable by ehrjudge.judge.model.load_judge."""
+def save_model(model, tokenizer, directory: Path, extra=None) -> None:
+    """An adapter dir (PEFT) or a full checkpoint, loadable by ehrjudge.judge.model.load_judge; `extra(tmp)` writes
+    more files into the same atomic folder (the reward model's head)."""
     from ehrjudge.io import atomic_dir
 
     with atomic_dir(directory) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
 
 
 def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = None, model_and_tokenizer=None,

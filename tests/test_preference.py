@@ -1,0 +1,115 @@
+"""Preference methods beside the RLVR judge: Bradley-Terry reward model, DPO, pairwise judge, `ehrjudge compare`.
+
+Losses against hand-worked values; tiny-model runs where the loss falls and every trainable parameter moves."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ehrjudge.judge.tiny import save_tiny_judge
+from ehrjudge.train.config import TrainConfig
+from ehrjudge.train.tiny import TINY_PROMPT, tiny_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(dataset dir, base model dir) of the tiny easy task."""
+    root = tmp_path_factory.mktemp("preference")
+    return tiny_dataset(root / "data", n_train=32, n_eval=16, seed=0), save_tiny_judge(root / "tiny-llama", seed=0)
+
+
+def _base(tiny, **overrides) -> TrainConfig:
+    dataset, model = tiny
+    values = dict(model=str(model), dataset=str(dataset), tracking="none", device="cpu", lora_r=8, train_layers=1,
+                  learning_rate=1e-2, batch_size=8, epochs=100, max_steps=12, eval_every=6, checkpoint_every=100,
+                  warmup_steps=1, val_records=0, train_records=0, kl_coef=0.0, prompt=TINY_PROMPT, seed=3,
+                  log_every=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _watch_parameters(monkeypatch, module_path: str):
+    """Wrap `module_path`.optimize / loop.train to snapshot the trainable parameters before and after training."""
+    from ehrjudge.train import pairs
+
+    seen = {}
+    original = pairs.optimize
+
+    def optimize_and_snapshot(step_loss, module, *args, **kwargs):
+        seen["before"] = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+        result = original(step_loss, module, *args, **kwargs)
+        seen["after"] = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+        return result
+
+    monkeypatch.setattr(pairs, "optimize", optimize_and_snapshot)
+    return seen
+
+
+def _all_moved(seen) -> list[str]:
+    return [name for name, before in seen["before"].items() if torch.equal(before, seen["after"][name])]
+
+
+# Bradley-Terry ------------------------------------------------------------------------------------------------------
+def test_bradley_terry_loss_hand_worked():
+    from ehrjudge.train.bradley_terry import bradley_terry_loss
+
+    # Setup: margins 2 and 0: -log sigma(2) = log(1 + e^-2), -log sigma(0) = log 2
+    chosen, rejected = torch.tensor([2.0, 0.5]), torch.tensor([0.0, 0.5])
+    # Run
+    loss = bradley_terry_loss(chosen, rejected)
+    # Assert
+    assert loss.item() == pytest.approx((math.log(1 + math.exp(-2)) + math.log(2)) / 2, abs=1e-6)
+    assert (math.log(1 + math.exp(-2)) + math.log(2)) / 2 == pytest.approx(0.4100378, abs=1e-6)
+
+
+def test_bradley_terry_trains_saves_and_loads(tiny, tmp_path, monkeypatch):
+    from ehrjudge.cohort.schema import Schema
+    from ehrjudge.cohort.reference_stats import ReferenceStats
+    from ehrjudge.io import read_table
+    from ehrjudge.train.bradley_terry import load_reward_model, train_bradley_terry
+    from ehrjudge.train.preference_config import BradleyTerryConfig
+
+    # Setup
+    seen = _watch_parameters(monkeypatch, "pairs")
+    config = BradleyTerryConfig(output_dir=str(tmp_path / "bt"), base=_base(tiny), margin=2)
+    # Run
+    summary = train_bradley_terry(config)
+    saved = load_reward_model(tmp_path / "bt")
+    dataset = tiny[0]
+    records = read_table(dataset / "test.parquet")
+    raw, calibrated = saved.score(records, Schema.load(dataset / "reference" / "schema.json"),
+                                  ReferenceStats.from_dir(dataset / "reference"))
+    # Assert: the loss fell, every trainable parameter (LoRA and head) moved, the model ranks the easy task
+    losses = [line["train/loss"] for line in map(__import__("json").loads,
+                                                 (tmp_path / "bt" / "metrics.jsonl").read_text().splitlines())
+              if "train/loss" in line]
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    assert summary["pairs"] > 0 and summary["steps"] == 12
+    assert seen["before"] and any("head" in n for n in seen["before"]) and any("lora_" in n for n in seen["before"])
+    assert _all_moved(seen) == []
+    assert summary["val_spearman"] > 0.5
+    # the folder round-trips: calibrated scores on 1..10, ordered as the raw rewards, male records (9) above female (2)
+    assert saved.calibration is not None and np.all((calibrated >= 1) & (calibrated <= 10))
+    truth = records["realism_score"].to_numpy()
+    assert raw[truth == 9].mean() > raw[truth == 2].mean()
+
+
+def test_last_hidden_cached_equals_plain():
+    from ehrjudge.judge.tiny import tiny_judge
+    from ehrjudge.train.policy import LabelPolicy
+
+    # Setup: the same prompts through the whole model and through the cached lower layer + shared prefix
+    model, tokenizer = tiny_judge(seed=1)
+    prompts = [f"<|im_start|>user\nRecord {i}: {'x ' * i}<|im_end|>\n<|im_start|>assistant\n" for i in range(1, 5)]
+    plain = LabelPolicy(model, tokenizer, prompts, train_layers=0, cache_lower_layers=False)
+    cached = LabelPolicy(model, tokenizer, prompts, train_layers=1, cache_lower_layers=True)
+    # Run
+    with torch.no_grad():
+        expected, got = plain.last_hidden([0, 1, 2, 3]), cached.last_hidden([0, 1, 2, 3])
+    # Assert
+    assert cached.prefix is not None and got.shape == (4, model.config.hidden_size)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
