@@ -113,3 +113,82 @@ def test_last_hidden_cached_equals_plain():
     # Assert
     assert cached.prefix is not None and got.shape == (4, model.config.hidden_size)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+# DPO ----------------------------------------------------------------------------------------------------------------
+def test_dpo_loss_hand_worked():
+    from ehrjudge.train.dpo import dpo_loss
+
+    # Setup: record 1: policy log-ratios chosen +0.5, rejected -1.5, so logit 2; record 2: policy = reference, logit 0
+    chosen, rejected = torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.0])
+    ref_chosen, ref_rejected = torch.tensor([-1.5, -2.0]), torch.tensor([-1.5, -1.0])
+    # Run
+    loss, stats = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=0.5)
+    # Assert: beta * logit = 1 and 0: (-log sigma(1) - log sigma(0)) / 2 = (log(1 + e^-1) + log 2) / 2
+    assert loss.item() == pytest.approx((math.log(1 + math.exp(-1)) + math.log(2)) / 2, abs=1e-6)
+    assert loss.item() == pytest.approx(0.5032045, abs=1e-6)
+    assert stats["reward/margin"] == pytest.approx(0.5) and stats["reward/accuracy"] == pytest.approx(0.5)
+
+
+def test_dpo_renormalization_cancels():
+    from ehrjudge.train.dpo import dpo_loss
+
+    # Setup: log-probs shifted by a per-record constant (another normalizer) give the same loss
+    logp, ref = torch.log_softmax(torch.randn(3, 10, generator=torch.Generator().manual_seed(0)), -1), \
+        torch.log_softmax(torch.randn(3, 10, generator=torch.Generator().manual_seed(1)), -1)
+    shift, rows = torch.tensor([0.3, -2.0, 5.0]), torch.arange(3)
+    c, r = torch.tensor([1, 4, 9]), torch.tensor([6, 0, 2])
+    # Run
+    plain, _ = dpo_loss(logp[rows, c], logp[rows, r], ref[rows, c], ref[rows, r], 0.1)
+    shifted, _ = dpo_loss(logp[rows, c] + shift, logp[rows, r] + shift, ref[rows, c], ref[rows, r], 0.1)
+    # Assert
+    assert shifted.item() == pytest.approx(plain.item(), abs=1e-6)
+
+
+def test_dpo_rejected_labels_respect_the_margin():
+    from ehrjudge.train.dpo import DPOMethod
+    from ehrjudge.train.preference_config import DPOConfig
+    from ehrjudge.train.rewards import reward_table
+
+    # Setup
+    scores = torch.tensor([1, 5, 10, 7] * 50)
+    method = DPOMethod(DPOConfig(margin=3))
+    # Run
+    state = method.prepare(None, reward_table(scores, "quadratic"), None, torch.Generator().manual_seed(0))
+    # Assert: chosen is the score, rejected at least 3 labels away, and every such label is drawn
+    assert torch.equal(state["chosen"] + 1, scores)
+    assert ((state["rejected"] - state["chosen"]).abs() >= 3).all()
+    assert set((state["rejected"][scores == 5] + 1).tolist()) == {1, 2, 8, 9, 10}
+
+
+def test_dpo_run_lowers_the_loss_and_moves_every_parameter(tiny, tmp_path, monkeypatch):
+    import json
+
+    from ehrjudge.train import loop
+    from ehrjudge.train.dpo import train_dpo
+    from ehrjudge.train.preference_config import DPOConfig
+
+    # Setup: snapshot the trainable parameters right after the adapter is attached, keep the model
+    seen = {}
+    original = loop.attach_trainable
+
+    def attach_and_snapshot(base, config):
+        wrapped = original(base, config)
+        seen["model"] = wrapped
+        seen["before"] = {n: p.detach().clone() for n, p in wrapped.named_parameters() if p.requires_grad}
+        return wrapped
+
+    monkeypatch.setattr(loop, "attach_trainable", attach_and_snapshot)
+    config = DPOConfig(output_dir=str(tmp_path / "dpo"), base=_base(tiny, eval_every=4, checkpoint_every=4), beta=0.5)
+    # Run
+    summary = train_dpo(config)
+    # Assert: DPO starts at log 2 (policy = reference) and falls; every LoRA parameter moved; judge folders written
+    lines = [json.loads(line) for line in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["train/loss"] for line in lines if "train/loss" in line]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-4)
+    assert np.mean(losses[-3:]) < 0.8 * losses[0]
+    after = dict(seen["model"].named_parameters())
+    assert seen["before"] and all(not torch.equal(value, after[name]) for name, value in seen["before"].items())
+    assert summary["method"] == "dpo" and summary["steps"] == 12
+    assert (tmp_path / "dpo" / "final" / "ehrjudge.json").exists() and (tmp_path / "dpo" / "dpo.yaml").exists()
+    assert json.loads((tmp_path / "dpo" / "final" / "ehrjudge.json").read_text())["training"]["method"] == "dpo"
