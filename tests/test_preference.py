@@ -32,8 +32,8 @@ def _base(tiny, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _watch_parameters(monkeypatch, module_path: str):
-    """Wrap `module_path`.optimize / loop.train to snapshot the trainable parameters before and after training."""
+def _watch_parameters(monkeypatch):
+    """Wrap train.pairs.optimize to snapshot the trainable parameters before and after training."""
     from ehrjudge.train import pairs
 
     seen = {}
@@ -74,7 +74,7 @@ def test_bradley_terry_trains_saves_and_loads(tiny, tmp_path, monkeypatch):
     from ehrjudge.train.preference_config import BradleyTerryConfig
 
     # Setup
-    seen = _watch_parameters(monkeypatch, "pairs")
+    seen = _watch_parameters(monkeypatch)
     config = BradleyTerryConfig(output_dir=str(tmp_path / "bt"), base=_base(tiny), margin=2)
     # Run
     summary = train_bradley_terry(config)
@@ -192,3 +192,82 @@ def test_dpo_run_lowers_the_loss_and_moves_every_parameter(tiny, tmp_path, monke
     assert summary["method"] == "dpo" and summary["steps"] == 12
     assert (tmp_path / "dpo" / "final" / "ehrjudge.json").exists() and (tmp_path / "dpo" / "dpo.yaml").exists()
     assert json.loads((tmp_path / "dpo" / "final" / "ehrjudge.json").read_text())["training"]["method"] == "dpo"
+
+
+# Pairwise judge -----------------------------------------------------------------------------------------------------
+def test_pairwise_loss_hand_worked():
+    from ehrjudge.train.pairwise import pairwise_loss
+
+    # Setup: pair 1: p(A) = 0.8 given, p(A) = 0.3 swapped, A right first (so B right swapped); pair 2: p(A) = 0.5
+    given = torch.log(torch.tensor([[0.8, 0.2], [0.5, 0.5]]))
+    swapped = torch.log(torch.tensor([[0.3, 0.7], [0.5, 0.5]]))
+    right = torch.tensor([0, 1])
+    # Run
+    plain, _ = pairwise_loss(given, right)
+    consistent, _ = pairwise_loss(given, right, swapped)
+    # Assert: -mean p(right) = -(0.8 + 0.5) / 2; -mean p_given * p_swapped = -(0.8 * 0.7 + 0.5 * 0.5) / 2
+    assert plain.item() == pytest.approx(-0.65, abs=1e-6)
+    assert consistent.item() == pytest.approx(-0.405, abs=1e-6)
+
+
+def test_swap_metrics_known_answers():
+    from ehrjudge.judge.pairwise import swap_metrics
+
+    # Setup: a judge that always answers "A" (position bias) and one that always picks the better record
+    better = np.array([True, False, True, False])
+    # Run
+    biased = swap_metrics(np.full(4, 0.9), np.full(4, 0.9), better)
+    perfect = swap_metrics(np.where(better, 0.9, 0.1), np.where(better, 0.1, 0.9), better)
+    # Assert
+    assert biased == {"accuracy": 0.5, "consistent_accuracy": 0.0, "conflict_rate": 1.0, "n_pairs": 4}
+    assert perfect == {"accuracy": 1.0, "consistent_accuracy": 1.0, "conflict_rate": 0.0, "n_pairs": 4}
+
+
+def test_swap_on_tiny_model_flips_the_order_and_rates_conflicts():
+    from ehrjudge.judge.pairwise import judge_pairs, oriented_pairs, pair_prompts, pairwise_prompt, swap_metrics
+    from ehrjudge.judge.prompt import PAIRWISE_INSTRUCTION, PAIRWISE_SUFFIX
+    from ehrjudge.judge.tiny import tiny_judge
+
+    # Setup
+    model, tokenizer = tiny_judge(seed=2)
+    texts = [f"Demographics: {'male' if i % 2 else 'female'}, age {30 + i}" for i in range(8)]
+    pairs, first_better = oriented_pairs(np.array([[1, 0], [3, 2], [5, 4], [7, 6], [1, 2], [3, 4]]), seed=0)
+    prompt = pairwise_prompt(TINY_PROMPT, PAIRWISE_INSTRUCTION, PAIRWISE_SUFFIX)
+    # Run
+    forward = pair_prompts(texts, pairs, tokenizer, prompt)
+    swapped = pair_prompts(texts, pairs[:, ::-1], tokenizer, prompt)
+    p_forward, p_swapped = judge_pairs(model, tokenizer, texts, pairs, prompt, batch_size=4)
+    metrics = swap_metrics(p_forward, p_swapped, first_better)
+    # Assert: the swapped prompt shows the second record as A; probabilities of "A" are proper; rates in [0, 1]
+    a, b = pairs[0]
+    assert f"Record A:\n{texts[a]}\n\nRecord B:\n{texts[b]}" in forward[0]
+    assert f"Record A:\n{texts[b]}\n\nRecord B:\n{texts[a]}" in swapped[0]
+    assert first_better.any() and not first_better.all()
+    assert np.all((p_forward > 0) & (p_forward < 1)) and not np.allclose(p_forward, p_swapped)
+    assert 0.0 <= metrics["conflict_rate"] <= 1.0 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["n_pairs"] == 6
+
+
+@pytest.mark.parametrize("swap_consistency", [False, True])
+def test_pairwise_run_lowers_the_loss_and_moves_every_parameter(tiny, tmp_path, monkeypatch, swap_consistency):
+    import json
+
+    from ehrjudge.train.pairwise import load_pairwise_judge, train_pairwise
+    from ehrjudge.train.preference_config import PairwiseConfig
+
+    # Setup
+    seen = _watch_parameters(monkeypatch)
+    config = PairwiseConfig(output_dir=str(tmp_path / "pairwise"), base=_base(tiny, max_steps=10, eval_every=5),
+                            swap_consistency=swap_consistency, eval_pairs=16, instruction="", suffix="")
+    # Run
+    summary = train_pairwise(config)
+    model, tokenizer, prompt = load_pairwise_judge(tmp_path / "pairwise")
+    # Assert: the loss (-expected reward) fell, every LoRA parameter moved, conflict rates before and after in [0, 1]
+    losses = [line["train/loss"] for line in map(json.loads, (tmp_path / "pairwise" / "metrics.jsonl")
+                                                 .read_text().splitlines()) if "train/loss" in line]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert _all_moved(seen) == [] and all("lora_" in name for name in seen["before"])
+    for key in ("initial_validation", "final_validation"):
+        assert 0.0 <= summary[key]["conflict_rate"] <= 1.0 and summary[key]["n_pairs"] == 16
+    assert summary["swap_consistency"] is swap_consistency and summary["train_pairs"] == 80
+    assert prompt.instruction == "" and (tmp_path / "pairwise" / "final" / "adapter_config.json").exists()
