@@ -271,3 +271,52 @@ def test_pairwise_run_lowers_the_loss_and_moves_every_parameter(tiny, tmp_path, 
         assert 0.0 <= summary[key]["conflict_rate"] <= 1.0 and summary[key]["n_pairs"] == 16
     assert summary["swap_consistency"] is swap_consistency and summary["train_pairs"] == 80
     assert prompt.instruction == "" and (tmp_path / "pairwise" / "final" / "adapter_config.json").exists()
+
+
+# ehrjudge compare ---------------------------------------------------------------------------------------------------
+def test_compare_cli_end_to_end(tiny, tmp_path, tiny_trained_judge):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from ehrjudge.cli import app
+
+    # Setup: the RLVR judge trained by conftest (on another tiny dataset of the same task), the three preference
+    # methods trained by the command with a 4-step budget each, all scored on the 16-record splits
+    root = tiny_trained_judge
+    base = {"model": str(root / "cache" / "models" / "tiny-llama"), "tracking": "none", "lora_r": 4,
+            "train_layers": 1, "learning_rate": 1e-2, "batch_size": 4, "max_steps": 4, "eval_every": 4,
+            "checkpoint_every": 100, "warmup_steps": 1, "train_records": 0, "val_records": 0,
+            "prompt": {"system_prompt": "Rate.", "instruction": "", "suffix": ""}}
+    settings = {"dataset": str(tiny[0]), "judge": str(root / "run"),
+                "train": ["bradley_terry", "dpo", "pairwise"], "bradley_terry": {"base": base},
+                "dpo": {"base": base}, "pairwise": {"base": base, "eval_pairs": 8}, "eval_pairs": 16,
+                "n_bootstrap": 50}
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    # Run
+    result = CliRunner().invoke(app, ["compare", "--config", str(config), "--out", str(tmp_path / "compare"),
+                                      "--pairwise.swap-consistency", "true"])
+    # Assert: one row per method and split, intervals where they apply, files written
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    methods = {"RLVR judge", "Bradley-Terry", "DPO judge", "pairwise judge", "formula", "regressor"}
+    assert {(row["method"], row["split"]) for row in saved["rows"]} == {(m, s) for m in methods
+                                                                        for s in ("test", "test_unseen")}
+    assert len({(row["split"], row["n_pairs"]) for row in saved["rows"]}) == 2  # the same pairs for every method
+    for row in saved["rows"]:
+        assert 0.0 <= row["pair_accuracy"] <= 1.0 and 0 < row["n_pairs"] <= 16 and row["records_per_second"] > 0
+        low, high = row["pair_accuracy_ci"]
+        assert low <= row["pair_accuracy"] <= high
+        if row["method"] == "pairwise judge":
+            assert 0.0 <= row["conflict_rate"] <= 1.0 and row["spearman"] is None
+        else:
+            assert row["conflict_rate"] is None and row["mae"] is not None
+    rlvr = next(row for row in saved["rows"] if row["method"] == "RLVR judge")
+    assert rlvr["spearman"] is not None and rlvr["spearman_ci"][0] <= rlvr["spearman"] <= rlvr["spearman_ci"][1]
+    trained = {row["method"]: row["train_seconds"] for row in saved["rows"]}
+    assert all(trained[m] > 0 for m in methods - {"formula"}) and trained["formula"] is None
+    assert "| pairwise judge | test |" in (tmp_path / "compare" / "compare.md").read_text()
+    assert (tmp_path / "compare" / "compare.csv").exists() and "pair accuracy" in result.output
+    assert yaml.safe_load((tmp_path / "compare" / "pairwise" / "config.yaml").read_text())["swap_consistency"] is True

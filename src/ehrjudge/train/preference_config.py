@@ -70,26 +70,26 @@ class PairwiseConfig:
 
 @dataclasses.dataclass
 class CompareConfig:
-    """One table over the judge-building methods on the same held-out records."""
+    """One table over the judge-building methods on the same held-out records and pairs."""
 
     output_dir: str = option("runs/compare", "where the table (compare.{md,csv,json}) and methods trained here go")
     run: str | None = option(None, "an `ehrjudge run` folder: its dataset/ and judge/ (RLVR), and bradley_terry/, "
                                    "dpo/, pairwise/ when present")
     dataset: str | None = option(None, "judge dataset dir (default: RUN/dataset, else the default dataset)")
-    judge: str | None = option(None, "RLVR judge folder (default: RUN/judge when present)")
-    bradley_terry: str | None = option(None, "trained Bradley-Terry run dir (default: RUN/bradley_terry)")
-    dpo: str | None = option(None, "trained DPO judge folder or run dir (default: RUN/dpo)")
-    pairwise: str | None = option(None, "trained pairwise judge run dir (default: RUN/pairwise)")
+    judge: str | None = option(None, "RLVR judge folder or training run dir (default: RUN/judge when present)")
+    bradley_terry_dir: str | None = option(None, "trained Bradley-Terry folder or run dir (default: RUN/bradley_terry)")
+    dpo_dir: str | None = option(None, "trained DPO judge folder or run dir (default: RUN/dpo)")
+    pairwise_dir: str | None = option(None, "trained pairwise judge folder or run dir (default: RUN/pairwise)")
     train: list[str] = option([], "preference methods to train in this command, into OUT/<method> (any of "
-                                  "bradley_terry, dpo, pairwise), with the settings below; their dataset is this one")
-    bt: BradleyTerryConfig = option(BradleyTerryConfig(), "Bradley-Terry settings when trained here")
-    dpo_settings: DPOConfig = option(DPOConfig(), "DPO settings when trained here")
-    pairwise_settings: PairwiseConfig = option(PairwiseConfig(), "pairwise judge settings when trained here "
-                                                                  "(eval_pairs, margin also set its evaluation)")
+                                  "bradley_terry, dpo, pairwise), with the settings below, on this dataset")
+    bradley_terry: BradleyTerryConfig = option(BradleyTerryConfig(), "Bradley-Terry settings when trained here")
+    dpo: DPOConfig = option(DPOConfig(), "DPO settings when trained here")
+    pairwise: PairwiseConfig = option(PairwiseConfig(), "pairwise judge settings when trained here")
     splits: list[str] = option(["test", "test_unseen"], "dataset splits evaluated")
     limit: int = option(0, "evaluate a seeded subset of at most N records per split (0 = all)")
-    pair_margin: int = option(1, "pairwise accuracy of every method is measured on record pairs whose verifiable "
-                                 "scores differ by at least this much")
-    batch_size: int = option(8, "records per forward pass when scoring")
+    pair_margin: int = option(1, "evaluation pairs: records of one split whose verifiable scores differ by at least "
+                                 "this much (every method's pairwise accuracy is measured on the same pairs)")
+    eval_pairs: int = option(512, "evaluation pairs drawn per split (the pairwise judge reads each in both orders)")
+    batch_size: int = option(8, "records (or pairs) per forward pass when scoring")
     n_bootstrap: int = option(1000, "bootstrap resamples of the 95% intervals")
     seed: int = option(0, "seed of record subsets, evaluation pairs and bootstrap")
