@@ -290,18 +290,19 @@ def test_compare_cli_end_to_end(tiny, tmp_path, tiny_trained_judge):
             "checkpoint_every": 100, "warmup_steps": 1, "train_records": 0, "val_records": 0,
             "prompt": {"system_prompt": "Rate.", "instruction": "", "suffix": ""}}
     settings = {"dataset": str(tiny[0]), "judge": str(root / "run"),
-                "train": ["bradley_terry", "dpo", "pairwise"], "bradley_terry": {"base": base},
+                "train": ["bradley_terry", "dpo", "pairwise", "pairwise_consistent"], "bradley_terry": {"base": base},
                 "dpo": {"base": base}, "pairwise": {"base": base, "eval_pairs": 8}, "eval_pairs": 16,
                 "n_bootstrap": 50}
     config = tmp_path / "compare.yaml"
     config.write_text(yaml.safe_dump(settings))
     # Run
     result = CliRunner().invoke(app, ["compare", "--config", str(config), "--out", str(tmp_path / "compare"),
-                                      "--pairwise.swap-consistency", "true"])
+                                      "--pairwise.margin", "3"])
     # Assert: one row per method and split, intervals where they apply, files written
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "compare" / "compare.json").read_text())
-    methods = {"RLVR judge", "Bradley-Terry", "DPO judge", "pairwise judge", "formula", "regressor"}
+    methods = {"RLVR judge", "Bradley-Terry", "DPO judge", "pairwise judge", "pairwise judge (swap-consistent)",
+               "formula", "regressor"}
     assert {(row["method"], row["split"]) for row in saved["rows"]} == {(m, s) for m in methods
                                                                         for s in ("test", "test_unseen")}
     assert len({(row["split"], row["n_pairs"]) for row in saved["rows"]}) == 2  # the same pairs for every method
@@ -309,7 +310,7 @@ def test_compare_cli_end_to_end(tiny, tmp_path, tiny_trained_judge):
         assert 0.0 <= row["pair_accuracy"] <= 1.0 and 0 < row["n_pairs"] <= 16 and row["records_per_second"] > 0
         low, high = row["pair_accuracy_ci"]
         assert low <= row["pair_accuracy"] <= high
-        if row["method"] == "pairwise judge":
+        if row["method"].startswith("pairwise judge"):
             assert 0.0 <= row["conflict_rate"] <= 1.0 and row["spearman"] is None
         else:
             assert row["conflict_rate"] is None and row["mae"] is not None
@@ -319,4 +320,6 @@ def test_compare_cli_end_to_end(tiny, tmp_path, tiny_trained_judge):
     assert all(trained[m] > 0 for m in methods - {"formula"}) and trained["formula"] is None
     assert "| pairwise judge | test |" in (tmp_path / "compare" / "compare.md").read_text()
     assert (tmp_path / "compare" / "compare.csv").exists() and "pair accuracy" in result.output
-    assert yaml.safe_load((tmp_path / "compare" / "pairwise" / "config.yaml").read_text())["swap_consistency"] is True
+    for name, consistent in (("pairwise", False), ("pairwise_consistent", True)):
+        trained_config = yaml.safe_load((tmp_path / "compare" / name / "config.yaml").read_text())
+        assert trained_config["swap_consistency"] is consistent and trained_config["margin"] == 3  # the flag reached it

@@ -5,7 +5,8 @@ Methods (a row each, per split), scored on test and test_unseen:
     Bradley-Terry   the reward model's scalar on 1..10 by the judge's calibration (train/bradley_terry.py)
     DPO judge       the DPO-trained judge, read as the RLVR judge is (train/dpo.py)
     pairwise judge  A/B verdicts on pairs only (train/pairwise.py): pairwise accuracy and conflict rate, no
-                    per-record score, so no Spearman/Pearson/MAE
+                    per-record score, so no Spearman/Pearson/MAE; "pairwise judge (swap-consistent)" is a second one
+                    trained with the swap-consistency reward, so the conflict rate is read before and after it
     formula, regressor  judge/baseline_scorers.py (formula's map fitted on val, regressor on train)
 Columns, direction and range: spearman, pearson (higher is better, [-1, 1], 95% paired-bootstrap interval,
 judge/agreement.py), mae (lower, [0, 9]), pair_accuracy (higher, [0, 1], 0.5 = chance; the share of evaluation pairs
@@ -43,10 +44,14 @@ from ehrjudge.train.preference_config import PREFERENCE_METHODS, CompareConfig
 
 log = logging.getLogger(__name__)
 RLVR, BRADLEY_TERRY, DPO, PAIRWISE = "RLVR judge", "Bradley-Terry", "DPO judge", "pairwise judge"
+PAIRWISE_CONSISTENT = "pairwise judge (swap-consistent)"
 FORMULA, REGRESSOR = "formula", "regressor"
-FOLDER_OPTION = {RLVR: "judge", BRADLEY_TERRY: "bradley_terry_dir", DPO: "dpo_dir", PAIRWISE: "pairwise_dir"}
-RUN_FOLDER = {RLVR: "judge", BRADLEY_TERRY: "bradley_terry", DPO: "dpo", PAIRWISE: "pairwise"}
-TRAINED_AS = {"bradley_terry": BRADLEY_TERRY, "dpo": DPO, "pairwise": PAIRWISE}
+FOLDER_OPTION = {RLVR: "judge", BRADLEY_TERRY: "bradley_terry_dir", DPO: "dpo_dir", PAIRWISE: "pairwise_dir",
+                 PAIRWISE_CONSISTENT: "pairwise_consistent_dir"}
+RUN_FOLDER = {RLVR: "judge", BRADLEY_TERRY: "bradley_terry", DPO: "dpo", PAIRWISE: "pairwise",
+              PAIRWISE_CONSISTENT: "pairwise_consistent"}
+TRAINED_AS = {"bradley_terry": BRADLEY_TERRY, "dpo": DPO, "pairwise": PAIRWISE,
+              "pairwise_consistent": PAIRWISE_CONSISTENT}
 
 
 def resolve_inputs(config: CompareConfig) -> tuple[Path, dict[str, Path]]:
@@ -78,10 +83,12 @@ def train_here(config: CompareConfig, dataset: Path) -> dict[str, Path]:
     unknown = [name for name in config.train if name not in PREFERENCE_METHODS]
     if unknown:
         raise ConfigError(f"train: unknown method(s) {unknown}; choose from {list(PREFERENCE_METHODS)}")
-    trainers = {"bradley_terry": train_bradley_terry, "dpo": train_dpo, "pairwise": train_pairwise}
+    trainers = {"bradley_terry": train_bradley_terry, "dpo": train_dpo, "pairwise": train_pairwise,
+                "pairwise_consistent": train_pairwise}
     trained = {}
     for name in config.train:
-        settings = getattr(config, name)
+        settings = (dataclasses.replace(config.pairwise, swap_consistency=True) if name == "pairwise_consistent"
+                    else getattr(config, name))
         out = Path(config.output_dir) / name
         settings = dataclasses.replace(settings, output_dir=str(out),
                                        base=dataclasses.replace(settings.base, dataset=str(dataset)))
@@ -173,7 +180,7 @@ def score_row(method: str, split: str, values: np.ndarray, true: np.ndarray, pai
             "undefined": agreed["undefined"]}
 
 
-def pairwise_row(split: str, folder: Path, records: pd.DataFrame, schema: Schema, reference: ReferenceStats,
+def pairwise_row(method: str, split: str, folder: Path, records: pd.DataFrame, schema: Schema, reference: ReferenceStats,
                  pairs: np.ndarray, first_better: np.ndarray, loaded, config: CompareConfig) -> dict:
     """The pairwise judge's row: accuracy over both orders, its interval over pairs, and the conflict rate."""
     from ehrjudge.judge.pairwise import judge_pairs, swap_metrics, swap_outcomes
@@ -188,7 +195,7 @@ def pairwise_row(split: str, folder: Path, records: pd.DataFrame, schema: Schema
     outcome = swap_outcomes(p_forward, p_swapped, first_better)
     per_pair = (outcome["right_forward"].astype(float) + outcome["right_swapped"]) / 2  # (P,)
     accuracy, interval = mean_with_interval(per_pair, config.seed, config.n_bootstrap)
-    return {"method": PAIRWISE, "split": split, "n_records": int(len(records)), "n_pairs": int(len(pairs)),
+    return {"method": method, "split": split, "n_records": int(len(records)), "n_pairs": int(len(pairs)),
             "spearman": None, "spearman_ci": None, "pearson": None, "pearson_ci": None, "mae": None,
             "pair_accuracy": accuracy, "pair_accuracy_ci": interval, "conflict_rate": metrics["conflict_rate"],
             "consistent_accuracy": metrics["consistent_accuracy"],
@@ -208,7 +215,8 @@ def run_compare(config: CompareConfig) -> dict:
     schema = Schema.load(dataset / "reference" / "schema.json")
     reference = ReferenceStats.from_dir(dataset / "reference")
     per_record = scorers(folders, dataset, schema, reference, config)
-    pairwise = load_pairwise_judge(judge_folder(folders[PAIRWISE])) if PAIRWISE in folders else None
+    pairwise = {method: load_pairwise_judge(judge_folder(folders[method]))
+                for method in (PAIRWISE, PAIRWISE_CONSISTENT) if method in folders}
     rows = []
     for split in config.splits:
         records, true = load_split(dataset, split, schema)
@@ -221,9 +229,9 @@ def run_compare(config: CompareConfig) -> dict:
             values = np.asarray(score(records), dtype=float)
             rows.append(score_row(method, split, values, true, pairs, first_better, time.perf_counter() - start,
                                   train_seconds, config))
-        if pairwise is not None:
-            rows.append(pairwise_row(split, folders[PAIRWISE], records, schema, reference, pairs, first_better,
-                                     pairwise, config))
+        for method, loaded in pairwise.items():
+            rows.append(pairwise_row(method, split, folders[method], records, schema, reference, pairs,
+                                     first_better, loaded, config))
     result = {"dataset": str(dataset), "methods": {name: str(path) for name, path in folders.items()},
               "splits": list(config.splits), "rows": rows}
     write_json(out / "compare.json", result)

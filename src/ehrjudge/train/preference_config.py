@@ -15,7 +15,7 @@ from ehrjudge.config import option
 from ehrjudge.judge.prompt import PAIRWISE_INSTRUCTION, PAIRWISE_SUFFIX
 from ehrjudge.train.config import TrainConfig
 
-PREFERENCE_METHODS = ("bradley_terry", "dpo", "pairwise")
+PREFERENCE_METHODS = ("bradley_terry", "dpo", "pairwise", "pairwise_consistent")
 
 
 def _base() -> TrainConfig:
@@ -80,8 +80,13 @@ class CompareConfig:
     bradley_terry_dir: str | None = option(None, "trained Bradley-Terry folder or run dir (default: RUN/bradley_terry)")
     dpo_dir: str | None = option(None, "trained DPO judge folder or run dir (default: RUN/dpo)")
     pairwise_dir: str | None = option(None, "trained pairwise judge folder or run dir (default: RUN/pairwise)")
+    pairwise_consistent_dir: str | None = option(None, "a second pairwise judge, trained with swap_consistency "
+                                                       "(default: RUN/pairwise_consistent): its conflict rate after "
+                                                       "the consistency reward, beside the first's")
     train: list[str] = option([], "preference methods to train in this command, into OUT/<method> (any of "
-                                  "bradley_terry, dpo, pairwise), with the settings below, on this dataset")
+                                  "bradley_terry, dpo, pairwise, pairwise_consistent), with the settings below, on "
+                                  "this dataset; pairwise_consistent = the pairwise settings with swap_consistency "
+                                  "on")
     bradley_terry: BradleyTerryConfig = option(BradleyTerryConfig(), "Bradley-Terry settings when trained here")
     dpo: DPOConfig = option(DPOConfig(), "DPO settings when trained here")
     pairwise: PairwiseConfig = option(PairwiseConfig(), "pairwise judge settings when trained here")
