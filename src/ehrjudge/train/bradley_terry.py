@@ -189,7 +189,7 @@ def train_bradley_terry(config: BradleyTerryConfig, model_and_tokenizer=None) ->
                "train_seconds": result["train_seconds"], "seconds_per_step_median": result["seconds_per_step_median"],
                "train_records": len(train_split), "val_records": len(val_split), "pairs": int(len(pairs)),
                "first_loss": result["losses"][0], "last_loss": result["losses"][-1],
-               "val_spearman": evaluate(result["steps"]).get("spearman"),
+               "val_spearman": result["last_eval"].get("spearman"),
                "calibration": dataclasses.asdict(calibration) if calibration else None,
                "dataset": str(dataset_dir), "run_dir": str(run_dir)}
     write_json(run_dir / "summary.json", summary)

@@ -77,7 +77,8 @@ def optimize(step_loss: Callable[[np.ndarray], tuple[torch.Tensor, dict]], modul
     step checkpoints (train/checkpoint.py; no resume); `step_loss(pair batch)` returns (loss, stats).
 
     Budget: config.max_steps or config.epochs passes over the pairs, whichever ends first (loop.step_budget).
-    Returns {"steps", "budget", "losses" (per step), "train_seconds", "seconds_per_step_median"}.
+    Returns {"steps", "budget", "losses" (per step), "train_seconds", "seconds_per_step_median", "last_eval" (the
+    metrics of the evaluation at the last step, {} without `evaluate`)}.
     """
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -86,7 +87,7 @@ def optimize(step_loss: Callable[[np.ndarray], tuple[torch.Tensor, dict]], modul
     log.info("%d steps of %d pairs (%d pairs, budget: %s), %d trainable parameters", total_steps, config.batch_size,
              len(pairs), budget, sum(p.numel() for p in parameters))
     batches = pair_batches(pairs, config.batch_size, config.seed)
-    losses, step_seconds = [], []
+    losses, step_seconds, last_eval = [], [], {}
     started = time.perf_counter()
     module.train()
     for step in range(1, total_steps + 1):
@@ -105,11 +106,13 @@ def optimize(step_loss: Callable[[np.ndarray], tuple[torch.Tensor, dict]], modul
                          "train/seconds_per_step": step_seconds[-1], **stats}, step)
         if evaluate is not None and (step % config.eval_every == 0 or step == total_steps):
             module.eval()
-            tracker.log({f"eval/{k}": v for k, v in evaluate(step).items()}, step)
+            last_eval = evaluate(step)
+            tracker.log({f"eval/{k}": v for k, v in last_eval.items()}, step)
             module.train()
         if step % config.checkpoint_every == 0 or step == total_steps:
             save_checkpoint(run_dir, step, module, {"step": step, "optimizer": optimizer.state_dict()},
                             config.keep_checkpoints)
     module.eval()
     return {"steps": total_steps, "budget": budget, "losses": losses, "train_seconds": time.perf_counter() - started,
-            "seconds_per_step_median": float(np.median(step_seconds)) if step_seconds else None}
+            "seconds_per_step_median": float(np.median(step_seconds)) if step_seconds else None,
+            "last_eval": last_eval}

@@ -139,7 +139,7 @@ def train_pairwise(config: PairwiseConfig, model_and_tokenizer=None) -> dict:
     initial = evaluate(0)
     tracker.log({f"eval/{k}": v for k, v in initial.items()}, 0)
     result = optimize(step_loss, model, rows, base, run_dir, tracker, evaluate)
-    final = evaluate(result["steps"])
+    final = result["last_eval"]  # optimize evaluates at the last step
     save_pairwise_judge(model, tokenizer, run_dir / "final", prompt, base.model, config.swap_consistency)
     tracker.close()
     summary = {"method": "pairwise", "swap_consistency": config.swap_consistency, "steps": result["steps"],

@@ -23,6 +23,13 @@ def _base() -> TrainConfig:
     return TrainConfig(kl_coef=0.0)
 
 
+def _pairwise_base() -> TrainConfig:
+    # A pair prompt (~330 tokens) runs the whole model every step (no lower-layer cache: each pair is new), estimated
+    # ~1.5 s per prompt forward+backward on 2 cores (the ~0.65 s frozen pass of a ~182-token record, docs/training.md):
+    # 128 steps of 4 pairs ~ 13 min, twice that with swap_consistency (both orders). An estimate, not a measurement.
+    return TrainConfig(kl_coef=0.0, batch_size=4, max_steps=128, eval_every=64)
+
+
 @dataclasses.dataclass
 class BradleyTerryConfig:
     """Bradley-Terry reward model: the judge's base model with LoRA and a linear head on the last token."""
@@ -55,7 +62,7 @@ class PairwiseConfig:
 
     output_dir: str = option("runs/pairwise", "run directory: config.yaml, metrics.jsonl, final/ (adapter), "
                                               "summary.json")
-    base: TrainConfig = option(_base(), "model, dataset, LoRA, optimizer, budget and record text (TrainConfig; "
+    base: TrainConfig = option(_pairwise_base(), "model, dataset, LoRA, optimizer, budget and record text (TrainConfig; "
                                          "prompt.instruction and prompt.suffix are replaced by the two below); "
                                          "batch_size = pairs per optimizer step")
     instruction: str = option(PAIRWISE_INSTRUCTION, "the task instruction placed before the two records")
@@ -65,7 +72,8 @@ class PairwiseConfig:
                                            "reward: 1 only when the verdict is right in both orders, exactly "
                                            "p_AB(right) * p_BA(right); off = each pair in one random order, reward "
                                            "p(right)")
-    eval_pairs: int = option(256, "pairs drawn from each evaluated split (each judged in both orders)")
+    eval_pairs: int = option(64, "val pairs judged (in both orders) before training, every base.eval_every steps "
+                                 "and at the end")
 
 
 @dataclasses.dataclass
@@ -94,7 +102,8 @@ class CompareConfig:
     limit: int = option(0, "evaluate a seeded subset of at most N records per split (0 = all)")
     pair_margin: int = option(1, "evaluation pairs: records of one split whose verifiable scores differ by at least "
                                  "this much (every method's pairwise accuracy is measured on the same pairs)")
-    eval_pairs: int = option(512, "evaluation pairs drawn per split (the pairwise judge reads each in both orders)")
+    eval_pairs: int = option(128, "evaluation pairs drawn per split (the pairwise judge reads each in both orders: "
+                                  "~1.2 s a prompt for SmolLM2-135M on 2 cores, estimated)")
     batch_size: int = option(8, "records (or pairs) per forward pass when scoring")
     n_bootstrap: int = option(1000, "bootstrap resamples of the 95% intervals")
     seed: int = option(0, "seed of record subsets, evaluation pairs and bootstrap")
