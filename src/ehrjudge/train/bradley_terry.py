@@ -3,7 +3,11 @@
     r(x)          = w . h(x) + b            h(x): final (normed) hidden state at the prompt's last token, (H,)
     P(a > b)      = sigma(r(a) - r(b))      (Bradley & Terry 1952)
     loss          = mean over pairs of -log sigma(r(chosen) - r(rejected))
-                                            (Ouyang et al. 2022, eq. 1; TRL's RewardTrainer, trl/trainer/reward_trainer.py)
+                                            (Ouyang et al. 2022, eq. 1)
+as TRL's RewardTrainer computes it (huggingface/trl, trl/trainer/reward_trainer.py at 00b6d2b, compute_loss:
+`-nn.functional.logsigmoid(rewards_chosen - rewards_rejected).mean()`, the reward being a sequence-classification
+head read at the last non-padding token, which is what h(x) is here; its optional margin and reward-centering terms
+are not used).
 Pairs are training records whose verifiable scores differ by >= margin, the more realistic one chosen
 (train/pairs.py). The scalar has no scale of its own (the loss sees only differences), so it is put on 1..10 by the
 judge's calibration step (judge/calibration.py: the least-squares increasing line, fitted on val).

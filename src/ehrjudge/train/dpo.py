@@ -84,12 +84,14 @@ class DPOMethod:
         return total, stats
 
 
-def train_dpo(config: DPOConfig, model_and_tokenizer=None, show_progress: bool = False) -> dict:
-    """A DPO run of train.loop.train into config.output_dir; returns its summary."""
+def train_dpo(config: DPOConfig, model_and_tokenizer=None, show_progress: bool = False, resume: bool = False) -> dict:
+    """A DPO run of train.loop.train into config.output_dir (resume: from its latest checkpoint); returns its
+    summary."""
     from ehrjudge.train.loop import train
 
     method = DPOMethod(config)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     save_config(config, Path(config.output_dir) / "dpo.yaml")
     base = dataclasses.replace(config.base, output_dir=config.output_dir)
-    return train(base, model_and_tokenizer=model_and_tokenizer, show_progress=show_progress, method_module=method)
+    return train(base, resume=resume, model_and_tokenizer=model_and_tokenizer, show_progress=show_progress,
+                 method_module=method)
