@@ -11,7 +11,8 @@ OUT/compare.{md,csv,json}. Extra `--key value` flags set CompareConfig fields (t
 `--limit 200 --pairwise.base.max-steps 64`. Prints the table and the targets of issue 18:
     each method trains on the default cohort within 30 minutes on 2 cores (train_seconds <= 1800);
     pairwise conflict rate <= 5 % after swap-consistency training (and before it);
-    the best method on leave-one-family-out mean Spearman: NOT measured here (compare has no LOFO folds yet).
+    the best method on leave-one-family-out mean Spearman: NOT measured here (benchmarks/lofo.py with
+    --scorers formula,regressor,judge,bradley_terry,dpo measures it).
 --tiny writes benchmarks/results/compare_methods_tiny.json (a random 2-layer model: it proves the pipeline runs,
 its numbers measure nothing), so it never stands in for the real figures.
 """
@@ -63,7 +64,8 @@ def targets(result: dict) -> list[str]:
             target = f" (target <= {CONFLICT_TARGET:.0%} after consistency training): {met}" \
                 if "consistent" in row["method"] else " (before consistency training)"
             lines.append(f"conflict rate {row['method']} on {row['split']}: {row['conflict_rate']:.1%}{target}")
-    lines.append("leave-one-family-out mean Spearman per method: not measured (compare has no LOFO folds yet)")
+    lines.append("leave-one-family-out mean Spearman per method: not measured here; run benchmarks/lofo.py "
+                 "--scorers formula,regressor,judge,bradley_terry,dpo")
     return lines
 
 

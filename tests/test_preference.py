@@ -323,3 +323,38 @@ def test_compare_cli_end_to_end(tiny, tmp_path, tiny_trained_judge):
     for name, consistent in (("pairwise", False), ("pairwise_consistent", True)):
         trained_config = yaml.safe_load((tmp_path / "compare" / name / "config.yaml").read_text())
         assert trained_config["swap_consistency"] is consistent and trained_config["margin"] == 3  # the flag reached it
+
+
+# Leave-one-family-out ----------------------------------------------------------------------------------------------
+def test_lofo_trains_the_preference_methods_per_fold(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from ehrjudge.train.lofo import LofoConfig, run_lofo
+
+    # Setup: the tiny task with its records split over two families (alternating within each sex)
+    dataset = tiny_dataset(tmp_path / "data", n_train=48, n_eval=24, seed=3)
+    for split in ("train", "val", "test", "test_unseen"):
+        frame = pd.read_parquet(dataset / f"{split}.parquet").sort_values("gender", kind="stable")
+        frame["generator"] = np.where(np.arange(len(frame)) % 2 == 0, "fam_a", "fam_b")
+        frame.to_parquet(dataset / f"{split}.parquet")
+    base = _base((dataset, save_tiny_judge(tmp_path / "tiny-llama", seed=0)), max_steps=3, eval_every=3,
+                 batch_size=4)
+    config = LofoConfig(dataset=str(dataset), output_dir=str(tmp_path / "lofo"), judge=base,
+                        scorers=["formula", "bradley_terry", "dpo"], judge_train_records=24, judge_val_records=8,
+                        n_bootstrap=50)
+    # Run
+    result = run_lofo(config)
+    # Assert: both methods trained on each fold without its family, with a Spearman row and a mean over folds
+    assert [fold["family"] for fold in result["folds"]] == ["fam_a", "fam_b"]
+    for fold in result["folds"]:
+        fold_dir = tmp_path / "lofo" / "folds" / fold["family"]
+        trained_on = pd.concat([pd.read_parquet(fold_dir / "dataset" / f"{s}.parquet") for s in ("train", "val")])
+        assert fold["family"] not in set(trained_on["generator"])
+        for scorer in ("bradley_terry", "dpo"):
+            assert fold[f"{scorer}_training"]["steps"] == 3
+            assert set(fold["scorers"][scorer]) >= {"spearman", "pearson", "mae"}
+        assert json.loads((fold_dir / "dpo" / "summary.json").read_text())["method"] == "dpo"
+        assert (fold_dir / "bradley_terry" / "final" / "head.pt").exists()
+    assert set(result["mean"]) == {"formula", "bradley_terry", "dpo"} and result["mean"]["dpo"]["n_folds"] == 2

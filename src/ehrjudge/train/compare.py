@@ -17,8 +17,8 @@ per second), train_seconds (the method's training run as its summary.json record
 None for the formula, which has no training).
 Evaluation pairs per split: `eval_pairs` pairs of records whose scores differ by >= pair_margin, each in a random
 (seeded) order, the same pairs for every method.
-Not measured here: the leave-one-family-out protocol (train/lofo.py runs it for formula, regressor and the RLVR
-judge; the preference methods are not wired into its folds yet).
+Not measured here: the leave-one-family-out protocol (train/lofo.py, with the opt-in scorers bradley_terry and dpo
+beside formula, regressor and judge; benchmarks/lofo.py runs it).
 """
 
 from __future__ import annotations
