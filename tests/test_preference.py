@@ -358,3 +358,13 @@ def test_lofo_trains_the_preference_methods_per_fold(tmp_path):
         assert json.loads((fold_dir / "dpo" / "summary.json").read_text())["method"] == "dpo"
         assert (fold_dir / "bradley_terry" / "final" / "head.pt").exists()
     assert set(result["mean"]) == {"formula", "bradley_terry", "dpo"} and result["mean"]["dpo"]["n_folds"] == 2
+
+
+def test_compare_refuses_an_unknown_method_to_train():
+    from ehrjudge.config import load_config
+    from ehrjudge.errors import ConfigError
+    from ehrjudge.train.preference_config import CompareConfig
+
+    # Run / Assert: named before any work
+    with pytest.raises(ConfigError, match=r"unknown method\(s\) to train \['ppo'\]"):
+        load_config(CompareConfig, None, ["--train", "dpo,ppo"])

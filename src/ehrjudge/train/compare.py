@@ -34,13 +34,13 @@ import pandas as pd
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.config import save_config
-from ehrjudge.errors import ConfigError, InputError
+from ehrjudge.errors import InputError
 from ehrjudge.io import write_csv, write_json, write_text
 from ehrjudge.judge.agreement import agreement
 from ehrjudge.judge.baseline import load_split
 from ehrjudge.judge.pairwise import oriented_pairs
 from ehrjudge.train.pairs import mean_with_interval, pair_accuracy, preference_pairs, sample_pairs
-from ehrjudge.train.preference_config import PREFERENCE_METHODS, CompareConfig
+from ehrjudge.train.preference_config import CompareConfig
 
 log = logging.getLogger(__name__)
 RLVR, BRADLEY_TERRY, DPO, PAIRWISE = "RLVR judge", "Bradley-Terry", "DPO judge", "pairwise judge"
@@ -80,9 +80,6 @@ def train_here(config: CompareConfig, dataset: Path) -> dict[str, Path]:
     from ehrjudge.train.dpo import train_dpo
     from ehrjudge.train.pairwise import train_pairwise
 
-    unknown = [name for name in config.train if name not in PREFERENCE_METHODS]
-    if unknown:
-        raise ConfigError(f"train: unknown method(s) {unknown}; choose from {list(PREFERENCE_METHODS)}")
     trainers = {"bradley_terry": train_bradley_terry, "dpo": train_dpo, "pairwise": train_pairwise,
                 "pairwise_consistent": train_pairwise}
     trained = {}

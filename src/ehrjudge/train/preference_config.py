@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from ehrjudge.config import option
+from ehrjudge.errors import ConfigError
 from ehrjudge.judge.prompt import PAIRWISE_INSTRUCTION, PAIRWISE_SUFFIX
 from ehrjudge.train.config import TrainConfig
 
@@ -73,7 +74,7 @@ class PairwiseConfig:
                                            "p_AB(right) * p_BA(right); off = each pair in one random order, reward "
                                            "p(right)")
     eval_pairs: int = option(64, "val pairs judged (in both orders) before training, every base.eval_every steps "
-                                 "and at the end")
+                                 "and at the end (0 = every pair)")
 
 
 @dataclasses.dataclass
@@ -102,8 +103,14 @@ class CompareConfig:
     limit: int = option(0, "evaluate a seeded subset of at most N records per split (0 = all)")
     pair_margin: int = option(1, "evaluation pairs: records of one split whose verifiable scores differ by at least "
                                  "this much (every method's pairwise accuracy is measured on the same pairs)")
-    eval_pairs: int = option(128, "evaluation pairs drawn per split (the pairwise judge reads each in both orders: "
-                                  "~1.2 s a prompt for SmolLM2-135M on 2 cores, estimated)")
+    eval_pairs: int = option(128, "evaluation pairs drawn per split, 0 = every pair (the pairwise judge reads each "
+                                  "in both orders: ~1.2 s a prompt for SmolLM2-135M on 2 cores, estimated)")
     batch_size: int = option(8, "records (or pairs) per forward pass when scoring")
     n_bootstrap: int = option(1000, "bootstrap resamples of the 95% intervals")
     seed: int = option(0, "seed of record subsets, evaluation pairs and bootstrap")
+
+    def __post_init__(self):
+        unknown = [name for name in self.train if name not in PREFERENCE_METHODS]
+        if unknown:
+            raise ConfigError(f"CompareConfig: unknown method(s) to train {unknown}; choose from "
+                              f"{list(PREFERENCE_METHODS)}")
