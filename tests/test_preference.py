@@ -368,3 +368,25 @@ def test_compare_refuses_an_unknown_method_to_train():
     # Run / Assert: named before any work
     with pytest.raises(ConfigError, match=r"unknown method\(s\) to train \['ppo'\]"):
         load_config(CompareConfig, None, ["--train", "dpo,ppo"])
+
+
+def test_compare_reads_a_run_folder_by_its_conventional_names(tiny, tmp_path):
+    import shutil
+
+    from ehrjudge.errors import InputError
+    from ehrjudge.train.compare import resolve_inputs
+    from ehrjudge.train.preference_config import CompareConfig
+
+    # Setup: a run folder with dataset/, judge/ and dpo/, and an explicit pairwise folder elsewhere
+    run = tmp_path / "run"
+    shutil.copytree(tiny[0], run / "dataset")
+    for name in ("judge", "dpo"):
+        (run / name).mkdir()
+    (tmp_path / "pw").mkdir()
+    # Run
+    dataset, folders = resolve_inputs(CompareConfig(run=str(run), pairwise_dir=str(tmp_path / "pw")))
+    # Assert: what the run holds is found, what it lacks is absent, an explicit folder wins
+    assert dataset == run / "dataset"
+    assert folders == {"RLVR judge": run / "judge", "DPO judge": run / "dpo", "pairwise judge": tmp_path / "pw"}
+    with pytest.raises(InputError, match=r"Bradley-Terry folder not found \(--bradley-terry-dir\)"):
+        resolve_inputs(CompareConfig(run=str(run), bradley_terry_dir=str(tmp_path / "missing")))
