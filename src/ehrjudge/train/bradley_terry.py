@@ -135,8 +135,11 @@ def policy_rewards(reward_model: RewardModel, policy, indices: list[int], batch_
                           for i in range(0, len(indices), batch_size)]).double().cpu().numpy()
 
 
-def train_bradley_terry(config: BradleyTerryConfig, model_and_tokenizer=None) -> dict:
-    """Train the reward model on the train split's pairs; returns the summary also written to OUT/summary.json."""
+def train_bradley_terry(config: BradleyTerryConfig, model_and_tokenizer=None, resume: bool = False,
+                        stop_at_step: int | None = None) -> dict:
+    """Train the reward model on the train split's pairs; returns the summary also written to OUT/summary.json.
+
+    resume: from OUT's latest step checkpoint; stop_at_step simulates a kill after that step (tests)."""
     from ehrjudge.judge.model import load_judge
     from ehrjudge.tracking import Tracker
     from ehrjudge.train.data import load_schema, load_split, resolve_dataset
@@ -163,7 +166,7 @@ def train_bradley_terry(config: BradleyTerryConfig, model_and_tokenizer=None) ->
     reward_model = RewardModel(model, model.config.hidden_size).to(policy.device)
     pairs = preference_pairs(train_split.scores, config.margin)  # (P, 2) indices into the train split
     val_indices = list(range(len(train_split), len(train_split) + len(val_split)))
-    tracker = Tracker(run_dir, base.tracking, config)
+    tracker = Tracker(run_dir, base.tracking, config, resume=resume)
 
     def step_loss(batch: np.ndarray):
         records = np.unique(batch)  # each record forwarded once per step
@@ -183,7 +186,10 @@ def train_bradley_terry(config: BradleyTerryConfig, model_and_tokenizer=None) ->
             log.warning("validation Spearman at step %d undefined: %s", step, error)
             return {}
 
-    result = optimize(step_loss, reward_model, pairs, base, run_dir, tracker, evaluate)
+    result = optimize(step_loss, reward_model, pairs, base, run_dir, tracker, evaluate, resume, stop_at_step)
+    if "stopped_by" in result:
+        tracker.close()
+        return result
     val_rewards = policy_rewards(reward_model, policy, val_indices, base.batch_size)
     calibration = fit_calibration(val_rewards, val_split.scores, f"val ({len(val_split)} records) at step "
                                                                  f"{result['steps']}")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ehrjudge.errors import InputError
-from ehrjudge.train.checkpoint import save_checkpoint
+from ehrjudge.train.checkpoint import load_latest, save_checkpoint
 from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.loop import schedule, step_budget
 
@@ -72,25 +72,42 @@ def pair_batches(pairs: np.ndarray, batch_size: int, seed: int):
 
 def optimize(step_loss: Callable[[np.ndarray], tuple[torch.Tensor, dict]], module: torch.nn.Module,
              pairs: np.ndarray, config: TrainConfig, run_dir: Path, tracker,
-             evaluate: Callable[[int], dict] | None = None) -> dict:
+             evaluate: Callable[[int], dict] | None = None, resume: bool = False, stop_at_step: int | None = None,
+             kept: dict | None = None) -> dict:
     """AdamW over `module`'s trainable parameters, the RLVR trainers' warmup/decay schedule, gradient clipping and
-    step checkpoints (train/checkpoint.py; no resume); `step_loss(pair batch)` returns (loss, stats).
+    step checkpoints (train/checkpoint.py); `step_loss(pair batch)` returns (loss, stats).
 
     Budget: config.max_steps or config.epochs passes over the pairs, whichever ends first (loop.step_budget).
+    resume: continue from run_dir's latest checkpoint (weights, optimizer, schedule, torch RNG, data position), so
+    the run ends as an uninterrupted one would (with LoRA dropout on, only where no lower-layer cache is filled
+    during training: a first-visit frozen pass draws dropout masks a resumed run draws in another order; the
+    default lora_dropout is 0); stop_at_step simulates a kill right after that step (tests);
+    `kept` (e.g. the pre-training evaluation) is saved in every checkpoint and returned as it was on resume.
     Returns {"steps", "budget", "losses" (per step), "train_seconds", "seconds_per_step_median", "last_eval" (the
-    metrics of the evaluation at the last step, {} without `evaluate`)}.
+    metrics of the evaluation at the last step, {} without `evaluate`), "kept"}, or {"stopped_by": "stop_at_step"}.
     """
     parameters = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     total_steps, budget = step_budget(config, math.ceil(len(pairs) / config.batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total_steps, config.warmup_steps))
+    batches = pair_batches(pairs, config.batch_size, config.seed)
+    losses, step_seconds, last_eval, done, seconds = [], [], {}, 0, 0.0
+    kept = dict(kept or {})
+    if resume:
+        saved = load_latest(run_dir, module)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        done, losses, last_eval, seconds, kept = (saved["step"], saved["losses"], saved["last_eval"],
+                                                  saved["seconds"], saved["kept"])
+        for _ in range(done):  # the data position: the stream is a function of (seed, epoch) only
+            next(batches)
+        log.info("resumed from step %d", done)
     log.info("%d steps of %d pairs (%d pairs, budget: %s), %d trainable parameters", total_steps, config.batch_size,
              len(pairs), budget, sum(p.numel() for p in parameters))
-    batches = pair_batches(pairs, config.batch_size, config.seed)
-    losses, step_seconds, last_eval = [], [], {}
-    started = time.perf_counter()
+    started = time.perf_counter() - seconds
     module.train()
-    for step in range(1, total_steps + 1):
+    for step in range(done + 1, total_steps + 1):
         step_start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         loss, stats = step_loss(next(batches))
@@ -110,9 +127,13 @@ def optimize(step_loss: Callable[[np.ndarray], tuple[torch.Tensor, dict]], modul
             tracker.log({f"eval/{k}": v for k, v in last_eval.items()}, step)
             module.train()
         if step % config.checkpoint_every == 0 or step == total_steps:
-            save_checkpoint(run_dir, step, module, {"step": step, "optimizer": optimizer.state_dict()},
-                            config.keep_checkpoints)
+            state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "torch_rng": torch.get_rng_state(), "losses": losses, "last_eval": last_eval,
+                     "seconds": time.perf_counter() - started, "kept": kept}
+            save_checkpoint(run_dir, step, module, state, config.keep_checkpoints)
+        if stop_at_step is not None and step >= stop_at_step:
+            return {"stopped_by": "stop_at_step", "step": step}
     module.eval()
     return {"steps": total_steps, "budget": budget, "losses": losses, "train_seconds": time.perf_counter() - started,
             "seconds_per_step_median": float(np.median(step_seconds)) if step_seconds else None,
-            "last_eval": last_eval}
+            "last_eval": last_eval, "kept": kept}

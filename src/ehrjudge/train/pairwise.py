@@ -89,8 +89,11 @@ def load_pairwise_judge(folder: str | Path, device: str = "auto"):
     return model, tokenizer, config_from_dict(PromptConfig, info["prompt"], prefix="prompt.")
 
 
-def train_pairwise(config: PairwiseConfig, model_and_tokenizer=None) -> dict:
-    """Train the pairwise judge; returns the summary also written to OUT/summary.json."""
+def train_pairwise(config: PairwiseConfig, model_and_tokenizer=None, resume: bool = False,
+                   stop_at_step: int | None = None) -> dict:
+    """Train the pairwise judge; returns the summary also written to OUT/summary.json.
+
+    resume: from OUT's latest step checkpoint; stop_at_step simulates a kill after that step (tests)."""
     from ehrjudge.judge.labels import LabelScorer
     from ehrjudge.judge.model import load_judge
     from ehrjudge.tracking import Tracker
@@ -122,7 +125,7 @@ def train_pairwise(config: PairwiseConfig, model_and_tokenizer=None) -> dict:
     val_pairs, val_first_better = oriented_pairs(
         sample_pairs(preference_pairs(val_scores, config.margin), config.eval_pairs, base.seed + 1), base.seed + 1)
     scorer = LabelScorer(tokenizer, PAIR_LABELS)
-    tracker = Tracker(run_dir, base.tracking, config)
+    tracker = Tracker(run_dir, base.tracking, config, resume=resume)
 
     def step_loss(batch: np.ndarray):
         right = torch.as_tensor(1 - batch[:, 2], device=next(model.parameters()).device)  # 0 = "A" (first) is right
@@ -135,11 +138,16 @@ def train_pairwise(config: PairwiseConfig, model_and_tokenizer=None) -> dict:
         p_forward, p_swapped = judge_pairs(model, tokenizer, val_texts, val_pairs, prompt, base.batch_size)
         return swap_metrics(p_forward, p_swapped, val_first_better)
 
-    model.eval()
-    initial = evaluate(0)
-    tracker.log({f"eval/{k}": v for k, v in initial.items()}, 0)
-    result = optimize(step_loss, model, rows, base, run_dir, tracker, evaluate)
-    final = result["last_eval"]  # optimize evaluates at the last step
+    kept = {}
+    if not resume:  # a resumed run reads its pre-training evaluation back from the checkpoint
+        model.eval()
+        kept["initial"] = evaluate(0)
+        tracker.log({f"eval/{k}": v for k, v in kept["initial"].items()}, 0)
+    result = optimize(step_loss, model, rows, base, run_dir, tracker, evaluate, resume, stop_at_step, kept)
+    if "stopped_by" in result:
+        tracker.close()
+        return result
+    initial, final = result["kept"]["initial"], result["last_eval"]  # optimize evaluates at the last step
     save_pairwise_judge(model, tokenizer, run_dir / "final", prompt, base.model, config.swap_consistency)
     tracker.close()
     summary = {"method": "pairwise", "swap_consistency": config.swap_consistency, "steps": result["steps"],
