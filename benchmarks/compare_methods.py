@@ -73,7 +73,7 @@ def main(argv: list[str]) -> dict:
     from ehrjudge.config import load_config
     from ehrjudge.io import write_json
     from ehrjudge.train.compare import comparison_table, markdown, run_compare
-    from ehrjudge.train.preference_config import PREFERENCE_METHODS, CompareConfig
+    from ehrjudge.train.preference_config import PREFERENCE_METHODS, CompareConfig, run_defaults
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=str(ROOT / "runs" / "default"))
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> dict:
                 **{name: {"base": settings} for name in ("bradley_terry", "dpo")},
                 "pairwise": {"base": {**settings, "batch_size": 4}, "eval_pairs": 16}}
     else:
-        base = {"run": args.run}
+        base = {"run": args.run, **run_defaults(args.run)}
     config = load_config(CompareConfig, None, ["--output-dir", str(out), "--train",
                                                ",".join(PREFERENCE_METHODS)] + flags, base=base)
     result = run_compare(config)

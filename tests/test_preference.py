@@ -432,3 +432,23 @@ def test_resumed_pair_run_equals_an_uninterrupted_one(tiny, tmp_path, method):
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
              if "train/loss" in json.loads(line)]
     assert steps == list(range(1, 9))
+
+
+def test_methods_trained_by_compare_share_the_runs_rlvr_settings(tmp_path):
+    import yaml
+
+    from ehrjudge.config import load_config
+    from ehrjudge.train.preference_config import CompareConfig, run_defaults
+
+    # Setup: a run whose RLVR training used its own learning rate, budget and KL
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"train": {"learning_rate": 0.005, "max_steps": 7,
+                                                                     "kl_coef": 0.05, "output_dir": "x"}}))
+    # Run: the run's settings first, then a flag
+    config = load_config(CompareConfig, None, ["--dpo.base.max-steps", "9"], base=run_defaults(tmp_path))
+    # Assert: same learning rate everywhere, KL off, the pairwise budget kept, the flag wins
+    assert {config.bradley_terry.base.learning_rate, config.dpo.base.learning_rate,
+            config.pairwise.base.learning_rate} == {0.005}
+    assert config.bradley_terry.base.max_steps == 7 and config.dpo.base.max_steps == 9
+    assert config.pairwise.base.max_steps == 128 and config.pairwise.base.batch_size == 4
+    assert {config.bradley_terry.base.kl_coef, config.dpo.base.kl_coef, config.pairwise.base.kl_coef} == {0.0}
+    assert run_defaults(tmp_path / "no-run") == {}

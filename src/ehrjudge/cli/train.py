@@ -154,10 +154,12 @@ def compare_command(
 
     from ehrjudge.config import load_config
     from ehrjudge.train.compare import comparison_table, markdown, run_compare
-    from ehrjudge.train.preference_config import CompareConfig
+    from ehrjudge.train.preference_config import CompareConfig, run_defaults
 
     flags = list(ctx.args) + (["--output-dir", str(out)] if out is not None else [])
     compare_config = load_config(CompareConfig, config, flags)
+    if compare_config.run:  # the methods trained here share the run's RLVR settings
+        compare_config = load_config(CompareConfig, config, flags, base=run_defaults(compare_config.run))
     result = run_compare(compare_config)
     console = Console()
     console.print(markdown(comparison_table(result["rows"])), markup=False, highlight=False, soft_wrap=True)

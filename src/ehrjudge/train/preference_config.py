@@ -10,6 +10,7 @@ budget, prompt, tracking); the RLVR-only fields of `base` (method, reward, advan
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from ehrjudge.config import option
 from ehrjudge.errors import ConfigError
@@ -21,14 +22,18 @@ PREFERENCE_METHODS = ("bradley_terry", "dpo", "pairwise", "pairwise_consistent")
 
 def _base() -> TrainConfig:
     # The RLVR defaults (same budget, LoRA and prompt, so the comparison is at equal cost); no KL by default.
-    return TrainConfig(kl_coef=0.0)
+    return TrainConfig(**NO_KL)
+
+
+# A pair prompt (~330 tokens) runs the whole model every step (no lower-layer cache: each pair is new), estimated
+# ~1.5 s per prompt forward+backward on 2 cores (the ~0.65 s frozen pass of a ~182-token record, docs/training.md):
+# 128 steps of 4 pairs ~ 13 min, twice that with swap_consistency (both orders). An estimate, not a measurement.
+PAIRWISE_BUDGET = {"batch_size": 4, "max_steps": 128, "eval_every": 64}
+NO_KL = {"kl_coef": 0.0}  # the preference methods' one change to the RLVR settings they share
 
 
 def _pairwise_base() -> TrainConfig:
-    # A pair prompt (~330 tokens) runs the whole model every step (no lower-layer cache: each pair is new), estimated
-    # ~1.5 s per prompt forward+backward on 2 cores (the ~0.65 s frozen pass of a ~182-token record, docs/training.md):
-    # 128 steps of 4 pairs ~ 13 min, twice that with swap_consistency (both orders). An estimate, not a measurement.
-    return TrainConfig(kl_coef=0.0, batch_size=4, max_steps=128, eval_every=64)
+    return TrainConfig(**NO_KL, **PAIRWISE_BUDGET)
 
 
 @dataclasses.dataclass
@@ -114,3 +119,20 @@ class CompareConfig:
         if unknown:
             raise ConfigError(f"CompareConfig: unknown method(s) to train {unknown}; choose from "
                               f"{list(PREFERENCE_METHODS)}")
+
+
+def run_defaults(run: str | Path) -> dict:
+    """CompareConfig settings that make the methods trained here share the run's RLVR settings (its config.yaml
+    `train:` section: model, LoRA, optimizer, budget, prompt), KL off and the pairwise budget aside; applied after
+    the dataclass defaults and before the YAML and flags. {} when the run records no train settings."""
+    import yaml
+
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        return {}
+    train = (yaml.safe_load(path.read_text()) or {}).get("train")
+    if not isinstance(train, dict):
+        return {}
+    shared = {key: value for key, value in train.items() if key not in ("dataset", "output_dir", "method")}
+    return {"bradley_terry": {"base": {**shared, **NO_KL}}, "dpo": {"base": {**shared, **NO_KL}},
+            "pairwise": {"base": {**shared, **NO_KL, **PAIRWISE_BUDGET}}}
