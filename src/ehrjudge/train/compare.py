@@ -108,7 +108,8 @@ def training_seconds(folder: Path) -> float | None:
     train/summary.json), None when none is found."""
     import json
 
-    for candidate in (folder / "summary.json", folder.parent / "summary.json", folder.parent / "train" / "summary.json"):
+    candidates = (folder / "summary.json", folder.parent / "summary.json", folder.parent / "train" / "summary.json")
+    for candidate in candidates:
         if candidate.is_file():
             seconds = json.loads(candidate.read_text()).get("train_seconds")
             if seconds is not None:
@@ -177,8 +178,9 @@ def score_row(method: str, split: str, values: np.ndarray, true: np.ndarray, pai
             "undefined": agreed["undefined"]}
 
 
-def pairwise_row(method: str, split: str, folder: Path, records: pd.DataFrame, schema: Schema, reference: ReferenceStats,
-                 pairs: np.ndarray, first_better: np.ndarray, loaded, config: CompareConfig) -> dict:
+def pairwise_row(method: str, split: str, folder: Path, records: pd.DataFrame, schema: Schema,
+                 reference: ReferenceStats, pairs: np.ndarray, first_better: np.ndarray, loaded,
+                 config: CompareConfig) -> dict:
     """The pairwise judge's row: accuracy over both orders, its interval over pairs, and the conflict rate."""
     from ehrjudge.judge.pairwise import judge_pairs, swap_metrics, swap_outcomes
     from ehrjudge.judge.scoring import record_texts

@@ -28,7 +28,8 @@ import torch
 from ehrjudge.config import config_from_dict, save_config, to_dict
 from ehrjudge.errors import InputError
 from ehrjudge.io import write_json
-from ehrjudge.judge.pairwise import PAIR_LABELS, judge_pairs, oriented_pairs, pair_prompts, pairwise_prompt, swap_metrics
+from ehrjudge.judge.pairwise import (PAIR_LABELS, judge_pairs, oriented_pairs, pair_prompts, pairwise_prompt,
+                                    swap_metrics)
 from ehrjudge.judge.prompt import PromptConfig
 from ehrjudge.train.preference_config import PairwiseConfig
 

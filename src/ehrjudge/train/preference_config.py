@@ -68,9 +68,9 @@ class PairwiseConfig:
 
     output_dir: str = option("runs/pairwise", "run directory: config.yaml, metrics.jsonl, final/ (adapter), "
                                               "summary.json")
-    base: TrainConfig = option(_pairwise_base(), "model, dataset, LoRA, optimizer, budget and record text (TrainConfig; "
-                                         "prompt.instruction and prompt.suffix are replaced by the two below); "
-                                         "batch_size = pairs per optimizer step")
+    base: TrainConfig = option(_pairwise_base(), "model, dataset, LoRA, optimizer, budget and record text "
+                                                  "(TrainConfig; prompt.instruction and prompt.suffix are replaced "
+                                                  "by the two below); batch_size = pairs per optimizer step")
     instruction: str = option(PAIRWISE_INSTRUCTION, "the task instruction placed before the two records")
     suffix: str = option(PAIRWISE_SUFFIX, "text after the records, right before the assistant turn")
     margin: int = option(2, "a pair's verifiable scores differ by at least this much (training and evaluation)")
