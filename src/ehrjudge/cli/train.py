@@ -1,4 +1,4 @@
-"""`ehrjudge train` (RLVR training of the judge), `ehrjudge evaluate-judge`, `ehrjudge ablate`."""
+"""`ehrjudge train` (RLVR training of the judge), `ehrjudge evaluate-judge`, `ehrjudge ablate`, `ehrjudge compare`."""
 
 from __future__ import annotations
 
@@ -135,3 +135,32 @@ def ablate_command(
     table = run_ablation(ablate_config)
     Console().print(table.to_string(index=False), markup=False, highlight=False)
     Console().print(f"table: {Path(ablate_config.output_dir) / 'table.md'}")
+
+
+@app.command("compare", context_settings=CONFIG_COMMAND,
+             cls=settings_command("ehrjudge.train.preference_config:CompareConfig"),
+             help="Compare the ways of building a realism judge on the same held-out records and pairs: RLVR judge, "
+                  "Bradley-Terry reward model, DPO judge, pairwise judge (pairwise accuracy and swap conflict rate), "
+                  "regressor and formula, with 95% intervals, records/s and training time. Reads a run folder "
+                  "(--run) or given folders, and trains the preference methods named in --train. Writes "
+                  "OUT/compare.{md,csv,json} (--out sets output_dir).")
+def compare_command(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of CompareConfig settings"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where the table and methods trained here go "
+                                                          "(the output_dir setting)"),
+) -> None:
+    from rich.console import Console
+
+    from ehrjudge.config import load_config
+    from ehrjudge.train.compare import comparison_table, markdown, run_compare
+    from ehrjudge.train.preference_config import CompareConfig, run_defaults
+
+    flags = list(ctx.args) + (["--output-dir", str(out)] if out is not None else [])
+    compare_config = load_config(CompareConfig, config, flags)
+    if compare_config.run:  # the methods trained here share the run's RLVR settings
+        compare_config = load_config(CompareConfig, config, flags, base=run_defaults(compare_config.run))
+    result = run_compare(compare_config)
+    console = Console()
+    console.print(markdown(comparison_table(result["rows"])), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"table: {Path(compare_config.output_dir) / 'compare.md'}")

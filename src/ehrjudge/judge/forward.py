@@ -309,7 +309,17 @@ def split_rows(prompt_hidden: torch.Tensor, trie_hidden: torch.Tensor, own_lengt
 def upper_sequence_log_probs(model, layer: int, rows: Rows, trie: LabelTrie,
                              prefix_input: torch.Tensor | None = None) -> torch.Tensor:
     """(B, L) log p(s_k | x) from decoder layers `layer`.. + final norm + lm_head on given layer inputs; differentiable
-    under grad. `prefix_input` (P, H): the shared prefix's inputs of that layer, when `rows` start after it.
+    under grad. `prefix_input` (P, H): the shared prefix's inputs of that layer, when `rows` start after it."""
+    hidden = upper_final_hidden(model, layer, rows, trie, prefix_input)  # (B, 1+N, H)
+    logp = torch.log_softmax(base_causal_lm(model).lm_head(hidden).float(), dim=-1)  # (B, 1+N, V)
+    return label_sums(logp[:, 0], logp[:, 1:], trie)
+
+
+def upper_final_hidden(model, layer: int, rows: Rows, trie: LabelTrie,
+                       prefix_input: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 1+N, H) final (normed) hidden states at the last prompt token and at the trie nodes, from decoder layers
+    `layer`.. on given layer inputs; differentiable under grad. The last prompt token attends to the prompt only, so
+    its state is the one a plain forward of the prompt ends with (the reward head of train/bradley_terry.py reads it).
 
     Row layout: [shared prefix (as keys/values only)][left padding][own prompt tokens][trie nodes].
     """
@@ -349,5 +359,14 @@ def upper_sequence_log_probs(model, layer: int, rows: Rows, trie: LabelTrie,
         hidden = decoder_layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rotary,
                                **cache_kwargs)
     keep = torch.cat([torch.tensor([longest - 1]), torch.arange(longest, longest + n_nodes)]).to(device)
-    logp = torch.log_softmax(causal_lm.lm_head(decoder.norm(hidden[:, keep])).float(), dim=-1)  # (B, 1+N, V)
-    return label_sums(logp[:, 0], logp[:, 1:], trie)
+    return decoder.norm(hidden[:, keep])  # (B, 1+N, H)
+
+
+def last_hidden(model, ids: list[list[int]], pad_id: int) -> torch.Tensor:
+    """(B, H) final (normed) hidden state at each prompt's last token, from a plain forward of the whole decoder
+    (left padding, so the last position is real); differentiable under grad."""
+    device = next(model.parameters()).device
+    batch = pad_left(ids, pad_id, device)
+    out = base_causal_lm(model).model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                      position_ids=token_positions(batch["attention_mask"]), use_cache=False)
+    return out.last_hidden_state[:, -1]  # (B, H)

@@ -28,9 +28,10 @@ def end_of_turn_id(tokenizer) -> int:
 
 
 class LabelScorer:
-    """Exact, renormalized log-probabilities of the answers "1".."10" for a batch of prompts."""
+    """Exact, renormalized log-probabilities of the answers "1".."10" (or other `labels`, e.g. the pairwise judge's
+    "A"/"B") for a batch of prompts."""
 
-    def __init__(self, tokenizer, labels: tuple[int, ...] = LABELS):
+    def __init__(self, tokenizer, labels: tuple[int | str, ...] = LABELS):
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
         self.end_id = end_of_turn_id(tokenizer)

@@ -12,6 +12,11 @@ from ehrjudge.config import option
 AUDITOR_INSTRUCTION = ("You are a clinical data auditor. Given the synthetic patient record below, rate how realistic "
                        "it is. Return ONLY a single integer from 1 to 10.")
 
+# The pairwise judge (judge/pairwise.py): two records, answer "A" or "B".
+PAIRWISE_INSTRUCTION = ("You are a clinical data auditor. Given the two synthetic patient records below, say which "
+                        "one is more realistic. Return ONLY the letter A or B.")
+PAIRWISE_SUFFIX = "More realistic record (A or B):"
+
 
 @dataclasses.dataclass
 class PromptConfig:

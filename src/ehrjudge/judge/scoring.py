@@ -101,20 +101,22 @@ def check_context(lengths: list[int], context: int | None, scorer: LabelScorer) 
 
 
 def judge_prompts(model, tokenizer, prompts: list[str], batch_size: int = 8, reuse_prefix: bool = True,
-                  description: str = "judging", capture: LayerCapture | None = None) -> np.ndarray:
-    """(N, 10) label log-probabilities, batches formed from length-sorted prompts to limit padding.
+                  description: str = "judging", capture: LayerCapture | None = None,
+                  labels: tuple = LABELS) -> np.ndarray:
+    """(N, L) log-probabilities of `labels` (the 10 scores by default), batches formed from length-sorted prompts to
+    limit padding.
 
     `capture`: also keep the inputs of decoder layer `capture.layer` in `capture.result` (judge.layer_inputs), for a
     later judge that differs from this model only in the layers above.
     """
-    scorer = LabelScorer(tokenizer)
+    scorer = LabelScorer(tokenizer, labels)
     ids = scorer.tokenize(prompts)
     check_context([len(x) for x in ids], model_context(model), scorer)
     kept = None if capture is None else capture.resolved(len(decoder_layers(model)))
     prefix = scorer.shared_prefix(model, prompts, kept) if reuse_prefix and len(prompts) > 1 else None
     lengths = [len(x) for x in ids]
     order = np.argsort(lengths, kind="stable")
-    out = np.empty((len(prompts), len(LABELS)), dtype=np.float64)
+    out = np.empty((len(prompts), len(labels)), dtype=np.float64)
     own: list[torch.Tensor | None] = [None] * len(prompts)
     trie: list[torch.Tensor | None] = [None] * len(prompts)
     start = time.perf_counter()

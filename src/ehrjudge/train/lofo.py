@@ -9,7 +9,9 @@ For each held-out family F of a judge dataset (one fold each):
                                                        family in their group could have leaked them)
 Scorers: `formula` (judge.baseline_scorers, no training, its map fitted on the fold's val), `regressor`
 (judge.baseline_scorers.fit_regressor on the fold's train) and `judge` (train.loop.train with `judge.max_steps` steps on the
-fold's records, scored by its calibrated expected score, or the raw one when no calibration was fitted).
+fold's records, scored by its calibrated expected score, or the raw one when no calibration was fitted); opt-in, the
+preference methods at the judge's settings and budget (docs/preference.md): `bradley_terry` (its calibrated reward)
+and `dpo` (kl_coef 0, scored as the judge is).
 Per fold: Spearman and Pearson with the verifiable score (higher is better, [-1, 1]), MAE (lower is better), and
 95% percentile-bootstrap intervals over paired resamples of the fold's records (judge.agreement); a small fold's
 resamples can be constant, and those are left out of its interval (their share is reported). The mean over folds
@@ -38,14 +40,14 @@ from ehrjudge.config import option, save_config, to_dict
 from ehrjudge.errors import ConfigError, InputError, MetricUndefinedError
 from ehrjudge.io import atomic_dir, write_json, write_parquet
 from ehrjudge.judge.agreement import CORRELATIONS, correlation, resampled_correlations
-from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, FormulaScorer
+from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, TRUE_SCORE, FormulaScorer
 from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.data import load_frame
 
 log = logging.getLogger(__name__)
-JUDGE = "judge"
-SCORERS = (FORMULA, REGRESSOR, JUDGE)
-TRUE_SCORE = "realism_score"
+JUDGE, BRADLEY_TERRY, DPO = "judge", "bradley_terry", "dpo"
+SCORERS = (FORMULA, REGRESSOR, JUDGE, BRADLEY_TERRY, DPO)
+TRAINED = (JUDGE, BRADLEY_TERRY, DPO)  # scorers trained per fold on the judge's record pool
 NOT_A_FAMILY = ("holdout_real",)  # real held-out patients: the ceiling, always in training, never a fold
 
 
@@ -63,12 +65,16 @@ class LofoConfig:
     output_dir: str = option("runs/lofo", "fold datasets, judge runs and lofo.json")
     families: list[str] = option([], "families to hold out, one fold each; [] = every family in the dataset "
                                      "except holdout_real")
-    scorers: list[str] = option(list(SCORERS), "formula, regressor, judge (judge = one short training per fold)")
+    scorers: list[str] = option([FORMULA, REGRESSOR, JUDGE], "formula, regressor, judge (judge = one short training "
+                                                            "per fold); bradley_terry and dpo train per fold too, at "
+                                                            "the judge's settings and budget")
     regressor: str = option("hist_gradient_boosting", "regressor kind (judge.baseline_scorers.fit_regressor)")
     judge: TrainConfig = option(_fold_judge(), "judge training per fold (dataset and output_dir are set per fold)")
     judge_train_records: int = option(256, "seeded subset of the train split the judge trains on (0 = all); each "
                                            "fold drops the held-out family's records from it")
     judge_val_records: int = option(64, "seeded subset of the val split the judge validates on (0 = all)")
+    preference_margin: int = option(2, "bradley_terry: pairs' score gap >= this; dpo: rejected label >= this far")
+    dpo_beta: float = option(0.1, "dpo: beta (train/preference_config.py DPOConfig.beta)")
     test_records: int = option(0, "score at most this many held-out records per fold, seeded (0 = all)")
     batch_size: int = option(8, "records per forward pass when the judge scores held-out records")
     n_bootstrap: int = option(1000, "bootstrap resamples of every interval")
@@ -136,29 +142,59 @@ def write_fold_dataset(dataset: Path, fold: Fold, out: Path) -> Path:
     return out
 
 
-def judge_fold(config: LofoConfig, dataset: Path, fold: Fold, schema: Schema, reference: ReferenceStats,
+def judge_fold(config: LofoConfig, fold_dataset: Path, fold: Fold, schema: Schema, reference: ReferenceStats,
                prompt_cache: dict, model_and_tokenizer=None) -> tuple[np.ndarray, dict]:
     """Train the judge on the fold, then score its held-out records -> (scores, training summary)."""
-    from ehrjudge.judge.calibration import saved_calibration
-    from ehrjudge.judge.model import load_judge
-    from ehrjudge.judge.scoring import judge_records
     from ehrjudge.train.loop import train
 
-    root = Path(config.output_dir) / "folds" / fold.family
-    fold_dataset = write_fold_dataset(dataset, fold, root / "dataset")
+    root = fold_dataset.parent
     run_config = dataclasses.replace(config.judge, dataset=str(fold_dataset), output_dir=str(root / "run"))
     summary = train(run_config, model_and_tokenizer=model_and_tokenizer() if model_and_tokenizer else None,
                     show_progress=False, prompt_cache=prompt_cache)
-    chosen = root / "run" / "best"
-    model, tokenizer = load_judge(str(chosen), config.judge.device, config.judge.dtype)
-    judged = judge_records(model, tokenizer, fold.test, schema, config.judge.prompt, config.batch_size,
-                           reference=reference)
-    calibration = saved_calibration(chosen)
-    expected = judged["expected_score"].to_numpy()
-    scores = calibration(expected) if calibration is not None else expected
+    scores, calibrated = judge_folder_scores(root / "run" / "best", fold.test, schema, reference, config)
     return scores, {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
                     "train_records": summary["train_records"], "val_records": summary["val_records"],
-                    "best_step": summary["best_step"], "calibrated": calibration is not None}
+                    "best_step": summary["best_step"], "calibrated": calibrated}
+
+
+def judge_folder_scores(folder: Path, records: pd.DataFrame, schema: Schema, reference: ReferenceStats,
+                        config: LofoConfig) -> tuple[np.ndarray, bool]:
+    """(calibrated expected score, or the raw one without a calibration; whether calibrated) of a judge folder."""
+    from ehrjudge.judge.calibration import saved_calibration
+    from ehrjudge.judge.model import load_judge
+    from ehrjudge.judge.scoring import judge_records
+
+    model, tokenizer = load_judge(str(folder), config.judge.device, config.judge.dtype)
+    judged = judge_records(model, tokenizer, records, schema, config.judge.prompt, config.batch_size,
+                           reference=reference)
+    calibration = saved_calibration(folder)
+    expected = judged["expected_score"].to_numpy()
+    return (calibration(expected) if calibration is not None else expected), calibration is not None
+
+
+def preference_fold(scorer: str, config: LofoConfig, fold_dataset: Path, fold: Fold, schema: Schema,
+                    reference: ReferenceStats, dpo_prompt_cache: dict) -> tuple[np.ndarray, dict]:
+    """Train a Bradley-Terry model or a DPO judge on the fold (the judge's settings, budget and record pool), score
+    its held-out records -> (scores, training summary)."""
+    from ehrjudge.train.bradley_terry import load_reward_model, train_bradley_terry
+    from ehrjudge.train.dpo import DPOMethod
+    from ehrjudge.train.loop import train
+    from ehrjudge.train.preference_config import BradleyTerryConfig, DPOConfig
+
+    out = fold_dataset.parent / scorer
+    base = dataclasses.replace(config.judge, dataset=str(fold_dataset), output_dir=str(out))
+    if scorer == BRADLEY_TERRY:
+        summary = train_bradley_terry(BradleyTerryConfig(output_dir=str(out), base=base,
+                                                         margin=config.preference_margin))
+        scores = load_reward_model(out, config.judge.device).score(fold.test, schema, reference, config.batch_size)[1]
+        return scores, {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
+                        "calibrated": summary["calibration"] is not None}
+    # DPO: beta ties it to the reference, so no extra KL term; its own prompt cache (the judge's is keyed on kl > 0).
+    method = DPOMethod(DPOConfig(beta=config.dpo_beta, margin=config.preference_margin))
+    summary = train(dataclasses.replace(base, kl_coef=0.0), show_progress=False, prompt_cache=dpo_prompt_cache,
+                    method_module=method)
+    scores, calibrated = judge_folder_scores(out / "best", fold.test, schema, reference, config)
+    return scores, {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "calibrated": calibrated}
 
 
 def correlations(values: np.ndarray, truth: np.ndarray, config: LofoConfig) -> dict:
@@ -222,6 +258,7 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
                   "val": seeded_subset(splits["val"], config.judge_val_records, config.seed)}
     names = schema.names
     prompt_cache: dict = {}
+    dpo_prompt_cache: dict = {}
     folds, scores, truths = [], {s: {} for s in config.scorers}, {}
     for family in fold_families(splits, config.families):
         fold = make_fold(splits, family)
@@ -240,11 +277,18 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
             regressor = fit_regressor(config.regressor, fold.train[names].to_numpy(),
                                       fold.train[TRUE_SCORE].to_numpy(dtype=float), config.seed)
             scores[REGRESSOR][family] = np.clip(np.rint(regressor.predict(test_matrix)), 1, 10)
-        if JUDGE in config.scorers:
+        if any(scorer in config.scorers for scorer in TRAINED):
             judge_fold_data = make_fold({**splits, **judge_pool}, family)
             judge_fold_data.test = fold.test
+            fold_dataset = write_fold_dataset(dataset, judge_fold_data,
+                                              Path(config.output_dir) / "folds" / family / "dataset")
+        if JUDGE in config.scorers:
             scores[JUDGE][family], row["judge_training"] = judge_fold(
-                config, dataset, judge_fold_data, schema, reference, prompt_cache, model_and_tokenizer)
+                config, fold_dataset, judge_fold_data, schema, reference, prompt_cache, model_and_tokenizer)
+        for scorer in (BRADLEY_TERRY, DPO):
+            if scorer in config.scorers:
+                scores[scorer][family], row[f"{scorer}_training"] = preference_fold(
+                    scorer, config, fold_dataset, judge_fold_data, schema, reference, dpo_prompt_cache)
         for scorer in config.scorers:
             row["scorers"][scorer] = correlations(scores[scorer][family], truth, config)
         row["seconds"] = time.perf_counter() - start
@@ -259,7 +303,7 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
 
 
 def budget_text(config: LofoConfig) -> str:
-    if JUDGE not in config.scorers:
+    if not any(scorer in config.scorers for scorer in TRAINED):
         return "formula and regressor only (no judge training)"
     j = config.judge
     return (f"judge: {j.max_steps} optimizer steps of {j.batch_size} records per fold ({j.method}, lr {j.learning_rate}, "

@@ -114,18 +114,25 @@ def batch_indices(progress: Progress, n_records: int, batch_size: int, seed: int
     return order[start:start + batch_size].tolist()
 
 
-def save_model(model, tokenizer, directory: Path) -> None:
-    """An adapter dir (PEFT) or a full checkpoint, loadable by ehrjudge.judge.model.load_judge."""
+def save_model(model, tokenizer, directory: Path, extra=None) -> None:
+    """An adapter dir (PEFT) or a full checkpoint, loadable by ehrjudge.judge.model.load_judge; `extra(tmp)` writes
+    more files into the same atomic folder (the reward model's head)."""
     from ehrjudge.io import atomic_dir
 
     with atomic_dir(directory) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
 
 
 def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = None, model_and_tokenizer=None,
-          show_progress: bool = True, shared_cache: dict | None = None, prompt_cache: dict | None = None) -> dict:
+          show_progress: bool = True, shared_cache: dict | None = None, prompt_cache: dict | None = None,
+          method_module=None) -> dict:
     """Train the judge; returns the summary also written to run_dir/summary.json.
+
+    method_module: a trainer with prepare/loss as above, a `name` and `needs_reference` (then pi_ref is computed
+    whatever kl_coef is), used instead of METHODS[config.method] (train/dpo.py).
 
     stop_at_step simulates a kill right after that step (tests); model_and_tokenizer injects a model (tests).
     shared_cache (a dict, initially empty) carries the frozen lower-layer and reference caches from one run
@@ -137,8 +144,11 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
 
     from ehrjudge.judge.model import load_judge
 
-    if config.method not in METHODS:
+    if method_module is None and config.method not in METHODS:
         raise ConfigError(f"method must be one of {list(METHODS)}")
+    method = method_module or METHODS[config.method]
+    method_name = getattr(method_module, "name", config.method)
+    needs_reference = config.kl_coef > 0 or getattr(method_module, "needs_reference", False)
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
@@ -163,8 +173,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     if prompt_cache is not None:
         restore_prompt_cache(policy, prompt_cache, config)
     val_indices = list(range(len(train_split), len(train_split) + len(val_split)))
-    method = METHODS[config.method]
-    iterations = config.grpo_iterations if config.method == "grpo" else 1
+    iterations = config.grpo_iterations if method is grpo else 1
     steps_per_epoch = math.ceil(math.ceil(len(train_split) / config.batch_size) / config.grad_accum)
     total_steps, budget = step_budget(config, steps_per_epoch)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -179,13 +188,13 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
         progress = Progress(**saved["progress"])
         policy.reference_cache.update(saved["reference_cache"])
         log.info("resumed from step %d", progress.step)
-    elif config.kl_coef > 0 and config.lora_r == 0:
+    elif needs_reference and config.lora_r == 0:
         # Full fine-tuning changes the weights the reference is read from: cache pi_ref before any update.
         for start in range(0, len(train_split), config.batch_size):
             policy.reference(list(range(start, min(start + config.batch_size, len(train_split)))))
     tracker = Tracker(run_dir, config.tracking, config, resume=resume)
     log.info("training %s on %d records (%d val), %d steps of %d x %d, %d trainable parameters",
-             config.method, len(train_split), len(val_split), total_steps, config.batch_size, config.grad_accum,
+             method_name, len(train_split), len(val_split), total_steps, config.batch_size, config.grad_accum,
              sum(p.numel() for p in parameters))
     started = time.perf_counter() - progress.seconds
     scores = torch.tensor(train_split.scores)
@@ -235,7 +244,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Bar(*columns, disable=not show_progress, transient=False) as bar:
-        task = bar.add_task(f"train {config.method}", total=total_steps, completed=progress.step, info="")
+        task = bar.add_task(f"train {method_name}", total=total_steps, completed=progress.step, info="")
         while progress.step < total_steps:
             if time.perf_counter() - started > wall_limit:
                 stopped_by = "wall time"
@@ -254,7 +263,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
                 optimizer.zero_grad(set_to_none=True)
                 for micro, indices in enumerate(micro_batches):
                     rewards = reward_table(scores[indices], config.reward)  # (B, 10)
-                    ref = policy.reference(indices) if config.kl_coef > 0 else None
+                    ref = policy.reference(indices) if needs_reference else None
                     log_probs = policy.log_probs(indices)  # (B, 10), with grad
                     if iteration == 0:
                         prepared.append(method.prepare(log_probs, rewards, config, sampler))
@@ -296,7 +305,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     save_model(model, tokenizer, run_dir / "final")
     save_calibration(last_calibration, run_dir / "final")
     tracker.close()
-    summary = {"method": config.method, "steps": progress.step, "epochs_completed": progress.epoch,
+    summary = {"method": method_name, "steps": progress.step, "epochs_completed": progress.epoch,
                "stopped_by": stopped_by, "wall_cap_fired": stopped_by == "wall time", "budget_steps": total_steps,
                "train_seconds": time.perf_counter() - started,
                "seconds_per_step_median": float(np.median(step_seconds)) if step_seconds else None,

@@ -15,7 +15,7 @@ def package_run(run_dir: Path, config: TrainConfig, dataset_dir: Path, summary: 
     for name, step in (("best", summary["best_step"]), ("final", summary["steps"])):
         folder = Path(run_dir) / name
         if folder.is_dir():
-            training = {**{key: getattr(config, key) for key in RUN_SETTINGS},
+            training = {**{key: getattr(config, key) for key in RUN_SETTINGS}, "method": summary["method"],
                         **{key: summary[key] for key in ("steps", "budget_steps", "stopped_by", "best_step")},
                         "checkpoint": f"{name} (step {step})"}
             package_judge(folder, config.model, dataset_dir, config.prompt, training)

@@ -26,8 +26,9 @@ import logging
 
 import torch
 
-from ehrjudge.judge.forward import common_prefix_length, decoder_layers, upper_sequence_log_probs
-from ehrjudge.judge.labels import LabelScorer
+from ehrjudge.judge.forward import (common_prefix_length, decoder_layers, last_hidden, upper_final_hidden,
+                                   upper_sequence_log_probs)
+from ehrjudge.judge.labels import LABELS, LabelScorer
 from ehrjudge.judge.scoring import judge_from_layer_inputs  # noqa: F401  (its old home; tests/test_layer_inputs.py)
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,14 @@ def adapter_disabled(model):
 
 
 class LabelPolicy:
-    """log pi(.|x) (B, 10) for records addressed by index into `prompts`, with the caches described above."""
+    """log pi(.|x) (B, L) over `labels` (the judge's 10 by default; 'A'/'B' for the pairwise judge) for records
+    addressed by index into `prompts`, with the caches described above; or the last token's final hidden state
+    (the Bradley-Terry reward model's input)."""
 
     def __init__(self, model, tokenizer, prompts: list[str], train_layers: int, cache_lower_layers: bool,
-                 use_prefix: bool = True):
+                 use_prefix: bool = True, labels: tuple = LABELS):
         self.model = model
-        self.scorer = LabelScorer(tokenizer)
+        self.scorer = LabelScorer(tokenizer, labels)
         self.prompts = prompts
         self.n_layers = len(decoder_layers(model))
         self.split = self.n_layers - train_layers if (train_layers and cache_lower_layers) else None
@@ -84,11 +87,20 @@ class LabelPolicy:
 
     # Trainable log-probs ---------------------------------------------------------------------------------------
     def log_probs(self, indices: list[int]) -> torch.Tensor:
-        """(B, 10) log pi(k|x) under the current weights; differentiable when grad is enabled."""
+        """(B, L) log pi(k|x) under the current weights; differentiable when grad is enabled."""
         if self.split is None:
             return self.scorer.log_probs(self.model, [self.prompts[i] for i in indices])
         self._fill_hidden([i for i in indices if i not in self.hidden_cache], keep_reference=False)
         return self._upper_log_probs(indices)
+
+    def last_hidden(self, indices: list[int]) -> torch.Tensor:
+        """(B, H) final hidden state at the last prompt token under the current weights; differentiable."""
+        if self.split is None:
+            return last_hidden(self.model, self.scorer.tokenize([self.prompts[i] for i in indices]),
+                               self.scorer.pad_id)
+        self._fill_hidden([i for i in indices if i not in self.hidden_cache], keep_reference=False)
+        rows = [self.hidden_cache[i] for i in indices]
+        return upper_final_hidden(self.model, self.split, rows, self.scorer.trie, self.prefix_hidden)[:, 0]
 
     def reference(self, indices: list[int]) -> torch.Tensor:
         """(B, 10) log pi_ref(k|x) of the frozen base, computed once per record."""
