@@ -1,14 +1,16 @@
 """The trained judge under faster CPU runtimes, side by side with torch fp32 on the same records (issue 17).
 
     python benchmarks/judge_runtimes.py --judge runs/default/judge --dataset runs/default/dataset [--records 500]
-        [--runtimes float32,bfloat16,autocast_bf16] [--out benchmarks/results/judge_runtimes.json]
+        [--runtimes float32,bfloat16,autocast_bf16,autocast_bf16_lower] [--out benchmarks/results/judge_runtimes.json]
 
 Every runtime scores the same records (the first --records of test, then test_unseen) through the production path
 (`ehrjudge.Judge.score`: batch 8, shared prompt prefix run once):
     float32        the reference: every weight and activation in fp32;
     bfloat16       the whole model cast to bf16 (weights, activations and the residual stream);
     autocast_bf16  fp32 weights, `torch.autocast("cpu", torch.bfloat16)`: matmuls take bf16 inputs (AMX / AVX-512
-                   bf16 on CPUs that have them), the residual stream, norms and softmax stay fp32.
+                   bf16 on CPUs that have them), the residual stream, norms and softmax stay fp32;
+    autocast_bf16_lower  the same autocast on the frozen decoder layers only (those below the first LoRA layer);
+                   the trained layers, the final norm and the label head run in fp32.
 torch's dynamic int8 quantization was measured and rejected before (max |delta expected score| 3.2;
 benchmarks/judge_throughput.py --int8, docs/judge.md).
 Reported for each: records/s (median of --repeats), max and mean |delta expected score| against fp32, argmax
@@ -35,9 +37,10 @@ from scipy.stats import spearmanr
 
 from ehrjudge import Judge
 from ehrjudge.io import write_json
+from ehrjudge.judge.forward import decoder_layers
 
 RESULTS = Path(__file__).parent / "results" / "judge_runtimes.json"
-RUNTIMES = ("float32", "bfloat16", "autocast_bf16")
+RUNTIMES = ("float32", "bfloat16", "autocast_bf16", "autocast_bf16_lower")
 MAX_EXPECTED_DRIFT, MIN_ARGMAX_AGREEMENT = 0.05, 0.95
 
 
@@ -54,6 +57,11 @@ def load(judge_dir: Path, runtime: str) -> tuple[Judge, contextlib.AbstractConte
     judge = Judge.load(judge_dir, device="cpu", dtype="bfloat16" if runtime == "bfloat16" else "float32")
     if runtime == "autocast_bf16":
         return judge, torch.autocast("cpu", dtype=torch.bfloat16)
+    if runtime == "autocast_bf16_lower":
+        layers = decoder_layers(judge.model)
+        trained = [i for i, layer in enumerate(layers) if any("lora_" in n for n, _ in layer.named_parameters())]
+        for layer in layers[:min(trained) if trained else len(layers)]:
+            layer.forward = torch.autocast("cpu", dtype=torch.bfloat16)(layer.forward)
     return judge, contextlib.nullcontext()
 
 
