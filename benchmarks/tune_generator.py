@@ -35,6 +35,10 @@ from ehrjudge.io import write_json
 RESULTS = Path(__file__).resolve().parent / "results" / "tune_generator.json"
 SHOWN = ["hardened_mean", "seed_mean", "judge_mean", "reward_mean", "hacking_gap", "near_copy_rate",
          "distinct_rate", "parse_failure_rate", "invalid_rate"]
+# Dataset-level figures a per-record reward cannot see (the suite, ehrjudge.scoring.suite): code coverage, marginal
+# prevalences, a classifier's AUC at telling the set from real patients.
+SUITE_SHOWN = ["sparsity/nzc_coverage", "dimension/prevalence_correlation", "detection/logistic_auc",
+               "fidelity/alpha_precision", "fidelity/beta_recall", "privacy/dcr_ratio"]
 
 
 def step_costs(history: list[dict]) -> dict:
@@ -91,6 +95,11 @@ def main(argv=None) -> dict:
     for name, figures in [*((r, results[r]["tuned"]) for r in results), ("gaussian_copula", copula)]:
         print(f"{name:<16}" + "".join(f"{figures.get(c):>19.3f}" if isinstance(figures.get(c), float)
                                       else f"{'-':>19}" for c in SHOWN))
+    print(f"{'row':<16}" + "".join(f"{c.split('/')[-1]:>19}" for c in SUITE_SHOWN))
+    for name, figures in [*((r, results[r]["tuned"]) for r in results), ("gaussian_copula", copula)]:
+        suite = figures.get("suite", {})
+        print(f"{name:<16}" + "".join(f"{suite.get(c):>19.3f}" if isinstance(suite.get(c), float)
+                                      else f"{'-':>19}" for c in SUITE_SHOWN))
     for reward, result in results.items():
         print(f"{reward}: {result['seconds']:.0f} s in all; per RL step {result['step_seconds']}; "
               f"runaway step {result['runaway_step']}")
