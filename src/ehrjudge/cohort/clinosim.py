@@ -22,6 +22,7 @@ from ehrjudge.errors import EhrJudgeError, InputError
 log = logging.getLogger(__name__)
 
 SIM_START, SIM_END = "2024-01-01", "2024-12-31"
+COUNTRIES = ("US", "JP")
 YIELD_GUESS = 0.55  # patients with records per catchment person (0.596 measured at -p 1000, seed 42)
 TABLES = {
     "patients": ["patient_id", "age", "sex"],
@@ -35,11 +36,17 @@ EVENT_FILES = {"admissions": "encounters", "diagnoses": "diagnoses", "procedures
                "prescriptions": "prescriptions", "labs": "lab_results"}  # normalized table -> clinosim table
 
 
-def simulate(population: int, seed: int, out: Path, formats=("csv",)) -> Path:
-    """Run `clinosim simulate` (US, 2024) into `out`; returns out/csv."""
+def simulate(population: int, seed: int, out: Path, formats=("csv",), country: str = "US") -> Path:
+    """Run `clinosim simulate` (2024, `country` US or JP) into `out`; returns out/csv.
+
+    JP runs with --allow-legacy: without the JP-CLINS terminology package clinosim refuses JP unless told to emit
+    its legacy 5-digit JLAC10 lab codes, which are still codes a cohort can be featurized on.
+    """
+    if country not in COUNTRIES:
+        raise InputError(f"unknown clinosim country {country!r}; choose one of {', '.join(COUNTRIES)}")
     exe = shutil.which("clinosim") or str(Path(sys.executable).with_name("clinosim"))
-    cmd = [exe, "simulate", "--country", "US", "-p", str(population), "-s", str(seed), "--start", SIM_START,
-           "--end", SIM_END, "--format", *formats, "-o", str(out)]
+    cmd = [exe, "simulate", "--country", country, "-p", str(population), "-s", str(seed), "--start", SIM_START,
+           "--end", SIM_END, "--format", *formats, "-o", str(out)] + (["--allow-legacy"] if country == "JP" else [])
     log.info("running %s", " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -47,12 +54,15 @@ def simulate(population: int, seed: int, out: Path, formats=("csv",)) -> Path:
     return out / "csv"
 
 
-def simulate_patients(patients: int, seed: int, workdir: Path) -> Path:
-    """Simulate until at least `patients` patients have records; returns the csv folder."""
+def simulate_patients(patients: int, seed: int, workdir: Path, formats=("csv",), country: str = "US") -> Path:
+    """Simulate until at least `patients` patients have records; returns the csv folder (other `formats` beside
+    it: fhir -> fhir_r4/). `formats` must include csv, which is what the patients are counted in."""
+    if "csv" not in formats:
+        raise InputError(f"simulate_patients counts patients in the csv output; formats {formats} lack it")
     population = max(50, math.ceil(patients / YIELD_GUESS) + 20)
     for attempt in range(4):
         run_dir = workdir / f"sim-p{population}"
-        csv_dir = simulate(population, seed, run_dir)
+        csv_dir = simulate(population, seed, run_dir, formats, country)
         got = count_patients(csv_dir / "patients.csv")
         log.info("clinosim -p %d gave %d patients with records", population, got)
         if got >= patients:
