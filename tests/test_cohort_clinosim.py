@@ -104,3 +104,31 @@ def test_clinosim_fhir_export_loads_like_its_csv(tmp_path):
     assert from_fhir.vectors["is_dead"].sum() >= from_csv.vectors["is_dead"].sum()
     assert any(name.startswith("lab_loinc_") for name in from_fhir.schema.names)
     assert np.isfinite(from_fhir.matrix()).all()
+
+
+def test_simulate_refuses_an_unknown_country_or_a_count_without_csv(tmp_path):
+    # Run / Assert: both refused before the simulator starts
+    from ehrjudge.cohort.clinosim import simulate_patients
+    from ehrjudge.errors import InputError
+
+    with pytest.raises(InputError, match="unknown clinosim country 'FR'"):
+        simulate(10, 0, tmp_path / "sim", country="FR")
+    with pytest.raises(InputError, match="counts patients in the csv output"):
+        simulate_patients(10, 0, tmp_path, formats=("fhir",))
+    assert not (tmp_path / "sim").exists()
+
+
+def test_a_jp_simulation_exports_fhir_with_another_schema(tmp_path):
+    # Setup: the JP simulator (legacy JLAC10 lab codes) against the US one, same size and seed
+    us = build_cohort("fhir", tmp_path / "us", path=simulate(60, 3, tmp_path / "sim-us", formats=("csv", "fhir"))
+                      .parent / "fhir_r4", patients=None)
+    jp_csv = simulate(60, 3, tmp_path / "sim-jp", formats=("csv", "fhir"), country="JP")
+    # Run: strict false, JP writes a newborn born after the cohort's last encounter
+    from ehrjudge.cohort.featurize import FeatureConfig
+
+    jp = build_cohort("fhir", tmp_path / "jp", path=jp_csv.parent / "fhir_r4", patients=None,
+                      config=FeatureConfig(strict=False))
+    # Assert: its own columns beyond the shared demographics
+    assert len(jp) > 0 and np.isfinite(jp.matrix()).all()
+    assert set(jp.schema.names) != set(us.schema.names)
+    assert {"gender", "age", "is_dead"} <= set(jp.schema.names) & set(us.schema.names)
