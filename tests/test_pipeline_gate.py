@@ -1,5 +1,7 @@
 """The gate's decision rule and its MLflow registration of generators and judges (real local SQLite store)."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,7 +89,7 @@ def test_register_judge_refuses_a_folder_that_is_not_self_contained(tmp_path):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_register_judge_command_registers_the_folder_where_its_flags_say(tiny_trained_judge, tmp_path):
+def test_register_judge_command_registers_the_folder_where_its_flags_say(tiny_trained_judge, tmp_path, monkeypatch):
     # Setup
     import mlflow
     from typer.testing import CliRunner
@@ -108,6 +110,30 @@ def test_register_judge_command_registers_the_folder_where_its_flags_say(tiny_tr
     client = mlflow.MlflowClient(tracking_uri=uri)
     run = client.get_run(client.get_model_version("judge-cli", "1").tags["judge.run_id"])
     assert client.get_experiment(run.info.experiment_id).name == "judges"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # restored after the test (set_tracking_uri exports it too)
     mlflow.set_tracking_uri(uri)
     pd.testing.assert_frame_equal(mlflow.pyfunc.load_model("models:/judge-cli/1").predict(records),
                                   Judge.load(judge).score(records))
+
+
+def test_choosing_a_store_does_not_leak_it_into_the_environment(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports $MLFLOW_TRACKING_URI; setup_mlflow puts the user's value back, so one run's
+    store does not become the next run's (or a subprocess's) store."""
+    import mlflow
+
+    from ehrjudge import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "placeholder")  # recorded, so the teardown restores the real value
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setattr(tracking, "USER_TRACKING_URI", None)
+    previous = mlflow.get_tracking_uri()
+    try:
+        tracking.setup_mlflow(tmp_path / "a", "leak-check")
+        assert mlflow.get_tracking_uri() == f"sqlite:///{(tmp_path / 'a').resolve() / 'mlflow.db'}"
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+        monkeypatch.setattr(tracking, "USER_TRACKING_URI", "sqlite:////users/own.db")
+        assert tracking.resolve_tracking_uri(tmp_path / "b") == "sqlite:////users/own.db"
+    finally:
+        mlflow.set_tracking_uri(previous)
+        monkeypatch.setattr(tracking, "USER_TRACKING_URI", None)
+        tracking.keep_user_environment()

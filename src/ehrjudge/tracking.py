@@ -50,12 +50,23 @@ def resolve_tracking_uri(root: str | os.PathLike, uri: str | None = None) -> str
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
+def keep_user_environment() -> None:
+    """Put $MLFLOW_TRACKING_URI back to the user's own value (or unset it): `mlflow.set_tracking_uri` also writes
+    it to os.environ, so without this one store chosen here would become every later store of the process (read
+    as the user's own URI) and of every subprocess it starts."""
+    if USER_TRACKING_URI is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = USER_TRACKING_URI
+
+
 def setup_mlflow(root: str | os.PathLike, experiment: str, uri: str | None = None):
     """Point MLflow at the resolved store and return the experiment id (artifacts under root)."""
     import mlflow
 
     tracking_uri = resolve_tracking_uri(root, uri)
     mlflow.set_tracking_uri(tracking_uri)
+    keep_user_environment()
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:
         experiment_id = existing.experiment_id
