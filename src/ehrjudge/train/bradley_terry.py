@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ehrjudge.config import config_from_dict, save_config, to_dict
+from ehrjudge.config import config_from_dict, to_dict
 from ehrjudge.errors import InputError, MetricUndefinedError
 from ehrjudge.io import write_json
 from ehrjudge.judge.agreement import correlation
@@ -140,24 +140,14 @@ def train_bradley_terry(config: BradleyTerryConfig, model_and_tokenizer=None, re
     """Train the reward model on the train split's pairs; returns the summary also written to OUT/summary.json.
 
     resume: from OUT's latest step checkpoint; stop_at_step simulates a kill after that step (tests)."""
-    from ehrjudge.judge.model import load_judge
     from ehrjudge.tracking import Tracker
-    from ehrjudge.train.data import load_schema, load_split, resolve_dataset
-    from ehrjudge.train.loop import attach_trainable, seed_everything
+    from ehrjudge.train.data import load_split
+    from ehrjudge.train.loop import open_run
     from ehrjudge.train.pairs import optimize, preference_pairs
     from ehrjudge.train.policy import LabelPolicy
 
     base = config.base
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    if base.num_threads > 0:
-        torch.set_num_threads(base.num_threads)
-    seed_everything(base.seed)
-    model, tokenizer = model_and_tokenizer or load_judge(base.model, base.device, base.dtype)
-    model = attach_trainable(model, base)
-    dataset_dir = resolve_dataset(base.dataset)
-    schema = load_schema(dataset_dir)
+    run_dir, _, model, tokenizer, dataset_dir, schema = open_run(config.output_dir, config, base, model_and_tokenizer)
     train_split = load_split(dataset_dir, "train", tokenizer, base.prompt, schema, limit=base.train_records,
                              seed=base.seed)
     val_split = load_split(dataset_dir, "val", tokenizer, base.prompt, schema, limit=base.val_records, seed=base.seed)

@@ -126,6 +126,24 @@ def save_model(model, tokenizer, directory: Path, extra=None) -> None:
             extra(tmp)
 
 
+def open_run(output_dir, saved, base: TrainConfig, model_and_tokenizer=None):
+    """The start every trainer shares: OUT/ holding `saved` as config.yaml, torch threads and seeds set, the judge
+    model (loaded, or the injected pair) with its trainable part attached, the dataset folder and its schema.
+    Returns (run_dir, sampler, model, tokenizer, dataset_dir, schema)."""
+    from ehrjudge.judge.model import load_judge
+
+    run_dir = Path(output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(saved, run_dir / "config.yaml")
+    if base.num_threads > 0:
+        torch.set_num_threads(base.num_threads)
+    sampler = seed_everything(base.seed)
+    model, tokenizer = model_and_tokenizer or load_judge(base.model, base.device, base.dtype)
+    model = attach_trainable(model, base)
+    dataset_dir = resolve_dataset(base.dataset)
+    return run_dir, sampler, model, tokenizer, dataset_dir, load_schema(dataset_dir)
+
+
 def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = None, model_and_tokenizer=None,
           show_progress: bool = True, shared_cache: dict | None = None, prompt_cache: dict | None = None,
           method_module=None) -> dict:
@@ -142,23 +160,13 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
     """
     from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from ehrjudge.judge.model import load_judge
-
     if method_module is None and config.method not in METHODS:
         raise ConfigError(f"method must be one of {list(METHODS)}")
     method = method_module or METHODS[config.method]
     method_name = getattr(method_module, "name", config.method)
     needs_reference = config.kl_coef > 0 or getattr(method_module, "needs_reference", False)
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    if config.num_threads > 0:
-        torch.set_num_threads(config.num_threads)
-    sampler = seed_everything(config.seed)
-    model, tokenizer = model_and_tokenizer or load_judge(config.model, config.device, config.dtype)
-    model = attach_trainable(model, config)
-    dataset_dir = resolve_dataset(config.dataset)
-    schema = load_schema(dataset_dir)
+    run_dir, sampler, model, tokenizer, dataset_dir, schema = open_run(config.output_dir, config, config,
+                                                                        model_and_tokenizer)
     train_split = load_split(dataset_dir, "train", tokenizer, config.prompt, schema, limit=config.train_records,
                              seed=config.seed)
     val_split = load_split(dataset_dir, "val", tokenizer, config.prompt, schema, limit=config.val_records,

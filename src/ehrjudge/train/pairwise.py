@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ehrjudge.config import config_from_dict, save_config, to_dict
+from ehrjudge.config import config_from_dict, to_dict
 from ehrjudge.errors import InputError
 from ehrjudge.io import write_json
 from ehrjudge.judge.pairwise import (PAIR_LABELS, judge_pairs, oriented_pairs, pair_prompts, pairwise_prompt,
@@ -96,23 +96,12 @@ def train_pairwise(config: PairwiseConfig, model_and_tokenizer=None, resume: boo
 
     resume: from OUT's latest step checkpoint; stop_at_step simulates a kill after that step (tests)."""
     from ehrjudge.judge.labels import LabelScorer
-    from ehrjudge.judge.model import load_judge
     from ehrjudge.tracking import Tracker
-    from ehrjudge.train.data import load_schema, resolve_dataset
-    from ehrjudge.train.loop import attach_trainable, seed_everything
+    from ehrjudge.train.loop import open_run
     from ehrjudge.train.pairs import optimize, preference_pairs, sample_pairs
 
     base = config.base
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    if base.num_threads > 0:
-        torch.set_num_threads(base.num_threads)
-    seed_everything(base.seed)
-    model, tokenizer = model_and_tokenizer or load_judge(base.model, base.device, base.dtype)
-    model = attach_trainable(model, base)
-    dataset_dir = resolve_dataset(base.dataset)
-    schema = load_schema(dataset_dir)
+    run_dir, _, model, tokenizer, dataset_dir, schema = open_run(config.output_dir, config, base, model_and_tokenizer)
     prompt = pairwise_prompt(base.prompt, config.instruction, config.suffix)
     train_texts, train_scores = split_texts(dataset_dir, "train", tokenizer, base.prompt, schema,
                                             base.train_records, base.seed)
