@@ -1,7 +1,8 @@
 """The trained judge under faster CPU runtimes, side by side with torch fp32 on the same records (issue 17).
 
     python benchmarks/judge_runtimes.py --judge runs/default/judge --dataset runs/default/dataset [--records 500]
-        [--runtimes float32,bfloat16,autocast_bf16,autocast_bf16_lower] [--out benchmarks/results/judge_runtimes.json]
+        [--runtimes float32,bfloat16,autocast_bf16,autocast_bf16_lower,autocast_bf16_lower_mlp,onnxruntime_fp32,
+        onnxruntime_int8] [--work runs/judge_runtimes] [--out benchmarks/results/judge_runtimes.json]
 
 Every runtime scores the same records (the first --records of test, then test_unseen) through the production path
 (`ehrjudge.Judge.score`: batch 8, shared prompt prefix run once):
@@ -10,7 +11,13 @@ Every runtime scores the same records (the first --records of test, then test_un
     autocast_bf16  fp32 weights, `torch.autocast("cpu", torch.bfloat16)`: matmuls take bf16 inputs (AMX / AVX-512
                    bf16 on CPUs that have them), the residual stream, norms and softmax stay fp32;
     autocast_bf16_lower  the same autocast on the frozen decoder layers only (those below the first LoRA layer);
-                   the trained layers, the final norm and the label head run in fp32.
+                   the trained layers, the final norm and the label head run in fp32;
+    autocast_bf16_lower_mlp  the same, on the MLPs of the frozen layers only (their attention stays fp32);
+    onnxruntime_fp32   the merged judge exported to ONNX (judge/onnx_runtime.py: one pass over prompt + label trie,
+                   no shared-prefix cache) under onnxruntime's CPU provider;
+    onnxruntime_int8   that graph with dynamic int8 weights (onnxruntime.quantization.quantize_dynamic, per channel),
+                   (the LM head is SmolLM2's tied embedding, a transposed Gather weight, so it stays fp32 anyway).
+The ONNX graphs are written under --work once (export time printed) and reused.
 torch's dynamic int8 quantization was measured and rejected before (max |delta expected score| 3.2;
 benchmarks/judge_throughput.py --int8, docs/judge.md).
 Reported for each: records/s (median of --repeats), max and mean |delta expected score| against fp32, argmax
@@ -40,7 +47,8 @@ from ehrjudge.io import write_json
 from ehrjudge.judge.forward import decoder_layers
 
 RESULTS = Path(__file__).parent / "results" / "judge_runtimes.json"
-RUNTIMES = ("float32", "bfloat16", "autocast_bf16", "autocast_bf16_lower")
+RUNTIMES = ("float32", "bfloat16", "autocast_bf16", "autocast_bf16_lower", "autocast_bf16_lower_mlp",
+            "onnxruntime_fp32", "onnxruntime_int8")
 MAX_EXPECTED_DRIFT, MIN_ARGMAX_AGREEMENT = 0.05, 0.95
 
 
@@ -57,12 +65,38 @@ def load(judge_dir: Path, runtime: str) -> tuple[Judge, contextlib.AbstractConte
     judge = Judge.load(judge_dir, device="cpu", dtype="bfloat16" if runtime == "bfloat16" else "float32")
     if runtime == "autocast_bf16":
         return judge, torch.autocast("cpu", dtype=torch.bfloat16)
-    if runtime == "autocast_bf16_lower":
+    if runtime in ("autocast_bf16_lower", "autocast_bf16_lower_mlp"):
         layers = decoder_layers(judge.model)
         trained = [i for i, layer in enumerate(layers) if any("lora_" in n for n, _ in layer.named_parameters())]
         for layer in layers[:min(trained) if trained else len(layers)]:
-            layer.forward = torch.autocast("cpu", dtype=torch.bfloat16)(layer.forward)
+            module = layer.mlp if runtime == "autocast_bf16_lower_mlp" else layer
+            module.forward = torch.autocast("cpu", dtype=torch.bfloat16)(module.forward)
     return judge, contextlib.nullcontext()
+
+
+def onnx_scorer(judge: Judge, runtime: str, work: Path, threads: int):
+    """f(records) -> scores like Judge.score, through the judge's ONNX graph (exported / quantized once into `work`)."""
+    from ehrjudge.judge.onnx_runtime import OnnxJudge, export_onnx, quantize_int8
+    from ehrjudge.judge.scoring import record_prompts, summarize_distribution
+
+    fp32 = work / "judge.onnx"
+    if not fp32.exists():
+        start = time.perf_counter()
+        export_onnx(judge.model, judge.tokenizer, fp32)
+        print(f"exported {fp32} in {time.perf_counter() - start:.1f} s", flush=True)
+    path = fp32 if runtime == "onnxruntime_fp32" else work / "judge_int8.onnx"
+    if not path.exists():
+        quantize_int8(fp32, path)
+    session = OnnxJudge(path, judge.tokenizer, threads)
+
+    def score(records: pd.DataFrame) -> pd.DataFrame:
+        frame = records.copy()
+        if "record_id" not in frame.columns:
+            frame.insert(0, "record_id", [f"r{i}" for i in range(len(frame))])
+        prompts = record_prompts(frame, judge.schema, judge.tokenizer, judge.prompt, judge.reference)
+        return summarize_distribution(session.judge_prompts(prompts, judge.batch_size)[0])
+
+    return score
 
 
 def main(argv=None) -> dict:
@@ -73,6 +107,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runtimes", default=",".join(RUNTIMES))
+    parser.add_argument("--work", type=Path, default=Path("runs/judge_runtimes"), help="ONNX graphs (kept)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     runtimes = args.runtimes.split(",")
@@ -89,12 +124,13 @@ def main(argv=None) -> dict:
     reference = None
     for runtime in runtimes:
         judge, context = load(args.judge, runtime)
+        score = onnx_scorer(judge, runtime, args.work, args.threads) if runtime.startswith("onnx") else judge.score
         with context:
-            judge.score(records.iloc[:8])  # warm-up (oneDNN kernel selection)
+            score(records.iloc[:8])  # warm-up (oneDNN kernel selection)
             times = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                scores = judge.score(records)
+                scores = score(records)
                 times.append(time.perf_counter() - start)
         probs = scores[[f"p_{k}" for k in range(1, 11)]].to_numpy(np.float64)
         expected = scores["expected_score"].to_numpy(np.float64)

@@ -219,8 +219,26 @@ def test_swap_metrics_known_answers():
     biased = swap_metrics(np.full(4, 0.9), np.full(4, 0.9), better)
     perfect = swap_metrics(np.where(better, 0.9, 0.1), np.where(better, 0.1, 0.9), better)
     # Assert
-    assert biased == {"accuracy": 0.5, "consistent_accuracy": 0.0, "conflict_rate": 1.0, "n_pairs": 4}
-    assert perfect == {"accuracy": 1.0, "consistent_accuracy": 1.0, "conflict_rate": 0.0, "n_pairs": 4}
+    assert biased == {"accuracy": 0.5, "consistent_accuracy": 0.0, "conflict_rate": 1.0, "balanced_accuracy": 0.5,
+                      "n_pairs": 4}
+    assert perfect == {"accuracy": 1.0, "consistent_accuracy": 1.0, "conflict_rate": 0.0, "balanced_accuracy": 1.0,
+                       "n_pairs": 4}
+
+
+def test_balanced_verdict_recovers_a_position_biased_judge():
+    from ehrjudge.judge.pairwise import balanced_right, swap_metrics
+
+    # Setup: "A" always wins, but by more when A is the better record (0.9) than when it is the worse one (0.7)
+    better = np.array([True, False, True, False])
+    p_forward, p_swapped = np.where(better, 0.9, 0.7), np.where(better, 0.7, 0.9)
+    # Run
+    metrics = swap_metrics(p_forward, p_swapped, better)
+    # Assert: every plain verdict flips with the order; averaged over the orders, p(first better) is
+    # (0.9 + 0.3) / 2 = 0.6 when it is better and (0.7 + 0.1) / 2 = 0.4 when it is not: all right
+    assert metrics["conflict_rate"] == 1.0 and metrics["accuracy"] == 0.5
+    assert metrics["balanced_accuracy"] == 1.0 and balanced_right(p_forward, p_swapped, better).all()
+    # a tie (p_bal = 0.5) names the second record
+    assert balanced_right(np.array([0.5]), np.array([0.5]), np.array([False])).all()
 
 
 def test_swap_on_tiny_model_flips_the_order_and_rates_conflicts():
@@ -302,7 +320,7 @@ def test_compare_cli_end_to_end(tiny, tmp_path, tiny_trained_judge):
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "compare" / "compare.json").read_text())
     methods = {"RLVR judge", "Bradley-Terry", "DPO judge", "pairwise judge", "pairwise judge (swap-consistent)",
-               "formula", "regressor"}
+               "pairwise judge+balanced", "pairwise judge (swap-consistent)+balanced", "formula", "regressor"}
     assert {(row["method"], row["split"]) for row in saved["rows"]} == {(m, s) for m in methods
                                                                         for s in ("test", "test_unseen")}
     assert len({(row["split"], row["n_pairs"]) for row in saved["rows"]}) == 2  # the same pairs for every method

@@ -10,6 +10,13 @@ Position bias is measured by swapping: every pair (first, second) is judged as (
     conflict rate     share of pairs whose verdict changes with the order, i.e. the same letter wins both times
                       (lower is better, [0, 1]; a judge that always answers "A" has conflict rate 1)
 (Zheng et al. 2023, "Judging LLM-as-a-judge", position-consistency; JudgeLM, Zhu et al. 2023, swap augmentation.)
+
+Balanced verdict (inference-time, no training): average the probability that the first record is better over the
+two orders, p_bal = (p_A(first, second) + p_B(second, first)) / 2 = (p_A + 1 - p_A_swapped) / 2, and prefer the first
+record when p_bal > 0.5 (the "balanced position calibration" of Wang et al. 2023, "Large Language Models are not Fair
+Evaluators"). Its verdict cannot depend on the order (conflict rate 0 by construction) and costs the same two
+forwards per pair that measuring the conflict rate does:
+    balanced accuracy share of pairs whose balanced verdict is the verifiably more realistic record ([0, 1])
 """
 
 from __future__ import annotations
@@ -67,9 +74,19 @@ def swap_outcomes(p_a_forward, p_a_swapped, first_is_better) -> dict[str, np.nda
             "conflict": first_forward != first_swapped}
 
 
+def balanced_right(p_a_forward, p_a_swapped, first_is_better) -> np.ndarray:
+    """(P,) bool: the balanced verdict (module docstring) names the better record; a tie p_bal = 0.5 counts as the
+    second record."""
+    p_first = (np.asarray(p_a_forward, dtype=float) + 1.0 - np.asarray(p_a_swapped, dtype=float)) / 2.0
+    return (p_first > 0.5) == np.asarray(first_is_better, dtype=bool)
+
+
 def swap_metrics(p_a_forward, p_a_swapped, first_is_better) -> dict:
-    """accuracy, consistent accuracy and conflict rate (see the module docstring), and the number of pairs."""
+    """accuracy, consistent accuracy, conflict rate and balanced accuracy (see the module docstring), and the number
+    of pairs."""
     outcome = swap_outcomes(p_a_forward, p_a_swapped, first_is_better)
     return {"accuracy": float(np.mean(np.concatenate([outcome["right_forward"], outcome["right_swapped"]]))),
             "consistent_accuracy": float(np.mean(outcome["right_forward"] & outcome["right_swapped"])),
-            "conflict_rate": float(np.mean(outcome["conflict"])), "n_pairs": int(len(outcome["conflict"]))}
+            "conflict_rate": float(np.mean(outcome["conflict"])),
+            "balanced_accuracy": float(np.mean(balanced_right(p_a_forward, p_a_swapped, first_is_better))),
+            "n_pairs": int(len(outcome["conflict"]))}

@@ -6,7 +6,9 @@ Methods (a row each, per split), scored on test and test_unseen:
     DPO judge       the DPO-trained judge, read as the RLVR judge is (train/dpo.py)
     pairwise judge  A/B verdicts on pairs only (train/pairwise.py): pairwise accuracy and conflict rate, no
                     per-record score, so no Spearman/Pearson/MAE; "pairwise judge (swap-consistent)" is a second one
-                    trained with the swap-consistency reward, so the conflict rate is read before and after it
+                    trained with the swap-consistency reward, so the conflict rate is read before and after it;
+                    each also gets a "+balanced" row: its two orders' probabilities averaged per pair (judge/pairwise.py,
+                    Wang et al. 2023), an order-free verdict (conflict rate 0 by construction) from the same forwards
     formula, regressor  judge/baseline_scorers.py (formula's map fitted on val, regressor on train)
 Columns, direction and range: spearman, pearson (higher is better, [-1, 1], 95% paired-bootstrap interval,
 judge/agreement.py), mae (lower, [0, 9]), pair_accuracy (higher, [0, 1], 0.5 = chance; the share of evaluation pairs
@@ -179,9 +181,11 @@ def score_row(method: str, split: str, values: np.ndarray, true: np.ndarray, pai
 
 def pairwise_row(method: str, split: str, folder: Path, records: pd.DataFrame, schema: Schema,
                  reference: ReferenceStats, pairs: np.ndarray, first_better: np.ndarray, loaded,
-                 config: CompareConfig) -> dict:
-    """The pairwise judge's row: accuracy over both orders, its interval over pairs, and the conflict rate."""
-    from ehrjudge.judge.pairwise import judge_pairs, swap_metrics, swap_outcomes
+                 config: CompareConfig) -> list[dict]:
+    """The pairwise judge's two rows: its plain verdicts (accuracy over both orders, the interval over pairs, the
+    conflict rate) and its balanced verdicts (`METHOD+balanced`: the two orders' probabilities averaged, so the
+    conflict rate is 0 by construction; judge/pairwise.py), from the same two forwards per pair."""
+    from ehrjudge.judge.pairwise import balanced_right, judge_pairs, swap_metrics, swap_outcomes
     from ehrjudge.judge.scoring import record_texts
 
     model, tokenizer, prompt = loaded
@@ -193,12 +197,18 @@ def pairwise_row(method: str, split: str, folder: Path, records: pd.DataFrame, s
     outcome = swap_outcomes(p_forward, p_swapped, first_better)
     per_pair = (outcome["right_forward"].astype(float) + outcome["right_swapped"]) / 2  # (P,)
     accuracy, interval = mean_with_interval(per_pair, config.seed, config.n_bootstrap)
-    return {"method": method, "split": split, "n_records": int(len(records)), "n_pairs": int(len(pairs)),
-            "spearman": None, "spearman_ci": None, "pearson": None, "pearson_ci": None, "mae": None,
-            "pair_accuracy": accuracy, "pair_accuracy_ci": interval, "conflict_rate": metrics["conflict_rate"],
-            "consistent_accuracy": metrics["consistent_accuracy"],
-            "records_per_second": 2 * len(pairs) / max(seconds, 1e-9), "train_seconds": training_seconds(folder),
-            "undefined": {}}
+    balanced, balanced_interval = mean_with_interval(
+        balanced_right(p_forward, p_swapped, first_better).astype(float), config.seed, config.n_bootstrap)
+    common = {"split": split, "n_records": int(len(records)), "n_pairs": int(len(pairs)), "spearman": None,
+              "spearman_ci": None, "pearson": None, "pearson_ci": None, "mae": None,
+              "train_seconds": training_seconds(folder), "undefined": {}}
+    plain = {"method": method, **common, "pair_accuracy": accuracy, "pair_accuracy_ci": interval,
+             "conflict_rate": metrics["conflict_rate"], "consistent_accuracy": metrics["consistent_accuracy"],
+             "records_per_second": 2 * len(pairs) / max(seconds, 1e-9)}  # one presentation per record shown
+    swap_averaged = {"method": f"{method}+balanced", **common, "pair_accuracy": balanced,
+                     "pair_accuracy_ci": balanced_interval, "conflict_rate": 0.0, "consistent_accuracy": balanced,
+                     "records_per_second": 2 * len(pairs) / max(seconds, 1e-9)}
+    return [plain, swap_averaged]
 
 
 def run_compare(config: CompareConfig) -> dict:
@@ -228,7 +238,7 @@ def run_compare(config: CompareConfig) -> dict:
             rows.append(score_row(method, split, values, true, pairs, first_better, time.perf_counter() - start,
                                   train_seconds, config))
         for method, loaded in pairwise.items():
-            rows.append(pairwise_row(method, split, folders[method], records, schema, reference, pairs,
+            rows.extend(pairwise_row(method, split, folders[method], records, schema, reference, pairs,
                                      first_better, loaded, config))
     result = {"dataset": str(dataset), "methods": {name: str(path) for name, path in folders.items()},
               "splits": list(config.splits), "rows": rows}
