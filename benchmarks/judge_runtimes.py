@@ -2,7 +2,8 @@
 
     python benchmarks/judge_runtimes.py --judge runs/default/judge --dataset runs/default/dataset [--records 500]
         [--runtimes float32,bfloat16,autocast_bf16,autocast_bf16_lower,autocast_bf16_lower_mlp,onnxruntime_fp32,
-        onnxruntime_int8] [--work runs/judge_runtimes] [--out benchmarks/results/judge_runtimes.json]
+        onnxruntime_int8,llamacpp_f32,llamacpp_f16,llamacpp_q8_0] [--work runs/judge_runtimes]
+        [--out benchmarks/results/judge_runtimes.json]
 
 Every runtime scores the same records (the first --records of test, then test_unseen) through the production path
 (`ehrjudge.Judge.score`: batch 8, shared prompt prefix run once):
@@ -16,8 +17,12 @@ Every runtime scores the same records (the first --records of test, then test_un
     onnxruntime_fp32   the merged judge exported to ONNX (judge/onnx_runtime.py: one pass over prompt + label trie,
                    no shared-prefix cache) under onnxruntime's CPU provider;
     onnxruntime_int8   that graph with dynamic int8 weights (onnxruntime.quantization.quantize_dynamic, per channel),
-                   (the LM head is SmolLM2's tied embedding, a transposed Gather weight, so it stays fp32 anyway).
-The ONNX graphs are written under --work once (export time printed) and reused.
+                   (the LM head is SmolLM2's tied embedding, a transposed Gather weight, so it stays fp32 anyway);
+    llamacpp_f32 / llamacpp_f16 / llamacpp_q8_0   the merged judge exported to GGUF with f32, f16 or q8_0 weights
+                   (judge/gguf_runtime.py, llama.cpp's convert_hf_to_gguf.py) under llama.cpp's CPU kernels: one
+                   decode per record of its own tokens + the label trie (as KV-cache sequences), the shared prompt
+                   prefix decoded once; needs the optional extra ehrjudge[gguf].
+The ONNX graphs and GGUF files are written under --work once (export time printed) and reused.
 torch's dynamic int8 quantization was measured and rejected before (max |delta expected score| 3.2;
 benchmarks/judge_throughput.py --int8, docs/judge.md).
 Reported for each: records/s (median of --repeats), max and mean |delta expected score| against fp32, argmax
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -48,7 +54,7 @@ from ehrjudge.judge.forward import decoder_layers
 
 RESULTS = Path(__file__).parent / "results" / "judge_runtimes.json"
 RUNTIMES = ("float32", "bfloat16", "autocast_bf16", "autocast_bf16_lower", "autocast_bf16_lower_mlp",
-            "onnxruntime_fp32", "onnxruntime_int8")
+            "onnxruntime_fp32", "onnxruntime_int8", "llamacpp_f32", "llamacpp_f16", "llamacpp_q8_0")
 MAX_EXPECTED_DRIFT, MIN_ARGMAX_AGREEMENT = 0.05, 0.95
 
 
@@ -77,7 +83,6 @@ def load(judge_dir: Path, runtime: str) -> tuple[Judge, contextlib.AbstractConte
 def onnx_scorer(judge: Judge, runtime: str, work: Path, threads: int):
     """f(records) -> scores like Judge.score, through the judge's ONNX graph (exported / quantized once into `work`)."""
     from ehrjudge.judge.onnx_runtime import OnnxJudge, export_onnx, quantize_int8
-    from ehrjudge.judge.scoring import record_prompts, summarize_distribution
 
     fp32 = work / "judge.onnx"
     if not fp32.exists():
@@ -87,7 +92,25 @@ def onnx_scorer(judge: Judge, runtime: str, work: Path, threads: int):
     path = fp32 if runtime == "onnxruntime_fp32" else work / "judge_int8.onnx"
     if not path.exists():
         quantize_int8(fp32, path)
-    session = OnnxJudge(path, judge.tokenizer, threads)
+    return prompt_scorer(judge, OnnxJudge(path, judge.tokenizer, threads))
+
+
+def gguf_scorer(judge: Judge, runtime: str, work: Path, threads: int):
+    """f(records) -> scores like Judge.score, through llama.cpp on the judge's GGUF export (written once into `work`)."""
+    from ehrjudge.judge.gguf_runtime import GgufJudge, export_gguf
+
+    outtype = runtime.removeprefix("llamacpp_")
+    path = work / f"judge-{outtype}.gguf"
+    if not path.exists():
+        start = time.perf_counter()
+        export_gguf(judge.model, judge.tokenizer, path, outtype)
+        print(f"exported {path} in {time.perf_counter() - start:.1f} s", flush=True)
+    return prompt_scorer(judge, GgufJudge(path, judge.tokenizer, threads))
+
+
+def prompt_scorer(judge: Judge, session):
+    """f(records) -> scores like Judge.score, from `session.judge_prompts` (an OnnxJudge or a GgufJudge)."""
+    from ehrjudge.judge.scoring import record_prompts, summarize_distribution
 
     def score(records: pd.DataFrame) -> pd.DataFrame:
         frame = records.copy()
@@ -107,13 +130,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runtimes", default=",".join(RUNTIMES))
-    parser.add_argument("--work", type=Path, default=Path("runs/judge_runtimes"), help="ONNX graphs (kept)")
+    parser.add_argument("--work", type=Path, default=Path("runs/judge_runtimes"), help="ONNX graphs, GGUF files (kept)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     runtimes = args.runtimes.split(",")
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown or runtimes[0] != "float32":
         parser.error(f"runtimes: float32 first (the reference), then any of {RUNTIMES}; got {args.runtimes}")
+    if any(name.startswith("llamacpp") for name in runtimes) and importlib.util.find_spec("llama_cpp") is None:
+        parser.error("the llamacpp_* runtimes need llama-cpp-python (pip install 'ehrjudge[gguf]', compiles ~20 min)")
     torch.set_num_threads(args.threads)
     records = pd.concat([pd.read_parquet(args.dataset / f"{split}.parquet") for split in ("test", "test_unseen")],
                         ignore_index=True).iloc[:args.records]
@@ -124,7 +149,9 @@ def main(argv=None) -> dict:
     reference = None
     for runtime in runtimes:
         judge, context = load(args.judge, runtime)
-        score = onnx_scorer(judge, runtime, args.work, args.threads) if runtime.startswith("onnx") else judge.score
+        score = (onnx_scorer(judge, runtime, args.work, args.threads) if runtime.startswith("onnx")
+                 else gguf_scorer(judge, runtime, args.work, args.threads) if runtime.startswith("llamacpp")
+                 else judge.score)
         with context:
             score(records.iloc[:8])  # warm-up (oneDNN kernel selection)
             times = []
