@@ -85,9 +85,13 @@ def fetch_converter(target: str | Path | None = None, version: str | None = None
         version = llama_cpp.__version__
     target = Path(target) if target is not None else cache_dir("llama.cpp")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={version}", "-d", tmp], check=True, capture_output=True, text=True)
-        sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                               f"llama-cpp-python=={version}", "-d", tmp], capture_output=True, text=True)
+        found = sorted(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        if done.returncode != 0 or not found:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-10:])
+            raise RuntimeError(f"pip download of the llama-cpp-python=={version} sdist failed:\n{tail}")
+        sdist = found[0]
         root = f"{sdist.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
         wanted = (CONVERTER, "LICENSE", "conversion/", "gguf-py/")
         with tarfile.open(sdist) as archive:
