@@ -96,7 +96,7 @@ def onnx_scorer(judge: Judge, runtime: str, work: Path, threads: int):
 
 
 def gguf_scorer(judge: Judge, runtime: str, work: Path, threads: int):
-    """f(records) -> scores like Judge.score, through llama.cpp on the judge's GGUF export (written once into `work`)."""
+    """f(records) -> scores like Judge.score, through llama.cpp on the judge's GGUF export (written once to `work`)."""
     from ehrjudge.judge.gguf_runtime import GgufJudge, export_gguf
 
     outtype = runtime.removeprefix("llamacpp_")
