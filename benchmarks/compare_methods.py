@@ -59,7 +59,10 @@ def targets(result: dict) -> list[str]:
             met = "met" if value <= TRAIN_MINUTES_TARGET * 60 else "NOT met"
             lines.append(f"train time {method}: {value / 60:.1f} min (target <= {TRAIN_MINUTES_TARGET:.0f}): {met}")
     for row in result["rows"]:
-        if row["method"].startswith("pairwise judge"):
+        if row["method"].endswith("+balanced"):
+            lines.append(f"balanced verdict {row['method']} on {row['split']}: accuracy {row['pair_accuracy']:.1%}, "
+                         "conflict 0 by construction (both orders averaged, no training)")
+        elif row["method"].startswith("pairwise judge"):
             met = "met" if row["conflict_rate"] <= CONFLICT_TARGET else "NOT met"
             target = f" (target <= {CONFLICT_TARGET:.0%} after consistency training): {met}" \
                 if "consistent" in row["method"] else " (before consistency training)"

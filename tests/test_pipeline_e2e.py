@@ -101,7 +101,13 @@ def test_evaluation_on_saved_layer_inputs_equals_the_whole_trained_judge(quick_r
     # Assert
     assert len(evaluated) > 0
     assert np.abs(whole["expected_score"].to_numpy() - evaluated["trained_expected"].to_numpy()).max() < 1e-4
-    assert (whole["judge_score"].to_numpy() == evaluated["trained_score"].to_numpy()).all()
+    # the same argmax label, except that two labels tied to float rounding (two execution paths, other batches and
+    # thread counts) may be picked either way: the evaluation's label must be one of the whole judge's top labels
+    probabilities = whole[[f"p_{k}" for k in range(1, 11)]].to_numpy()
+    picked = probabilities[np.arange(len(whole)), evaluated["trained_score"].to_numpy() - 1]
+    assert (picked >= probabilities.max(axis=1) - 1e-5).all()
+    tied = np.sort(probabilities, axis=1)[:, -1] - np.sort(probabilities, axis=1)[:, -2] < 1e-5
+    assert (whole["judge_score"].to_numpy() == evaluated["trained_score"].to_numpy())[~tied].all()
 
 
 def test_gate_accepts_good_and_refuses_copies(quick_run):
