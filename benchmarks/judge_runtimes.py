@@ -80,18 +80,22 @@ def load(judge_dir: Path, runtime: str) -> tuple[Judge, contextlib.AbstractConte
     return judge, contextlib.nullcontext()
 
 
+def exported(path: Path, write) -> Path:
+    """`path`, written by write(path) first when absent (the export time printed): exports are made once per --work."""
+    if not path.exists():
+        start = time.perf_counter()
+        write(path)
+        print(f"exported {path} in {time.perf_counter() - start:.1f} s", flush=True)
+    return path
+
+
 def onnx_scorer(judge: Judge, runtime: str, work: Path, threads: int):
     """f(records) -> scores like Judge.score, through the judge's ONNX graph (exported / quantized once into `work`)."""
     from ehrjudge.judge.onnx_runtime import OnnxJudge, export_onnx, quantize_int8
 
-    fp32 = work / "judge.onnx"
-    if not fp32.exists():
-        start = time.perf_counter()
-        export_onnx(judge.model, judge.tokenizer, fp32)
-        print(f"exported {fp32} in {time.perf_counter() - start:.1f} s", flush=True)
-    path = fp32 if runtime == "onnxruntime_fp32" else work / "judge_int8.onnx"
-    if not path.exists():
-        quantize_int8(fp32, path)
+    fp32 = exported(work / "judge.onnx", lambda path: export_onnx(judge.model, judge.tokenizer, path))
+    path = fp32 if runtime == "onnxruntime_fp32" else exported(work / "judge_int8.onnx",
+                                                               lambda path: quantize_int8(fp32, path))
     return prompt_scorer(judge, OnnxJudge(path, judge.tokenizer, threads))
 
 
@@ -100,11 +104,8 @@ def gguf_scorer(judge: Judge, runtime: str, work: Path, threads: int):
     from ehrjudge.judge.gguf_runtime import GgufJudge, export_gguf
 
     outtype = runtime.removeprefix("llamacpp_")
-    path = work / f"judge-{outtype}.gguf"
-    if not path.exists():
-        start = time.perf_counter()
-        export_gguf(judge.model, judge.tokenizer, path, outtype)
-        print(f"exported {path} in {time.perf_counter() - start:.1f} s", flush=True)
+    path = exported(work / f"judge-{outtype}.gguf",
+                    lambda path: export_gguf(judge.model, judge.tokenizer, path, outtype))
     return prompt_scorer(judge, GgufJudge(path, judge.tokenizer, threads))
 
 

@@ -55,6 +55,23 @@ def test_int8_graph_has_int8_weights_and_scores(exported):
     np.testing.assert_allclose(np.exp(log_probs).sum(axis=1), 1.0, atol=1e-6)
 
 
+def test_prompt_past_the_context_is_refused_naming_its_row(exported):
+    from ehrjudge.errors import InputError
+    from ehrjudge.judge.onnx_runtime import OnnxJudge
+
+    # Setup: the tiny judge's context (4,096 positions) is saved in both graphs; the second prompt runs past it
+    model, tokenizer, fp32, int8 = exported
+    texts = prompts(tokenizer, 1) + prompts(tokenizer, 1)[0:1]
+    texts[1] = texts[1].replace("age: 54", "age: 54 " + "x " * 4200)
+    for path in (fp32, int8):
+        judge = OnnxJudge(path, tokenizer, threads=1)
+        # Run / Assert: the torch judge's refusal (scoring.check_context), the row named
+        assert judge.context == model.config.max_position_embeddings
+        with pytest.raises(InputError, match="over the model's context of 4096") as refused:
+            judge.judge_prompts(texts)
+        assert refused.value.row == 1
+
+
 def test_missing_graph_is_named(tmp_path):
     from ehrjudge.errors import InputError
     from ehrjudge.judge.onnx_runtime import OnnxJudge

@@ -197,6 +197,20 @@ def recorded_reference(folder: str | Path) -> tuple[Path, Path | None]:
     raise InputError(f"{named}, whose reference/schema.json is not on this machine: pass --reference DIR", file=folder)
 
 
+def merged(model):
+    """The plain causal LM of a judge: a PEFT adapter folded into its base weights (W + (alpha / r) B A), in place
+    (PEFT's merge_and_unload); a model without an adapter as it is."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def merged_copy(model):
+    """A merged fp32 copy of the judge `model` in eval mode, for exporting to another runtime (the original keeps its
+    adapter)."""
+    import copy
+
+    return merged(copy.deepcopy(model)).float().eval()
+
+
 def export_merged(folder: str | Path, out: str | Path) -> Path:
     """The judge with its adapter merged into the base weights: a plain transformers checkpoint in `out`
     (AutoModelForCausalLM.from_pretrained(out) loads it) that is also a judge folder (Judge.load(out))."""
@@ -208,8 +222,7 @@ def export_merged(folder: str | Path, out: str | Path) -> Path:
         raise InputError("export_merged needs a self-contained judge folder (ehrjudge.json format 2)",
                          file=folder / JUDGE_INFO)
     model, tokenizer = load_judge(str(folder), device="cpu", dtype="float32")
-    if hasattr(model, "merge_and_unload"):  # a PEFT adapter: W + (alpha / r) B A folded into W
-        model = model.merge_and_unload()
+    model = merged(model)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -45,7 +45,6 @@ faster than threads=2 (llama.cpp's threads spin at every op's barrier and stall 
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import logging
 import os
@@ -61,6 +60,7 @@ import torch
 
 from ehrjudge.errors import InputError
 from ehrjudge.judge import forward
+from ehrjudge.judge.artifact import merged_copy
 from ehrjudge.judge.labels import LABELS, LabelScorer
 from ehrjudge.paths import cache_dir
 
@@ -118,10 +118,7 @@ def export_gguf(model, tokenizer, path: str | Path, outtype: str = "q8_0", conve
     script = converter_path(converter)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    plain = copy.deepcopy(model)
-    if hasattr(plain, "merge_and_unload"):
-        plain = plain.merge_and_unload()
-    plain = plain.float().eval()
+    plain = merged_copy(model)
     with tempfile.TemporaryDirectory() as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

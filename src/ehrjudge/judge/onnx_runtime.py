@@ -20,7 +20,6 @@ Measured against torch fp32 in benchmarks/judge_runtimes.py.
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -29,9 +28,12 @@ import torch
 
 from ehrjudge.errors import InputError
 from ehrjudge.judge import forward
+from ehrjudge.judge.artifact import merged_copy
 from ehrjudge.judge.labels import LABELS, LabelScorer
+from ehrjudge.judge.scoring import check_context, model_context
 
 INPUT_NAMES = ("input_ids", "mask", "position_ids")
+CONTEXT_KEY = "max_position_embeddings"  # graph metadata: the positions the exported model was trained on
 
 
 class _OnePassLogProbs(torch.nn.Module):
@@ -65,19 +67,20 @@ def export_onnx(model, tokenizer, path: str | Path, labels: tuple = LABELS) -> P
     """Write the judge `model` (a PEFT adapter is merged into a copy first; fp32) as an ONNX graph at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    plain = copy.deepcopy(model)
-    if hasattr(plain, "merge_and_unload"):
-        plain = plain.merge_and_unload()
-    plain = plain.float().eval()
+    plain = merged_copy(model)
     scorer = LabelScorer(tokenizer, labels)
     example = one_pass_inputs([[scorer.pad_id + 1] * 9, [scorer.pad_id + 1] * 6], scorer.trie, scorer.pad_id)
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     shapes = {"input_ids": {0: batch, 1: length}, "mask": {0: batch, 2: length, 3: length},
               "position_ids": {0: batch, 1: length}}
     with torch.no_grad():
-        torch.onnx.export(_OnePassLogProbs(plain, len(scorer.trie.node_tokens)), example, str(path), dynamo=True,
-                          dynamic_shapes=shapes, input_names=list(INPUT_NAMES), output_names=["logp"],
-                          external_data=False, verbose=False)
+        program = torch.onnx.export(_OnePassLogProbs(plain, len(scorer.trie.node_tokens)), example, dynamo=True,
+                                    dynamic_shapes=shapes, input_names=list(INPUT_NAMES), output_names=["logp"],
+                                    verbose=False)
+    context = model_context(plain)
+    if context is not None:  # OnnxJudge refuses prompts past it, as the torch judge does (scoring.check_context)
+        program.model.metadata_props[CONTEXT_KEY] = str(context)
+    program.save(str(path), external_data=False)
     return path
 
 
@@ -108,6 +111,8 @@ class OnnxJudge:
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.scorer = LabelScorer(tokenizer, labels)
+        saved = self.session.get_modelmeta().custom_metadata_map.get(CONTEXT_KEY)
+        self.context = int(saved) if saved else None  # None: a graph exported without it, lengths unchecked
 
     def sequence_log_probs(self, ids: list[list[int]]) -> torch.Tensor:
         """(B, L) log p(s_k | x) of the prompts' token ids, as forward.sequence_log_probs."""
@@ -119,6 +124,7 @@ class OnnxJudge:
     def judge_prompts(self, prompts: list[str], batch_size: int = 8) -> tuple[np.ndarray, float]:
         """((N, L) renormalized label log-probs, seconds), in the length-sorted batches of judge.scoring."""
         ids = self.scorer.tokenize(prompts)
+        check_context([len(x) for x in ids], self.context, self.scorer)
         order = np.argsort([len(x) for x in ids], kind="stable")
         out = np.empty((len(prompts), len(self.scorer.labels)), dtype=np.float64)
         start = time.perf_counter()
