@@ -152,7 +152,7 @@ def main() -> None:
     dataset = judge_dataset(cohort, args.work / "dataset", args.default_run, args.size)
     default_names = set(Schema.load(args.default_run / "dataset" / "reference" / "schema.json").names)
     second_names = set(Schema.load(dataset / "reference" / "schema.json").names)
-    second = cross_cohort_scores(Judge.load(args.judge), dataset)
+    second = cross_cohort_scores(Judge.load(args.judge, precision="float32"), dataset)
     result = {
         "machine": platform.processor() or platform.machine(), "judge": str(args.judge),
         "second_cohort": {"country": args.country, "seed": args.seed, "patients": args.patients,

@@ -1,8 +1,8 @@
 """The trained judge under faster CPU runtimes, side by side with torch fp32 on the same records (issue 17).
 
     python benchmarks/judge_runtimes.py --judge runs/default/judge --dataset runs/default/dataset [--records 500]
-        [--runtimes float32,bfloat16,autocast_bf16,autocast_bf16_lower,autocast_bf16_lower_mlp,onnxruntime_fp32,
-        onnxruntime_int8,llamacpp_f32,llamacpp_f16,llamacpp_q8_0] [--work runs/judge_runtimes]
+        [--runtimes float32,bfloat16,autocast_bf16,autocast_bf16_lower,autocast_bf16_lower_mlp,bf16_frozen_mlp,
+        bf16_frozen,onnxruntime_fp32,onnxruntime_int8,llamacpp_f32,llamacpp_f16,llamacpp_q8_0] [--work runs/judge_runtimes]
         [--out benchmarks/results/judge_runtimes.json]
 
 Every runtime scores the same records (the first --records of test, then test_unseen) through the production path
@@ -14,6 +14,10 @@ Every runtime scores the same records (the first --records of test, then test_un
     autocast_bf16_lower  the same autocast on the frozen decoder layers only (those below the first LoRA layer);
                    the trained layers, the final norm and the label head run in fp32;
     autocast_bf16_lower_mlp  the same, on the MLPs of the frozen layers only (their attention stays fp32);
+    bf16_frozen_mlp  the judge's own `precision="bf16-frozen-mlp"` (judge/precision.py; what precision auto picks on
+                   CPUs with native bf16): adapter merged, bf16 weight copies in the frozen layers' MLP linear layers,
+                   their matmuls in bf16 with fp32 outputs; everything else fp32;
+    bf16_frozen    `precision="bf16-frozen"`: the same on every linear layer of the frozen layers;
     onnxruntime_fp32   the merged judge exported to ONNX (judge/onnx_runtime.py: one pass over prompt + label trie,
                    no shared-prefix cache) under onnxruntime's CPU provider;
     onnxruntime_int8   that graph with dynamic int8 weights (onnxruntime.quantization.quantize_dynamic, per channel),
@@ -28,7 +32,10 @@ benchmarks/judge_throughput.py --int8, docs/judge.md).
 Reported for each: records/s (median of --repeats), max and mean |delta expected score| against fp32, argmax
 agreement with fp32, and Spearman of the expected score with the verifiable score (what a user gets).
 Limits (issue 17): max |delta expected score| <= 0.05 and argmax agreement >= 0.95; the fastest runtime inside
-them is printed as `best_within_limits`.
+them is printed as `best_within_limits`. Also printed: the compute bound of this CPU at these prompts,
+    records/s <= matmul FLOP/s / (2 N T + 2 L T^2 d)   N non-embedding parameters, T own tokens a record (after the
+                                                      shared prefix), L layers, d hidden size (Kaplan et al. 2020)
+with the matmul FLOP/s measured in fp32 and bf16 (judge_throughput.matmul_flops_per_second).
 """
 
 from __future__ import annotations
@@ -51,29 +58,24 @@ from scipy.stats import spearmanr
 from ehrjudge import Judge
 from ehrjudge.io import write_json
 from ehrjudge.judge.forward import decoder_layers
+from ehrjudge.judge.precision import adapted_layers, cpu_flags, native_bf16
+from judge_throughput import matmul_flops_per_second  # benchmarks/, on sys.path when run as a script
 
 RESULTS = Path(__file__).parent / "results" / "judge_runtimes.json"
 RUNTIMES = ("float32", "bfloat16", "autocast_bf16", "autocast_bf16_lower", "autocast_bf16_lower_mlp",
+            "bf16_frozen_mlp", "bf16_frozen",
             "onnxruntime_fp32", "onnxruntime_int8", "llamacpp_f32", "llamacpp_f16", "llamacpp_q8_0")
 MAX_EXPECTED_DRIFT, MIN_ARGMAX_AGREEMENT = 0.05, 0.95
 
 
-def cpu_flags() -> list[str]:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    return sorted({f for f in flags.split() if f.startswith(("avx512_bf16", "amx", "avx2", "avx512f"))})
-
-
 def load(judge_dir: Path, runtime: str) -> tuple[Judge, contextlib.AbstractContextManager]:
     """The judge for `runtime` and the context its scoring runs in."""
-    judge = Judge.load(judge_dir, device="cpu", dtype="bfloat16" if runtime == "bfloat16" else "float32")
+    judge = Judge.load(judge_dir, device="cpu", dtype="bfloat16" if runtime == "bfloat16" else "float32",
+                       precision=runtime.replace("_", "-") if runtime.startswith("bf16_frozen") else "float32")
     if runtime == "autocast_bf16":
         return judge, torch.autocast("cpu", dtype=torch.bfloat16)
     if runtime in ("autocast_bf16_lower", "autocast_bf16_lower_mlp"):
-        layers = decoder_layers(judge.model)
-        trained = [i for i, layer in enumerate(layers) if any("lora_" in n for n, _ in layer.named_parameters())]
+        layers, trained = decoder_layers(judge.model), adapted_layers(judge.model)
         for layer in layers[:min(trained) if trained else len(layers)]:
             module = layer.mlp if runtime == "autocast_bf16_lower_mlp" else layer
             module.forward = torch.autocast("cpu", dtype=torch.bfloat16)(module.forward)
@@ -109,18 +111,40 @@ def gguf_scorer(judge: Judge, runtime: str, work: Path, threads: int):
     return prompt_scorer(judge, GgufJudge(path, judge.tokenizer, threads))
 
 
+def prompts_of(judge: Judge, records: pd.DataFrame) -> list[str]:
+    """The judge's prompts of `records`, as Judge.score renders them."""
+    from ehrjudge.judge.scoring import record_prompts
+
+    frame = records.copy()
+    if "record_id" not in frame.columns:
+        frame.insert(0, "record_id", [f"r{i}" for i in range(len(frame))])
+    return record_prompts(frame, judge.schema, judge.tokenizer, judge.prompt, judge.reference)
+
+
 def prompt_scorer(judge: Judge, session):
     """f(records) -> scores like Judge.score, from `session.judge_prompts` (an OnnxJudge or a GgufJudge)."""
-    from ehrjudge.judge.scoring import record_prompts, summarize_distribution
+    from ehrjudge.judge.scoring import summarize_distribution
 
     def score(records: pd.DataFrame) -> pd.DataFrame:
-        frame = records.copy()
-        if "record_id" not in frame.columns:
-            frame.insert(0, "record_id", [f"r{i}" for i in range(len(frame))])
-        prompts = record_prompts(frame, judge.schema, judge.tokenizer, judge.prompt, judge.reference)
-        return summarize_distribution(session.judge_prompts(prompts, judge.batch_size)[0])
+        return summarize_distribution(session.judge_prompts(prompts_of(judge, records), judge.batch_size)[0])
 
     return score
+
+
+def compute_bound(judge: Judge, records: pd.DataFrame) -> dict:
+    """The records/s this CPU's fp32 and bf16 matmul FLOP/s allow at the judge's prompts (module docstring)."""
+    from ehrjudge.judge.forward import base_causal_lm, common_prefix_length
+
+    ids = [judge.tokenizer(p, add_special_tokens=False).input_ids for p in prompts_of(judge, records)]
+    own = float(np.mean([len(x) for x in ids])) - common_prefix_length(ids)
+    config = base_causal_lm(judge.model).config
+    params = sum(p.numel() for n, p in judge.model.named_parameters() if "embed_tokens" not in n and "lora_" not in n)
+    flops = 2 * params * own + 2 * config.num_hidden_layers * own ** 2 * config.hidden_size
+    bound = {"own_tokens_per_record": own, "gflop_per_record": flops / 1e9}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        bound[f"matmul_gflops_{name}"] = matmul_flops_per_second(dtype) / 1e9
+        bound[f"records_per_second_bound_{name}"] = bound[f"matmul_gflops_{name}"] * 1e9 / flops
+    return bound
 
 
 def main(argv=None) -> dict:
@@ -145,7 +169,9 @@ def main(argv=None) -> dict:
                         ignore_index=True).iloc[:args.records]
     truth = records["realism_continuous"].to_numpy()
     results = {"judge": str(args.judge), "records": len(records), "threads": args.threads,
-               "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_flags(), "torch": torch.__version__,
+               "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+               "cpu_flags": sorted(f for f in cpu_flags() if f.startswith(("avx512_bf16", "amx", "avx2", "avx512f"))),
+               "native_bf16": native_bf16(),
                "load_average_before": list(os.getloadavg()), "runtimes": {}}
     reference = None
     for runtime in runtimes:
@@ -177,6 +203,11 @@ def main(argv=None) -> dict:
         results["runtimes"][runtime] = row
         print(runtime, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         del judge
+    results["compute_bound"] = bound = compute_bound(load(args.judge, "float32")[0], records)
+    print(f"compute bound: {bound['own_tokens_per_record']:.0f} own tokens, {bound['gflop_per_record']:.1f} GFLOP a "
+          f"record; matmul fp32 {bound['matmul_gflops_float32']:.0f} / bf16 {bound['matmul_gflops_bfloat16']:.0f} "
+          f"GFLOP/s -> <= {bound['records_per_second_bound_float32']:.1f} / "
+          f"{bound['records_per_second_bound_bfloat16']:.1f} records/s", flush=True)
     inside = [name for name, row in results["runtimes"].items() if name == "float32" or row["within_limits"]]
     results["best_within_limits"] = max(inside, key=lambda name: results["runtimes"][name]["records_per_second"])
     results["load_average_after"] = list(os.getloadavg())

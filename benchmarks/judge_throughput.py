@@ -36,6 +36,7 @@ from ehrjudge.judge.prompt import PromptConfig
 from ehrjudge.judge.forward import token_positions
 from ehrjudge.judge.labels import LabelScorer
 from ehrjudge.judge.model import load_judge
+from ehrjudge.judge.precision import native_bf16
 from ehrjudge.judge.scoring import record_prompts
 from ehrjudge.train.config import TrainConfig
 
@@ -50,15 +51,6 @@ def matmul_flops_per_second(dtype: torch.dtype, repeats: int = 20) -> float:
     for _ in range(repeats):
         a @ b
     return 2 * 1024 * 576 * 1536 * repeats / (time.perf_counter() - start)
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (Linux /proc/cpuinfo flags)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def timed_scoring(model, scorer, prompts, batch_size, reuse_prefix, repeats) -> tuple[float, torch.Tensor]:

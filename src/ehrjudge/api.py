@@ -37,16 +37,17 @@ class Judge:
 
     @classmethod
     def load(cls, path, reference=None, prompt=None, device: str = "auto", dtype: str = "auto",
-             batch_size: int = 8) -> "Judge":
+             batch_size: int = 8, precision: str = "auto") -> "Judge":
         """The judge in folder `path` (ehrjudge run's judge/, ehrjudge train's best/ or final/), with the prompt,
         schema, reference statistics and calibration saved in it (judge/artifact.py). `reference` (a reference
         cohort folder) is needed only by older folders that do not hold their statistics; `prompt` overrides the
-        saved prompt, and a folder without one is refused."""
+        saved prompt, and a folder without one is refused. `precision` (judge/precision.py): auto runs the frozen
+        layers' matmuls in bf16 on CPUs with native bf16 (logged), float32 keeps every operation fp32."""
         from ehrjudge.judge.artifact import read_judge
         from ehrjudge.judge.model import load_judge
 
         saved = read_judge(path, reference, prompt)  # every check before the weights load
-        model, tokenizer = load_judge(str(path), device, dtype)
+        model, tokenizer = load_judge(str(path), device, dtype, precision=precision)
         return cls(model, tokenizer, saved.schema, saved.prompt, saved.reference, saved.calibration, batch_size,
                    folder=Path(path))
 

@@ -128,7 +128,8 @@ def _judge_scorer(judge: Path, reference: Path, schema):
     from ehrjudge.judge.scoring import JudgeConfig, matrix_scorer
 
     judge_config = with_trained_prompt(JudgeConfig(adapter=str(judge)), None, {})
-    model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype, judge_config.adapter)
+    model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype, judge_config.adapter,
+                                  judge_config.precision)
     return matrix_scorer(model, tokenizer, schema, judge_config.prompt, ReferenceStats.from_dir(reference),
                          judge_config.batch_size, saved_with_judge(judge_config, saved_calibration))
 

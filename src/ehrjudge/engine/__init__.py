@@ -76,7 +76,7 @@ def judge_frame(judge_config, records, schema, reference, engine: EngineConfig =
         from ehrjudge.judge.scoring import judge_records
 
         model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,
-                                      judge_config.adapter)
+                                      judge_config.adapter, judge_config.precision)
         scores = judge_records(model, tokenizer, records, schema, judge_config.prompt, judge_config.batch_size,
                                judge_config.reuse_prefix, reference)
         return scores, tokenizer

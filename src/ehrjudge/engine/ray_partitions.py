@@ -110,7 +110,7 @@ class JudgeWorker:
         limit_threads(threads)
         self.config, self.schema, self.reference = judge_config, schema, reference
         self.model, self.tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype,
-                                                judge_config.adapter)
+                                                judge_config.adapter, judge_config.precision)
         self.scorer = LabelScorer(self.tokenizer)
         self.prefix = None
 

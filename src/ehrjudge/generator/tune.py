@@ -49,7 +49,8 @@ def find_holdout(reference_dir: Path, holdout_dir: Path | None) -> Cohort | None
 def _load_judge(judge_dir, reference_dir, batch_size):
     from ehrjudge.api import Judge
 
-    return Judge.load(judge_dir, reference=reference_dir, batch_size=batch_size)
+    # fp32: the reward of a training run is the same on every machine
+    return Judge.load(judge_dir, reference=reference_dir, batch_size=batch_size, precision="float32")
 
 
 def _warm_start(model, tokenizer, texts, config, folder: Path):

@@ -74,7 +74,10 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
     if len(records) < 500:
         log.warning("baseline on %d records; the report is meant for >= 500", len(records))
 
-    model, tokenizer = load_judge(config.judge.model, config.judge.device, config.judge.dtype, config.judge.adapter)
+    # captured layer inputs are reused as the fp32 model's (pipeline/run.py), so a capturing pass stays fp32
+    precision = "float32" if capture is not None else config.judge.precision
+    model, tokenizer = load_judge(config.judge.model, config.judge.device, config.judge.dtype, config.judge.adapter,
+                                  precision)
     start = time.perf_counter()
     reference = ReferenceStats.from_dir(dataset / "reference")
     judged = judge_records(model, tokenizer, records, schema, config.judge.prompt, config.judge.batch_size,

@@ -234,8 +234,11 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
-def load_judge(model: str | None = None, device: str = "auto", dtype: str = "auto", adapter: str | None = None):
-    """(model, tokenizer) in eval mode on `device`; `adapter` (or a LoRA dir as `model`) is loaded with peft."""
+def load_judge(model: str | None = None, device: str = "auto", dtype: str = "auto", adapter: str | None = None,
+               precision: str = "float32"):
+    """(model, tokenizer) in eval mode on `device`; `adapter` (or a LoRA dir as `model`) is loaded with peft.
+    `precision` (judge/precision.py): float32 by default, as training and evaluation need; the judging commands pass
+    their JudgeConfig's (auto: bf16 matmuls in the frozen layers on CPUs with native bf16)."""
     start = time.perf_counter()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -255,6 +258,10 @@ def load_judge(model: str | None = None, device: str = "auto", dtype: str = "aut
             raise InputError("not a LoRA adapter directory (no adapter_config.json)", file=adapter_path)
         judge = PeftModel.from_pretrained(judge, adapter_path)
     judge.to(torch_device).eval()
+    if precision != "float32":
+        from ehrjudge.judge.precision import apply_precision
+
+        judge = apply_precision(judge, precision)
     log.info("loaded judge %s%s on %s/%s in %.1f s", base, f" + adapter {adapter}" if adapter else "",
              torch_device, str(torch_dtype).removeprefix("torch."), time.perf_counter() - start)
     return judge, tokenizer

@@ -107,9 +107,10 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
     if "record_id" not in records.columns:
         records.insert(0, "record_id", [f"record-{i}" for i in range(len(records))])
     # The judge's own prompt and statistics (it refuses a folder without its prompt); the reference given for the
-    # near-copy check stands in for the statistics of an older folder that does not hold them.
+    # near-copy check stands in for the statistics of an older folder that does not hold them. fp32, so that a
+    # registration decision is the same on every machine.
     scorer = Judge.load(judge_dir, reference=None if holds_reference(judge_dir) else reference_dir,
-                        batch_size=config.batch_size)
+                        batch_size=config.batch_size, precision="float32")
     judged = scorer.score(records)
     verifiable = score_records(reference, records, dataset_score_config(reference_dir) or ScoreConfig(), holdout)
     return judged, verifiable
