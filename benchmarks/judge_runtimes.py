@@ -190,8 +190,9 @@ def main(argv=None) -> dict:
         expected = scores["expected_score"].to_numpy(np.float64)
         row = {"records_per_second": len(records) / statistics.median(times),
                "spearman_vs_verifiable": float(spearmanr(expected, truth)[0])}
-        if reference is None:
+        if reference is None:  # float32, always first: the reference, and the judge the compute bound is of
             reference = (probs, expected)
+            results["compute_bound"] = compute_bound(judge, records)
         else:
             delta = np.abs(expected - reference[1])
             row.update({"max_abs_expected_score_difference": float(delta.max()),
@@ -203,7 +204,7 @@ def main(argv=None) -> dict:
         results["runtimes"][runtime] = row
         print(runtime, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         del judge
-    results["compute_bound"] = bound = compute_bound(load(args.judge, "float32")[0], records)
+    bound = results["compute_bound"]
     print(f"compute bound: {bound['own_tokens_per_record']:.0f} own tokens, {bound['gflop_per_record']:.1f} GFLOP a "
           f"record; matmul fp32 {bound['matmul_gflops_float32']:.0f} / bf16 {bound['matmul_gflops_bfloat16']:.0f} "
           f"GFLOP/s -> <= {bound['records_per_second_bound_float32']:.1f} / "

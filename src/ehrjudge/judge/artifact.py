@@ -34,6 +34,7 @@ from ehrjudge.config import to_dict
 from ehrjudge.errors import InputError
 from ehrjudge.io import atomic_dir, write_json, write_text
 from ehrjudge.judge.calibration import FILE as CALIBRATION_FILE, saved_calibration
+from ehrjudge.judge.forward import merged
 from ehrjudge.judge.labels import LABELS
 from ehrjudge.judge.model import JUDGE_INFO, base_reference
 
@@ -195,12 +196,6 @@ def recorded_reference(folder: str | Path) -> tuple[Path, Path | None]:
                          "config.yaml): pass --reference DIR", file=folder)
     named = "; ".join(f"{source} records the dataset {dataset}" for dataset, source in recorded)
     raise InputError(f"{named}, whose reference/schema.json is not on this machine: pass --reference DIR", file=folder)
-
-
-def merged(model):
-    """The plain causal LM of a judge: a PEFT adapter folded into its base weights (W + (alpha / r) B A), in place
-    (PEFT's merge_and_unload); a model without an adapter as it is."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
 def merged_copy(model):

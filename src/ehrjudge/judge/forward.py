@@ -86,6 +86,12 @@ def base_causal_lm(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def merged(model):
+    """The plain causal LM of a judge: a PEFT adapter folded into its base weights (W + (alpha / r) B A), in place
+    (PEFT's merge_and_unload); a model without an adapter as it is."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
 def decoder_layers(model):
     """The decoder layers of a plain or PEFT-wrapped causal LM."""
     return base_causal_lm(model).model.layers

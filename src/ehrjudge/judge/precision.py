@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ehrjudge.errors import InputError
-from ehrjudge.judge.forward import base_causal_lm, decoder_layers
+from ehrjudge.judge.forward import base_causal_lm, decoder_layers, merged
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ class Bf16Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
 
@@ -85,11 +84,11 @@ def resolve_precision(model, precision: str, flags: set[str] | None = None) -> s
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
-    device = next(model.parameters()).device
+    weight = next(model.parameters())
     hidden = base_causal_lm(model).config.hidden_size
     reasons = [why for failed, why in (
-        (device.type != "cpu", f"the model is on {device.type} (its dtype setting decides there)"),
-        (next(model.parameters()).dtype != torch.float32, "the model is not fp32"),
+        (weight.device.type != "cpu", f"the model is on {weight.device.type} (its dtype setting decides there)"),
+        (weight.dtype != torch.float32, "the model is not fp32"),
         (not native_bf16(flags), f"this CPU has none of {', '.join(NATIVE_BF16_FLAGS)}"),
         (not adapted_layers(model), "the judge has no LoRA adapter marking its frozen layers"),
         (hidden < MIN_HIDDEN, f"hidden size {hidden} < {MIN_HIDDEN}"),
@@ -112,7 +111,7 @@ def apply_precision(model, precision: str, flags: set[str] | None = None):
                          "trained (and stay fp32); use float32 for this model")
     if next(model.parameters()).dtype != torch.float32:
         raise InputError(f"precision {chosen} needs the model loaded in float32 (--dtype float32)")
-    model = model.merge_and_unload()
+    model = merged(model)
     frozen = decoder_layers(model)[:min(adapted)]
     for layer in frozen:
         for parent in list((layer.mlp if chosen == "bf16-frozen-mlp" else layer).modules()):
