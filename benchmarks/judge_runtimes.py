@@ -29,6 +29,9 @@ Every runtime scores the same records (the first --records of test, then test_un
 The ONNX graphs and GGUF files are written under --work once (export time printed) and reused.
 torch's dynamic int8 quantization was measured and rejected before (max |delta expected score| 3.2;
 benchmarks/judge_throughput.py --int8, docs/judge.md).
+The cheap baselines on the same records, fitted as `ehrjudge baseline` fits them (judge/baseline_scorers.py): the
+formula (diagonal z from the judge's reference statistics, map fitted on val), the regressor (fitted on train) and the
+verifiable score itself, each with its Spearman against the verifiable score and records/s.
 Reported for each: records/s (median of --repeats), max and mean |delta expected score| against fp32, argmax
 agreement with fp32, and Spearman of the expected score with the verifiable score (what a user gets).
 Limits (issue 17): max |delta expected score| <= 0.05 and argmax agreement >= 0.95; the fastest runtime inside
@@ -147,6 +150,16 @@ def compute_bound(judge: Judge, records: pd.DataFrame) -> dict:
     return bound
 
 
+def baselines(judge: Judge, dataset: Path, records: pd.DataFrame, truth: np.ndarray) -> dict:
+    """{formula, regressor: {records_per_second, spearman_vs_verifiable}, verifiable: {records_per_second}}."""
+    from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers
+
+    table, speed = BaselineScorers.fit(dataset, judge.schema, judge.reference).score(records)
+    rows = {name: {"records_per_second": speed[name], "spearman_vs_verifiable": float(spearmanr(table[column], truth)[0])}
+            for name, column in ((FORMULA, "formula_score"), (REGRESSOR, "regressor_score"))}
+    return rows | ({VERIFIABLE: {"records_per_second": speed[VERIFIABLE]}} if VERIFIABLE in speed else {})
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--judge", type=Path, default=Path("runs/default/judge"))
@@ -193,6 +206,7 @@ def main(argv=None) -> dict:
         if reference is None:  # float32, always first: the reference, and the judge the compute bound is of
             reference = (probs, expected)
             results["compute_bound"] = compute_bound(judge, records)
+            results["baselines"] = baselines(judge, args.dataset, records, truth)
         else:
             delta = np.abs(expected - reference[1])
             row.update({"max_abs_expected_score_difference": float(delta.max()),
@@ -204,6 +218,8 @@ def main(argv=None) -> dict:
         results["runtimes"][runtime] = row
         print(runtime, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         del judge
+    print("baselines, same records:", json.dumps({k: {m: round(v, 4) for m, v in row.items()}
+                                                  for k, row in results["baselines"].items()}), flush=True)
     bound = results["compute_bound"]
     print(f"compute bound: {bound['own_tokens_per_record']:.0f} own tokens, {bound['gflop_per_record']:.1f} GFLOP a "
           f"record; matmul fp32 {bound['matmul_gflops_float32']:.0f} / bf16 {bound['matmul_gflops_bfloat16']:.0f} "
