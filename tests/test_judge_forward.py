@@ -110,3 +110,19 @@ def test_upper_layers_on_captured_inputs_equal_plain_forward(judge, use_prefix):
     assert [own.shape[0] for own, _ in rows] == [len(x) - skip for x in scorer.tokenize(prompts)]
     torch.testing.assert_close(captured.exp().double(), torch.softmax(expected, dim=-1), atol=1e-5, rtol=0)
     assert_plain(sums, expected.flip(0))
+
+
+def test_a_model_that_transforms_its_logits_is_refused_not_scored_wrongly(judge):
+    """Logits are lm_head(hidden) in every path of the forward module; a model whose config scales or soft-caps them
+    (Gemma 2, Cohere, Granite) gets a named error instead of silently different probabilities."""
+    from ehrjudge.errors import InputError
+
+    model, tokenizer, prompts = judge
+    scorer = LabelScorer(tokenizer)
+    model.config.final_logit_softcapping = 30.0
+    try:
+        with pytest.raises(InputError, match="final_logit_softcapping"):
+            scorer.log_probs(model, prompts[:2])
+    finally:
+        model.config.final_logit_softcapping = None
+    assert torch.isfinite(scorer.log_probs(model, prompts[:2])).all()
