@@ -5,6 +5,12 @@ standardization the realism score applies before its Mahalanobis distance (ehrju
 `standardize: zscore`). A column is constant in the reference when std_j <= 1e-12 * max(1, |mean_j|) (the
 scorer's rule too); there z is undefined and a record value off the constant is reported as "never in the
 reference" instead of a number.
+
+Beside them, the value domains and code-count distribution the hardened score's record checks need, all marginal
+(no row of the reference is kept): per feature the minimum, the maximum and the share of patients at the minimum;
+per table of code columns (code_groups) the histogram of the number of distinct codes a patient has, and its std.
+scoring/hardened/checks.py builds the same checks from these whether it is fitted on a cohort or read from a judge
+folder. Files written before these fields existed load with them left None.
 """
 
 from __future__ import annotations
@@ -29,11 +35,33 @@ class ReferenceStats:
     names: tuple[str, ...]
     mean: np.ndarray  # (p,)
     std: np.ndarray  # (p,)
+    minimum: np.ndarray | None = None  # (p,)
+    maximum: np.ndarray | None = None  # (p,)
+    floor_share: np.ndarray | None = None  # (p,) share of the reference at its minimum
+    code_counts: dict | None = None  # table -> {"levels": [...], "patients": [...], "std": float}
 
     @classmethod
     def from_cohort(cls, cohort: Cohort) -> "ReferenceStats":
-        matrix = cohort.matrix()  # (n, p) float64, finite (validated on load)
-        return cls(tuple(cohort.schema.names), matrix.mean(axis=0), matrix.std(axis=0))
+        return cls.from_matrix(cohort.schema, cohort.matrix())  # (n, p) float64, finite (validated on load)
+
+    @classmethod
+    def from_matrix(cls, schema: Schema, matrix: np.ndarray) -> "ReferenceStats":
+        minimum = matrix.min(axis=0)
+        groups = code_groups(schema)
+        counts = {}
+        if groups:  # (n, tables) distinct codes a patient has in each table
+            per_patient = np.stack([(matrix[:, columns] != 0).sum(axis=1) for columns in groups.values()],
+                                   axis=1).astype(float)
+            for group, column, std in zip(groups, per_patient.T, per_patient.std(axis=0)):
+                levels, patients = np.unique(column, return_counts=True)
+                counts[group] = {"levels": levels.tolist(), "patients": patients.tolist(), "std": float(std)}
+        return cls(tuple(schema.names), matrix.mean(axis=0), matrix.std(axis=0), minimum, matrix.max(axis=0),
+                   (matrix == minimum).mean(axis=0), counts)
+
+    @property
+    def has_domains(self) -> bool:
+        """Whether the value domains and code-count histograms are here (files from before they existed lack them)."""
+        return self.minimum is not None and self.code_counts is not None
 
     @classmethod
     def from_dir(cls, directory) -> "ReferenceStats":
@@ -42,7 +70,11 @@ class ReferenceStats:
 
     def save(self, path) -> None:
         """JSON (names, mean, std): floats written by repr, so `load` gives back the same numbers bit for bit."""
-        write_json(path, {"names": list(self.names), "mean": self.mean.tolist(), "std": self.std.tolist()})
+        data = {"names": list(self.names), "mean": self.mean.tolist(), "std": self.std.tolist()}
+        if self.has_domains:
+            data.update(minimum=self.minimum.tolist(), maximum=self.maximum.tolist(),
+                        floor_share=self.floor_share.tolist(), code_counts=self.code_counts)
+        write_json(path, data)
 
     @classmethod
     def load(cls, path) -> "ReferenceStats":
@@ -57,7 +89,19 @@ class ReferenceStats:
         if not (len(names) == mean.shape[0] == std.shape[0]) or mean.ndim != 1 or std.ndim != 1:
             raise InputError(f"reference statistics hold {len(names)} names, {mean.shape} means, {std.shape} stds",
                              file=path)
-        return cls(names, mean, std)
+        if "minimum" not in data:
+            return cls(names, mean, std)
+        try:
+            domains = [np.asarray(data[key], float) for key in ("minimum", "maximum", "floor_share")]
+            code_counts = {str(group): {"levels": [float(v) for v in entry["levels"]],
+                                        "patients": [int(v) for v in entry["patients"]], "std": float(entry["std"])}
+                           for group, entry in data["code_counts"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InputError(f"unreadable value domains in the reference statistics: {error!r}", file=path) from error
+        if any(d.shape != mean.shape for d in domains):
+            raise InputError(f"reference statistics hold {len(names)} names but value domains of shapes "
+                             f"{[d.shape for d in domains]}", file=path)
+        return cls(names, mean, std, *domains, code_counts)
 
     def check_schema(self, schema: Schema) -> None:
         if tuple(schema.names) != self.names:
@@ -76,3 +120,12 @@ class ReferenceStats:
             else:
                 out[name] = delta / float(std)
         return out
+
+
+def code_groups(schema: Schema) -> dict[str, np.ndarray]:
+    """Table -> column indices of its per-code count columns (the tables whose codes-per-patient the hardened score's
+    sparsity check reads), tables in sorted order."""
+    features = schema.features
+    groups = sorted({f.group for f in features if f.code is not None and f.kind != "continuous"})
+    return {g: np.array([j for j, f in enumerate(features) if f.group == g and f.code is not None
+                         and f.kind != "continuous"]) for g in groups}

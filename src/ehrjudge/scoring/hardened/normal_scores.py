@@ -21,15 +21,21 @@ class NormalScores:
     """`NormalScores().fit(reference).transform(records)` -> (n, p) normal scores; p = reference columns."""
 
     def fit(self, reference: np.ndarray) -> "NormalScores":
-        n, p = reference.shape
-        std = reference.std(axis=0)
+        columns = [np.unique(reference[:, j], return_counts=True) for j in range(reference.shape[1])]
+        return self.fit_histograms([levels for levels, _ in columns], [counts for _, counts in columns],
+                                   reference.std(axis=0))
+
+    def fit_histograms(self, levels: list, counts: list, std) -> "NormalScores":
+        """The same fit from each column's distinct levels (ascending), how many reference rows hold each, and the
+        column's std: all the transform needs, so it can be stored without the rows."""
+        std = np.asarray(std, dtype=np.float64)
         self.slope_ = 1.0 / np.where(std > 0, std, 1.0)  # (p,) z per unit beyond the range
         self.levels_, self.scores_ = [], []
-        for j in range(p):
-            levels, counts = np.unique(reference[:, j], return_counts=True)
-            below = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            self.levels_.append(levels)
-            self.scores_.append(ndtri((below + counts / 2.0) / n))
+        for column_levels, column_counts in zip(levels, counts):
+            column_counts = np.asarray(column_counts, dtype=np.float64)
+            below = np.concatenate([[0], np.cumsum(column_counts)[:-1]])
+            self.levels_.append(np.asarray(column_levels, dtype=np.float64))
+            self.scores_.append(ndtri((below + column_counts / 2.0) / column_counts.sum()))
         return self
 
     def transform(self, records: np.ndarray) -> np.ndarray:

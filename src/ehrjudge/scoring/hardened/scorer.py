@@ -24,15 +24,14 @@ import logging
 import numpy as np
 import pandas as pd
 
+from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
+from ehrjudge.scoring.hardened.checks import RecordChecks
 from ehrjudge.scoring.hardened.normal_scores import NormalScores
-from ehrjudge.scoring.hardened.rubric import Rubric
-from ehrjudge.scoring.hardened.validity import Validity
 from ehrjudge.scoring.knn import ExactKNN
 from ehrjudge.scoring.mahalanobis import ShrunkMahalanobis
 from ehrjudge.scoring.mapping import linear_score
-from ehrjudge.scoring.single_table.rules import load_rules
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +66,16 @@ class HardenedScorer:
         self.mahalanobis_ = ShrunkMahalanobis(cfg.covariance, cfg.chunk_size, cfg.mahalanobis_precision).fit(centered)
         self.knn_ = ExactKNN(standardized, cfg.chunk_size)
         self.reference_nn_ = self.knn_.kneighbors(standardized, 2)[0][:, 1]  # (n,) each patient's nearest other
-        self.validity_ = Validity(self.schema, cfg.range_margin, cfg.floor_mass).fit(reference)
-        self.rubric_ = Rubric(load_rules(cfg.rules_file), self.schema)
-        self._fit_sparsity(reference)
+        self.checks_ = RecordChecks(cfg, self.schema, ReferenceStats.from_matrix(self.schema, reference))
+        if not self.checks_.groups:
+            log.info("score/sparsity the schema has no per-code columns: the sparsity component is off")
         self._calibrate(calibration)
         self.calibration_ = {
             "definition": "hardened", "n_reference": int(len(reference)), "n_calibration": int(len(calibration)),
             "n_features": int(reference.shape[1]), "n_constant_columns": int((~self.varying_).sum()),
             "shrinkage": self.mahalanobis_.shrinkage_, "holdout_mahalanobis_median": self.median_distance_,
-            "near_copy_threshold": self.dcr_threshold_, "sparsity_groups": self.groups_,
-            "rubric_rules": [rule["id"] for rule in self.rubric_.rules],
+            "near_copy_threshold": self.dcr_threshold_, "sparsity_groups": list(self.checks_.groups),
+            "rubric_rules": [rule["id"] for rule in self.checks_.rubric.rules],
         }
         log.info("score/calibration %s", self.calibration_)
         return self
@@ -105,19 +104,6 @@ class HardenedScorer:
         """z-scores on the reference's varying columns: the space of the privacy distances (DCR), as the seed's."""
         return (records[:, self.varying_] - self.mean_[self.varying_]) / self.scale_[self.varying_]
 
-    def _fit_sparsity(self, reference: np.ndarray) -> None:
-        features = self.schema.features
-        self.groups_ = sorted({f.group for f in features if f.code is not None and f.kind != "continuous"})
-        self.group_columns_ = [np.array([j for j, f in enumerate(features) if f.group == g and f.code is not None
-                                         and f.kind != "continuous"]) for g in self.groups_]
-        if not self.groups_:
-            log.info("score/sparsity the schema has no per-code columns: the sparsity component is off")
-            return
-        self.sparsity_ = NormalScores().fit(self._code_counts(reference))
-
-    def _code_counts(self, records: np.ndarray) -> np.ndarray:
-        return np.stack([(records[:, cols] != 0).sum(axis=1) for cols in self.group_columns_], axis=1).astype(float)
-
     def _distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
         step = self.config.chunk_size
         parts = [self._chunk_distances(records[i:i + step]) for i in range(0, len(records), step)]
@@ -140,12 +126,8 @@ class HardenedScorer:
         frame["authentic"] = dcr > self.reference_nn_[nearest]
         frame["near_copy"] = dcr <= self.dcr_threshold_
         frame["exact_copy"] = dcr <= EXACT_COPY
-        for key, values in {**self.validity_.check(records), **self.rubric_.check(records)}.items():
+        for key, values in self.checks_.check(records).items():
             frame[key] = values
-        if self.groups_:
-            frame["sparsity_z"] = np.abs(self.sparsity_.transform(self._code_counts(records))).max(axis=1)
-        else:
-            frame["sparsity_z"] = 0.0
         ratio = np.maximum(frame["typicality_ratio"].to_numpy(), np.finfo(np.float64).tiny)
         frame["s_typicality"] = linear_score(np.log(ratio), np.log(cfg.typicality_ratio_at_one), 0.0)
         frame["s_sparsity"] = linear_score(frame["sparsity_z"].to_numpy(), cfg.sparsity_z_bad, cfg.sparsity_z_ok)

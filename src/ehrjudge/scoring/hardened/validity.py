@@ -29,11 +29,16 @@ class Validity:
         self.range_margin, self.floor_mass = range_margin, floor_mass
 
     def fit(self, reference: np.ndarray) -> "Validity":
-        self.low_, self.high_ = reference.min(axis=0), reference.max(axis=0)  # (p,)
+        low = reference.min(axis=0)
+        return self.fit_domains(low, reference.max(axis=0), (reference == low).mean(axis=0))
+
+    def fit_domains(self, low: np.ndarray, high: np.ndarray, floor_share: np.ndarray) -> "Validity":
+        """The same fit from each column's minimum, maximum and share of the reference at the minimum (p,)."""
+        self.low_, self.high_ = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)  # (p,)
         width = self.high_ - self.low_
         self.constant_ = width <= 0
         self.nonnegative_ = self.low_ >= 0
-        self.floor_ = (reference == self.low_).mean(axis=0) >= self.floor_mass  # (p,) structural floor
+        self.floor_ = np.asarray(floor_share) >= self.floor_mass  # (p,) structural floor
         self.hard_low_ = np.where(self.floor_, self.low_, self.low_ - self.range_margin * width)
         self.hard_high_ = self.high_ + self.range_margin * width
         return self
