@@ -49,8 +49,9 @@ def cohort_command(
 def show_command(
     cohort: Path = typer.Option(..., help="Cohort directory"),
     record: str = typer.Option(..., help="subject_id (or record_id) of the record to show"),
-    format: str = typer.Option("compact", help="compact (non-zero features, readable), csv (original table) or "
-                                                "deviations (most unusual values with their z against the cohort)"),
+    format: str = typer.Option("compact", help="compact (non-zero features, readable), csv (original table), "
+                                                "deviations (most unusual values with their z against the cohort) "
+                                                "or findings (deviations plus the hardened score's record checks)"),
     max_tokens: Optional[int] = typer.Option(None, help="Token budget (counted with the judge's tokenizer "
                                                         "when --tokenizer is given, else whitespace words)"),
     tokenizer: Optional[str] = typer.Option(None, help="HF tokenizer folder/name used to count tokens"),
@@ -64,7 +65,7 @@ def show_command(
     from ehrjudge.errors import InputError
 
     data = Cohort.load(cohort)
-    reference = ReferenceStats.from_cohort(data) if format == "deviations" else None
+    reference = ReferenceStats.from_cohort(data) if format in ("deviations", "findings") else None
     if records is not None:
         data = Cohort(vectors=load_records(records, data.schema), schema=data.schema)
     ids = data.vectors[data.id_column].astype(str)
@@ -82,6 +83,11 @@ def show_command(
         else:
             count_tokens = lambda text: len(text.split())  # noqa: E731
     row = hits.iloc[0]
+    findings = None
+    if format == "findings":
+        from ehrjudge.judge.findings import finding_lines
+
+        findings = finding_lines(hits.iloc[:1], data.schema, reference)[0]
     typer.echo(record_to_text(row.to_dict(), data.schema, fmt=format, max_tokens=max_tokens,
                               count_tokens=count_tokens, record_id=row[data.id_column],
-                              reference=reference))
+                              reference=reference, findings=findings))

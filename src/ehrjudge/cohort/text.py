@@ -15,6 +15,9 @@ fmt="deviations": the record as seen against the reference cohort (needs `refere
     the `top` features with the largest |z| (most unusual first; "never in reference" before any number),
     like the H/L flags of a lab report. z is the scorer's own standardization (ehrjudge.cohort.reference_stats).
     Truncation drops the least unusual item first; demographics and the count line stay.
+fmt="findings": the deviations text with fixed check lines after the count line (`findings`, made by
+    judge/findings.py from the hardened score's record checks: invalid values, values outside the reference range,
+    clinical rules broken, codes per table); truncation drops deviation items only.
 Truncation (when max_tokens and count_tokens are given), dropping one unit at a time until the text fits:
     1. code items (compact) / code columns (csv), by ascending |value|, then name: least informative first;
     2. a table's summary statistics (its mean/sum/max/min/std), tables from last (labs) to first;
@@ -62,7 +65,7 @@ def csv_name(name: str, group: str) -> str:
 
 def record_to_text(record: Mapping[str, float], schema: Schema, fmt: str = "compact", max_tokens: int | None = None,
                    count_tokens: Callable[[str], int] | None = None, record_id=None,
-                   reference: ReferenceStats | None = None, top: int = 6) -> str:
+                   reference: ReferenceStats | None = None, top: int = 6, findings: list[str] | None = None) -> str:
     """Text of one record (a mapping holding every schema feature); see the module docstring for formats."""
     missing = [f.name for f in schema.features if f.name not in record]
     if missing:
@@ -75,13 +78,15 @@ def record_to_text(record: Mapping[str, float], schema: Schema, fmt: str = "comp
         units, render = _csv_units(schema, values, record_id)
     elif fmt == "compact":
         units, render = _compact_units(schema, values)
-    elif fmt == "deviations":
+    elif fmt in ("deviations", "findings"):
         if reference is None:
-            raise InputError("record format 'deviations' needs the reference cohort's statistics (reference=)")
+            raise InputError(f"record format '{fmt}' needs the reference cohort's statistics (reference=)")
+        if (fmt == "findings") != (findings is not None):
+            raise InputError("record format 'findings' and only it takes the check lines (findings=)")
         reference.check_schema(schema)
-        units, render = _deviation_units(schema, values, reference.z_scores(values), top)
+        units, render = _deviation_units(schema, values, reference.z_scores(values), top, findings or [])
     else:
-        raise InputError(f"unknown text format {fmt!r}; choose compact, csv or deviations")
+        raise InputError(f"unknown text format {fmt!r}; choose compact, csv, deviations or findings")
     if max_tokens is None or count_tokens is None:
         return render(0)
     return _fit(units, render, max_tokens, count_tokens)
@@ -244,8 +249,8 @@ def format_z(z: float) -> str:
     return f"{z:+.1f}" if abs(z) < 9.95 else f"{z:+.0f}"
 
 
-def _deviation_units(schema: Schema, values: dict, z: dict, top: int):
-    """Units = the shown items, dropped from the least unusual one."""
+def _deviation_units(schema: Schema, values: dict, z: dict, top: int, fixed: list[str]):
+    """Units = the shown items, dropped from the least unusual one; `fixed` lines follow the count line, kept."""
     rank = sorted(range(len(schema.features)), key=lambda j: (-abs(z[schema.features[j].name]), j))
     shown = [schema.features[j] for j in rank[:max(top, 0)]]
     never = sum(1 for v in z.values() if np.isinf(v))
@@ -261,7 +266,7 @@ def _deviation_units(schema: Schema, values: dict, z: dict, top: int):
         return f"{feature_label(f)} {_feature_value(f, values[f.name])} ({flag})"
 
     def render(k: int) -> str:
-        lines = ([demo] if demo else []) + [summary] + [item(f) for f in shown[:len(shown) - k]]
+        lines = ([demo] if demo else []) + [summary] + fixed + [item(f) for f in shown[:len(shown) - k]]
         return "\n".join(lines)
 
     return len(shown), render

@@ -25,12 +25,19 @@ class PromptConfig:
     system_prompt: str | None = option(None, "system message; None keeps the chat template's own default")
     instruction: str = option(AUDITOR_INSTRUCTION, "the task instruction placed before the record")
     suffix: str = option("Rating (1-10):", "text after the record, right before the assistant turn")
-    record_format: Literal["compact", "csv", "deviations"] = option(
-        "compact", "record text layout (ehrjudge.cohort.text): compact, csv (the original's table) or deviations "
-                   "(the most unusual values with their z against the reference cohort; needs the reference)")
+    record_format: Literal["compact", "csv", "deviations", "findings"] = option(
+        "compact", "record text layout (ehrjudge.cohort.text): compact, csv (the original's table), deviations "
+                   "(the most unusual values with their z against the reference cohort; needs the reference) or "
+                   "findings (deviations plus the hardened score's record checks: invalid values, rules broken, "
+                   "codes per table; judge/findings.py)")
     deviation_items: int = option(6, "deviations format: show this many features, most unusual first")
     max_record_tokens: int | None = option(384, "truncate the record text to this many tokens; None = no limit")
     chat_template: str | None = option(None, "Jinja chat template; None uses the tokenizer's own")
+
+
+def needs_reference(record_format: str) -> bool:
+    """Whether a record format reads the reference cohort's statistics."""
+    return record_format in ("deviations", "findings")
 
 
 def user_message(text: str, config: PromptConfig) -> str:

@@ -18,6 +18,7 @@ from ehrjudge.config import save_config
 from ehrjudge.errors import InputError
 from ehrjudge.judge.forward import decoder_layers, upper_sequence_log_probs
 from ehrjudge.judge.config import JudgeConfig
+from ehrjudge.judge.findings import finding_lines
 from ehrjudge.judge.labels import LABELS, LabelScorer
 from ehrjudge.judge.layer_inputs import LayerCapture, LayerInputs, lower_weights_sha, prompt_key
 from ehrjudge.judge.prompt import PromptConfig, build_prompt, resolved_chat_template
@@ -40,14 +41,16 @@ def record_texts(records: pd.DataFrame, schema: Schema, tokenizer, config: Promp
                  reference: ReferenceStats | None = None) -> list[str]:
     """The record table text of every row (truncated to config.max_record_tokens).
 
-    `reference` (the reference cohort's per-feature statistics) is needed by record_format "deviations" only.
+    `reference` (the reference cohort's statistics) is needed by record_formats "deviations" and "findings" only.
     """
     count = token_counter(tokenizer)
     ids = records["record_id"].tolist() if "record_id" in records.columns else [None] * len(records)
+    findings = finding_lines(records, schema, reference) if config.record_format == "findings" else [None] * len(ids)
     rows = records[schema.names].to_dict(orient="records")
     return [record_to_text(row, schema, fmt=config.record_format, max_tokens=config.max_record_tokens,
-                           count_tokens=count, record_id=record_id, reference=reference, top=config.deviation_items)
-            for row, record_id in zip(rows, ids)]
+                           count_tokens=count, record_id=record_id, reference=reference, top=config.deviation_items,
+                           findings=lines)
+            for row, record_id, lines in zip(rows, ids, findings)]
 
 
 def record_prompts(records: pd.DataFrame, schema: Schema, tokenizer, config: PromptConfig,

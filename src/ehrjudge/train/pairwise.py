@@ -30,7 +30,7 @@ from ehrjudge.errors import InputError
 from ehrjudge.io import write_json
 from ehrjudge.judge.pairwise import (PAIR_LABELS, judge_pairs, oriented_pairs, pair_prompts, pairwise_prompt,
                                     swap_metrics)
-from ehrjudge.judge.prompt import PromptConfig
+from ehrjudge.judge.prompt import PromptConfig, needs_reference
 from ehrjudge.train.preference_config import PairwiseConfig
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def split_texts(dataset_dir: Path, split: str, tokenizer, prompt: PromptConfig, 
     from ehrjudge.train.data import load_split
 
     loaded = load_split(dataset_dir, split, tokenizer, prompt, schema, limit=limit, seed=seed)
-    reference = ReferenceStats.from_dir(dataset_dir / "reference") if prompt.record_format == "deviations" else None
+    reference = ReferenceStats.from_dir(dataset_dir / "reference") if needs_reference(prompt.record_format) else None
     return record_texts(loaded.frame, schema, tokenizer, prompt, reference), loaded.scores
 
 
