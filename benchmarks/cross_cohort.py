@@ -11,7 +11,8 @@
    test split labelled by its own verifiable (hardened) score.
 3. Its test split scored WITHOUT retraining by
    - the default run's trained judge, given the new cohort's schema and reference statistics (Judge.load's
-     `reference=`): its prompt, the `deviations` text, shows each value's z against the NEW reference;
+     `reference=`): its prompt (the `deviations` or `findings` text it was trained with) shows each value's z
+     against the NEW reference, and findings also what the hardened checks find against it;
    - the diagonal-z formula on the new reference statistics, its 1..10 map fitted on the new val split;
    - the regressor cannot run: it was fitted on the default cohort's columns.
    The same scorers on the default cohort's own test split are shown for comparison (the judge's figures read from

@@ -5,7 +5,7 @@
 1. A judge dataset is labelled by the hardened score with the HELD-OUT rules removed from its rubric (the
    sex-specific diagnosis rules by default), and every train / val record that breaks a held-out rule is dropped,
    so neither the labels nor the training records carry them (asserted).
-2. The judge trains on it (configs/train_default.yaml, `--steps` optimizer steps).
+2. The judge trains on it (configs/train_default.yaml with the `deviations` text, `--steps` optimizer steps).
 3. Test: the dataset's held-out real patients (clean) and the same patients with one sex-specific code of the
    other sex added (violators, scoring/probes.rule_violators). Each scorer's AUC at ranking clean above violators:
    trained judge, zero-shot judge, diagonal-z formula, regressor, the seed score and the score the judge was
@@ -93,9 +93,12 @@ def main() -> None:
     else:
         dropped = None
     judge_dir = args.work / "judge"
+    # The `deviations` text, not the default `findings`: findings name the rules the packaged rubric finds broken,
+    # held-out ones included, which would hand the judge the answer.
     config = load_config(TrainConfig, ROOT / "configs" / "train_default.yaml",
                          ["--dataset", str(dataset), "--output-dir", str(judge_dir), "--max-steps", str(args.steps),
-                          "--max-wall-minutes", "0"])
+                          "--max-wall-minutes", "0", "--prompt.record-format", "deviations",
+                          "--prompt.max-record-tokens", "128"])
     if not (judge_dir / "best").exists():
         train(config)
 

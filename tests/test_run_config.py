@@ -25,7 +25,7 @@ def test_train_defaults_are_the_default_profile_and_the_shipped_yaml():
     assert from_yaml == defaults and from_profile == defaults
     assert (defaults.learning_rate, defaults.kl_coef, defaults.max_steps) == (2e-3, 0.05, 256)
     assert defaults.max_wall_minutes == 0  # the wall-clock safety stop is off unless asked for
-    assert defaults.prompt.record_format == "deviations" and defaults.prompt.max_record_tokens == 128
+    assert defaults.prompt.record_format == "findings" and defaults.prompt.max_record_tokens == 192
 
 
 def test_one_realism_score_for_dataset_and_suite(tmp_path):

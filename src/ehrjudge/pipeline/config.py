@@ -87,6 +87,6 @@ PROFILES: dict[str, dict] = {
         "suite": {"per_feature": False},
         "baseline": {"n_bootstrap": 200, "limit": 32},
         "train": {"max_steps": 8, "batch_size": 4, "val_records": 16, "eval_every": 4, "checkpoint_every": 4,
-                  "log_every": 2, "warmup_steps": 2, "prompt": {"max_record_tokens": 48}},
+                  "log_every": 2, "warmup_steps": 2, "prompt": {"max_record_tokens": 96}},
     },
 }
