@@ -314,6 +314,81 @@ def cooccurrence_shuffle(ref: Reference, n: int, strength: float, rng: np.random
     return ref.conform(records)
 
 
+DEFECTS = ("fractional_count", "out_of_range", "negative_value", "binary_off_support", "impossible_code",
+           "codes_exceed_total", "zeroed_table")
+
+
+def isolated_defects(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Held-out real patients, each with 1 + round(2 s) isolated defects of the kinds generators make (DEFECTS, drawn
+    among those the record allows): a fractional count, a value 1.5-10 reference ranges beyond the maximum, a
+    negative value where the reference has none, a binary off {0, 1}, a diagnosis impossible for the patient's sex or
+    age, a table's total below its distinct codes, a table zeroed. The rest of the record stays real, so a score
+    can only drop for the defect itself (the other families' defects come with a shifted record around them)."""
+    if ref.holdout is None:
+        raise InputError("generator 'isolated_defects' needs a holdout cohort (real patients not in the reference)")
+    records = ref.holdout[rng.integers(len(ref.holdout), size=n)].copy()
+    for record in records:
+        for _ in range(1 + int(round(2 * strength))):
+            kinds = [kind for kind in DEFECTS if _inject(ref, record, kind, rng, dry_run=True)]
+            if kinds:
+                _inject(ref, record, kinds[int(rng.integers(len(kinds)))], rng)
+    return records
+
+
+def _inject(ref: Reference, record: np.ndarray, kind: str, rng: np.random.Generator, dry_run: bool = False) -> bool:
+    """Apply one defect of `kind` to `record` in place; with dry_run only say whether the record allows it."""
+    low, high = ref.matrix.min(axis=0), ref.matrix.max(axis=0)
+    varying = high > low
+    if kind == "fractional_count":
+        candidates = np.flatnonzero(ref.is_count & (record > 0))
+    elif kind == "out_of_range":
+        candidates = np.flatnonzero(varying & ~ref.is_binary)
+    elif kind == "negative_value":
+        candidates = np.flatnonzero(varying & ref.nonnegative & (record > 0))
+    elif kind == "binary_off_support":
+        candidates = np.flatnonzero(ref.is_binary)
+    elif kind == "impossible_code":
+        candidates = impossible_codes(ref, record)
+    else:  # codes_exceed_total, zeroed_table: per table with a count column and codes the record has
+        candidates = np.array([g for g, (count, codes) in enumerate(_tables(ref)) if record[codes].any()
+                               and (kind == "zeroed_table" or record[count] > 0)], dtype=np.int64)
+    if dry_run or not len(candidates):
+        return bool(len(candidates))
+    pick = int(candidates[int(rng.integers(len(candidates)))])
+    if kind == "fractional_count":
+        record[pick] += 0.5
+    elif kind == "out_of_range":
+        value = high[pick] + rng.uniform(1.5, 10.0) * (high[pick] - low[pick])
+        record[pick] = np.ceil(value) if ref.is_count[pick] else value
+    elif kind == "negative_value":
+        record[pick] = -record[pick]
+    elif kind == "binary_off_support":
+        record[pick] = 0.5
+    elif kind == "impossible_code":
+        table = next(((count, codes) for count, codes in _tables(ref) if pick in codes), None)
+        if table is not None and record[pick] == 0:
+            record[table[0]] += 1.0  # one more distinct code in its table's total
+        record[pick] += 1.0
+    else:
+        count, codes = _tables(ref)[pick]
+        if kind == "codes_exceed_total":
+            record[count] = max(0.0, float((record[codes] != 0).sum()) - 1.0)
+        else:
+            record[np.r_[count, codes]] = 0.0
+    return True
+
+
+def _tables(ref: Reference) -> list[tuple[int, np.ndarray]]:
+    """(column of `<table>_count`, the table's code columns) for each table that has both."""
+    names = ref.schema.names
+    out = []
+    for group in dict.fromkeys(f.group for f in ref.schema.features):
+        codes = np.array([j for j in ref.codes if ref.schema.features[j].group == group], dtype=np.int64)
+        if f"{group}_count" in names and len(codes):
+            out.append((names.index(f"{group}_count"), codes))
+    return out
+
+
 Generator = Callable[[Reference, int, float, np.random.Generator], np.ndarray]
 GENERATORS: dict[str, Generator] = {
     "gaussian_copula": gaussian_copula,
@@ -329,6 +404,7 @@ GENERATORS: dict[str, Generator] = {
     "independent_tables": independent_tables,
     "smote": smote,
     "cooccurrence_shuffle": cooccurrence_shuffle,
+    "isolated_defects": isolated_defects,
 }
 
 
