@@ -20,8 +20,10 @@ class JudgeConfig:
     adapter: str | None = option(None, "LoRA adapter directory (peft) applied on top of the model")
     device: str = option("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
     dtype: str = option("auto", "auto (bf16 on cuda, fp32 on cpu), float32, bfloat16, float16")
-    precision: str = option("auto", "auto (bf16 MLP matmuls in a LoRA judge's frozen layers on CPUs with native bf16, "
-                                    "else fp32), float32, bf16-frozen-mlp, bf16-frozen; see judge/precision.py")
+    # float32 by default: bf16-frozen-mlp kept the deviations judge within the drift limit (0.045) but moves the
+    # findings judge, the training default since 2026-12-07, by up to 0.074 (docs/judge.md, "Speed").
+    precision: str = option("float32", "float32, auto (bf16 MLP matmuls in a LoRA judge's frozen layers on CPUs with "
+                                       "native bf16, else fp32), bf16-frozen-mlp, bf16-frozen; see judge/precision.py")
     batch_size: int = option(8, "records per forward pass")
     reuse_prefix: bool = option(True, "compute the prompt prefix shared by all records (system + instruction) once")
     prompt: PromptConfig = option(PromptConfig(), "prompt layout")
