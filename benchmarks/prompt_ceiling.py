@@ -36,11 +36,9 @@ SPLITS = ("train", "test", "test_unseen")
 
 
 def deviation_features(matrix: np.ndarray, stats: ReferenceStats, names: list[str], top: int) -> np.ndarray:
-    """(n, 5 + top): what the deviations text shows (z of constant columns that differ counted as 'never seen')."""
-    varying = stats.std > 1e-12 * np.maximum(1.0, np.abs(stats.mean))
-    z = np.where(varying, (matrix - stats.mean) / np.where(varying, stats.std, 1.0), 0.0)
-    never = ~varying & (np.abs(matrix - stats.mean) > 1e-12)
-    magnitude = np.where(never, np.inf, np.abs(z))
+    """(n, 5 + top): what the deviations text shows, from the text's own z (ReferenceStats.z_scores; a value off a
+    reference-constant column, 'never in reference', counts as |z| 1000)."""
+    magnitude = np.abs([[z for z in stats.z_scores(dict(zip(names, row))).values()] for row in matrix])  # (n, p)
     largest = -np.sort(-np.where(np.isinf(magnitude), 1e3, magnitude), axis=1)[:, :top]
     demographics = [matrix[:, names.index(name)] for name in ("gender", "age", "is_dead") if name in names]
     return np.column_stack(demographics + [(magnitude > 3).sum(1), (magnitude > 2).sum(1), largest])
