@@ -129,3 +129,19 @@ def test_findings_of_a_schema_without_code_columns():
     stats = ReferenceStats.from_matrix(schema, reference.to_numpy())
     lines = finding_lines(pd.DataFrame({"gender": [0.5], "age": [45.0]}), schema, stats)[0]
     assert lines[0] == "Invalid values: 1 (sex)" and lines[3] == "Codes per table: no code columns"
+
+
+def test_statistics_with_broken_domains_name_the_file(cohort, tmp_path):
+    """A reference_stats.json whose value domains are cut short or unreadable is refused naming the file."""
+    reference, _ = cohort
+    ReferenceStats.from_cohort(reference).save(tmp_path / "stats.json")
+    data = json.loads((tmp_path / "stats.json").read_text())
+    short = dict(data, minimum=data["minimum"][:-1])
+    (tmp_path / "short.json").write_text(json.dumps(short))
+    with pytest.raises(InputError, match="short.json") as error:
+        ReferenceStats.load(tmp_path / "short.json")
+    assert "value domains" in str(error.value)
+    broken = dict(data, code_counts={"diagnoses": {"levels": [0.0]}})  # no patients, no std
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(InputError, match="broken.json"):
+        ReferenceStats.load(tmp_path / "broken.json")

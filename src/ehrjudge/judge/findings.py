@@ -37,8 +37,7 @@ def finding_lines(records: pd.DataFrame, schema: Schema, reference: ReferenceSta
     check_finite(records, schema.names)
     matrix = records[schema.names].to_numpy(dtype=np.float64)  # (n, p)
     checks = RecordChecks(ScoreConfig(), schema, reference)
-    found = checks.check(matrix)
-    counts, scores = checks.code_counts(matrix), checks.sparsity_scores(matrix)  # (n, tables)
+    found, counts, scores = checks.check_with_counts(matrix)  # counts, scores: (n, tables)
     labels = {f.name: feature_label(f) for f in schema.features}
     severity = {rule["id"]: rule["severity"] for rule in checks.rubric.rules}
     lines = []

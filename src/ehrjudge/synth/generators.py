@@ -327,17 +327,19 @@ def isolated_defects(ref: Reference, n: int, strength: float, rng: np.random.Gen
     if ref.holdout is None:
         raise InputError("generator 'isolated_defects' needs a holdout cohort (real patients not in the reference)")
     records = ref.holdout[rng.integers(len(ref.holdout), size=n)].copy()
+    low, high, tables = ref.matrix.min(axis=0), ref.matrix.max(axis=0), _tables(ref)
     for record in records:
         for _ in range(1 + int(round(2 * strength))):
-            kinds = [kind for kind in DEFECTS if _inject(ref, record, kind, rng, dry_run=True)]
+            kinds = [kind for kind in DEFECTS if _inject(ref, low, high, tables, record, kind, rng, dry_run=True)]
             if kinds:
-                _inject(ref, record, kinds[int(rng.integers(len(kinds)))], rng)
+                _inject(ref, low, high, tables, record, kinds[int(rng.integers(len(kinds)))], rng)
     return records
 
 
-def _inject(ref: Reference, record: np.ndarray, kind: str, rng: np.random.Generator, dry_run: bool = False) -> bool:
-    """Apply one defect of `kind` to `record` in place; with dry_run only say whether the record allows it."""
-    low, high = ref.matrix.min(axis=0), ref.matrix.max(axis=0)
+def _inject(ref: Reference, low: np.ndarray, high: np.ndarray, tables: list[tuple[int, np.ndarray]],
+            record: np.ndarray, kind: str, rng: np.random.Generator, dry_run: bool = False) -> bool:
+    """Apply one defect of `kind` to `record` in place (low, high: the reference's column range; tables: `_tables`);
+    with dry_run only say whether the record allows it."""
     varying = high > low
     if kind == "fractional_count":
         candidates = np.flatnonzero(ref.is_count & (record > 0))
@@ -350,7 +352,7 @@ def _inject(ref: Reference, record: np.ndarray, kind: str, rng: np.random.Genera
     elif kind == "impossible_code":
         candidates = impossible_codes(ref, record)
     else:  # codes_exceed_total, zeroed_table: per table with a count column and codes the record has
-        candidates = np.array([g for g, (count, codes) in enumerate(_tables(ref)) if record[codes].any()
+        candidates = np.array([g for g, (count, codes) in enumerate(tables) if record[codes].any()
                                and (kind == "zeroed_table" or record[count] > 0)], dtype=np.int64)
     if dry_run or not len(candidates):
         return bool(len(candidates))
@@ -365,12 +367,12 @@ def _inject(ref: Reference, record: np.ndarray, kind: str, rng: np.random.Genera
     elif kind == "binary_off_support":
         record[pick] = 0.5
     elif kind == "impossible_code":
-        table = next(((count, codes) for count, codes in _tables(ref) if pick in codes), None)
+        table = next(((count, codes) for count, codes in tables if pick in codes), None)
         if table is not None and record[pick] == 0:
             record[table[0]] += 1.0  # one more distinct code in its table's total
         record[pick] += 1.0
     else:
-        count, codes = _tables(ref)[pick]
+        count, codes = tables[pick]
         if kind == "codes_exceed_total":
             record[count] = max(0.0, float((record[codes] != 0).sum()) - 1.0)
         else:

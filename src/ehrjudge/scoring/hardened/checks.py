@@ -50,15 +50,19 @@ class RecordChecks:
         return np.stack([(records[:, columns] != 0).sum(axis=1) for columns in self.groups.values()],
                         axis=1).astype(float)
 
-    def sparsity_scores(self, records: np.ndarray) -> np.ndarray:
-        """(n, tables) normal score of each table's number of distinct codes; (n, 0) when the schema has no codes."""
-        if self.sparsity is None:
-            return np.zeros((len(records), 0))
-        return self.sparsity.transform(self.code_counts(records))
+    def sparsity_scores(self, counts: np.ndarray) -> np.ndarray:
+        """(n, tables) normal score of each table's number of distinct codes (`code_counts`)."""
+        return self.sparsity.transform(counts) if self.sparsity is not None else counts
 
     def check(self, records: np.ndarray) -> dict[str, np.ndarray]:
         """(n,) arrays: n_invalid, n_unusual, invalid_columns, rubric_pass, essential_violated, rule_violations,
         sparsity_z (0 when the schema has no code columns)."""
-        scores = self.sparsity_scores(records)
+        return self.check_with_counts(records)[0]
+
+    def check_with_counts(self, records: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """`check`'s arrays, and the (n, tables) code counts and their normal scores it read them from."""
+        counts = self.code_counts(records)
+        scores = self.sparsity_scores(counts)
         sparsity_z = np.abs(scores).max(axis=1) if scores.shape[1] else np.zeros(len(records))
-        return {**self.validity.check(records), **self.rubric.check(records), "sparsity_z": sparsity_z}
+        found = {**self.validity.check(records), **self.rubric.check(records), "sparsity_z": sparsity_z}
+        return found, counts, scores
