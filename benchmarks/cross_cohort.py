@@ -43,6 +43,7 @@ from ehrjudge.config import load_config
 from ehrjudge.io import write_json
 from ehrjudge.judge.agreement import agreement
 from ehrjudge.judge.baseline_scorers import BaselineScorers, FormulaScorer, load_split, records_per_second
+from ehrjudge.judge.reference import dataset_reference
 from ehrjudge.synth.dataset import DatasetConfig, build_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +81,7 @@ def cross_cohort_scores(judge: Judge, dataset: Path, split: str = "test", seed: 
     schema and reference statistics) and of the formula on the dataset's reference statistics (map fitted on val).
     """
     schema = Schema.load(dataset / "reference" / "schema.json")
-    reference = ReferenceStats.from_dir(dataset / "reference")
+    reference = dataset_reference(dataset, judge.prompt.record_format)  # with its patients for findings_dcr
     judge = dataclasses.replace(judge, schema=schema, reference=reference)
     records, true_scores = load_split(dataset, split, schema)
     val_records, val_scores = load_split(dataset, "val", schema)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASET_NAME = "lofo-clinosim-n500-s42-6000"  # every family in the pool, no unseen-only family
+DATASET_NAME = "lofo-clinosim-n500-s42-6000"  # every family in the pool, no unseen-only family (+ "-<families>f")
 
 
 def all_family_dataset(cohort: Path | None, out: Path) -> Path:
@@ -55,8 +55,11 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "lofo.json"))
     args, flags = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ehrjudge.synth.generators import GENERATORS
+
+    # the family count in the cache name: a dataset built before a family existed is not reused for it
     dataset = Path(args.dataset) if args.dataset else all_family_dataset(
-        Path(args.cohort) if args.cohort else None, cache_dir("datasets") / DATASET_NAME)
+        Path(args.cohort) if args.cohort else None, cache_dir("datasets") / f"{DATASET_NAME}-{len(GENERATORS)}f")
     config = load_config(LofoConfig, None, flags + ["--dataset", str(dataset), "--output-dir", args.out,
                                                     "--scorers", args.scorers,
                                                     "--judge.max-steps", str(args.judge_steps),

@@ -41,11 +41,8 @@ def test_readme_python_api_example_runs_verbatim(tiny_trained_judge, tmp_path, m
     import re
     import shutil
 
-    from ehrjudge.train.tiny import tiny_dataset
-
     run = tmp_path / "runs" / "default"
-    shutil.copytree(tiny_trained_judge / "dataset", run / "dataset")
-    shutil.copytree(tiny_dataset(tmp_path / "other", seed=1) / "reference", run / "dataset" / "holdout")
+    shutil.copytree(tiny_trained_judge / "dataset", run / "dataset")  # reference/ and holdout/ as a run's
     shutil.copytree(tiny_trained_judge / "run" / "best", run / "judge")
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     example = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
@@ -77,3 +74,21 @@ def test_realism_scorer_definition_selects_the_seed_score():
     assert "caps" not in seed.columns
     with pytest.raises(ConfigError, match="definition"):
         RealismScorer.from_cohorts(FIXTURE / "reference", definition="sead")
+
+
+def test_a_findings_dcr_judge_reads_the_patients_it_is_given(tmp_path):
+    """A judge of the findings_dcr text is refused without patients (its folder stores none), named by its format;
+    given reference and holdout cohort folders it reads statistics with the patients attached."""
+    import json
+
+    from ehrjudge.judge.artifact import read_judge
+
+    # Setup: a judge folder whose description records the findings_dcr prompt and no dataset
+    folder = tmp_path / "judge"
+    folder.mkdir()
+    (folder / "ehrjudge.json").write_text(json.dumps({"prompt": {"record_format": "findings_dcr"}}))
+    # Run / Assert
+    with pytest.raises(InputError, match="'findings_dcr' text, which needs the reference patients"):
+        Judge.load(folder)
+    saved = read_judge(folder, reference=FIXTURE / "reference", holdout=FIXTURE / "holdout")
+    assert saved.reference.patients is not None and saved.prompt.record_format == "findings_dcr"

@@ -76,7 +76,7 @@ def test_settings_list_literal_choices_and_nested_defaults():
     text = describe(TrainConfig)
     # Assert: a Literal lists its choices; a nested config shows the field's own default (not its class's)
     assert "--method ({expected,reinforce,grpo}, default 'expected')" in text
-    assert "--prompt.record-format ({compact,csv,deviations,findings}, default 'findings')" in text
+    assert "--prompt.record-format ({compact,csv,deviations,findings,findings_dcr}, default 'findings_dcr')" in text
     assert "--lora-target-modules (list of str," in text
 
 

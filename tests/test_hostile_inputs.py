@@ -294,7 +294,6 @@ def case_9_zero_shot_report_withholds_real_patients(tmp_path):
     reference = pd.read_parquet(dataset / "reference" / "vectors.parquet")
     holdout = reference.tail(5).assign(subject_id=[f"h{i}" for i in range(5)])
     holdout[["age"]] = holdout[["age"]] + 1.0
-    (dataset / "holdout").mkdir()
     holdout.to_parquet(dataset / "holdout" / "vectors.parquet", index=False)
     shutil.copy(dataset / "reference" / "schema.json", dataset / "holdout" / "schema.json")
     real = pd.concat([holdout.drop(columns="subject_id").assign(generator="holdout_real"),

@@ -1,5 +1,7 @@
 """The `findings` record text: the hardened score's record checks, built from marginal reference statistics only,
-shown in words; the same checks whether fitted on the cohort or read back from a saved statistics file."""
+shown in words; the same checks whether fitted on the cohort or read back from a saved statistics file. The
+`findings_dcr` text adds the privacy input (distance to the closest reference patient over the held-out near-copy
+distance), computed in one place (scoring/hardened/privacy.py) for the scorer and the text."""
 
 import json
 from pathlib import Path
@@ -13,7 +15,9 @@ from ehrjudge.cohort.schema import Cohort
 from ehrjudge.cohort.text import record_to_text
 from ehrjudge.errors import InputError
 from ehrjudge.judge.findings import finding_lines
+from ehrjudge.judge.reference import cohort_reference, reference_for
 from ehrjudge.scoring.hardened.checks import RecordChecks
+from ehrjudge.scoring.hardened.privacy import ClosestPatient
 from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "seed_score"
@@ -145,3 +149,100 @@ def test_statistics_with_broken_domains_name_the_file(cohort, tmp_path):
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     with pytest.raises(InputError, match="broken.json"):
         ReferenceStats.load(tmp_path / "broken.json")
+
+
+# The findings_dcr text
+
+def test_closest_patient_known_answer():
+    """Reference (0,0), (3,0), (0,4) (column std 1.414 and 1.886); held-out DCRs in z units give the threshold."""
+    # Setup
+    reference = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    scale = reference.std(axis=0)  # ddof 0
+    calibration = np.array([[0.0, 1.0], [3.0, 2.0], [1.5, 0.0]])
+    # Run
+    closest = ClosestPatient(percentile=50.0).fit(reference, calibration)
+    # Assert: DCRs by hand in z-scores
+    expected_holdout = sorted([1.0 / scale[1], 2.0 / scale[1], 1.5 / scale[0]])
+    np.testing.assert_allclose(closest.holdout_dcr_, expected_holdout, rtol=1e-12)
+    assert closest.threshold_ == pytest.approx(expected_holdout[1])
+    ratio = closest.ratio(np.array([[3.0, 0.0], [0.0, 8.0]]))
+    np.testing.assert_allclose(ratio, [0.0, (4.0 / scale[1]) / expected_holdout[1]], rtol=1e-12)
+    np.testing.assert_array_equal(closest.nearest(np.array([[2.9, 0.1]]))[1], [1])
+
+
+def test_scorer_privacy_cap_is_the_texts_ratio(cohort):
+    """privacy_cap = 1 + 9 min(1, ratio), ratio from the very ClosestPatient the text reads."""
+    reference, holdout = cohort
+    rng = np.random.default_rng(1)
+    records = np.vstack([reference.matrix()[:4], reference.matrix()[:4] + rng.normal(0, 0.01, (4, len(reference.schema.names))),
+                         holdout.matrix()])
+    scorer = RealismScorer(ScoreConfig(), reference.schema).fit(reference.matrix(), holdout.matrix())
+    scored = scorer.score(records)
+    stats = cohort_reference(reference, holdout, ScoreConfig().near_copy_percentile)
+    np.testing.assert_array_equal(1.0 + 9.0 * np.minimum(1.0, stats.patients.ratio(records)), scored["privacy_cap"])
+    assert scored["exact_copy"].iloc[:4].all()
+
+
+def test_findings_dcr_lines_name_copies(cohort):
+    """An exact copy reads 'identical', a tiny move 'near copy', a held-out patient 'times the near-copy distance'."""
+    # Setup: one copy, one copy moved by 1e-3 of a SD, one held-out patient beyond the threshold
+    reference, holdout = cohort
+    stats = cohort_reference(reference, holdout, 5.0)
+    ratios = stats.patients.ratio(holdout.matrix())
+    far = holdout.matrix()[int(np.argmax(ratios))]
+    moved = reference.matrix()[1] + 1e-3 * stats.std
+    rows = np.vstack([reference.matrix()[0], moved, far])
+    # Run
+    lines = finding_lines(frame_of(reference, rows), reference.schema, stats, closest=True)
+    # Assert
+    closest = [line[-1] for line in lines]
+    assert closest[0] == "Closest reference patient: identical (a copy)"
+    assert closest[1].endswith("of the near-copy distance (a near copy)")
+    assert closest[2].endswith("times the near-copy distance") and ratios.max() >= 1
+    assert len(finding_lines(frame_of(reference, rows), reference.schema, stats)[0]) == len(lines[0]) - 1
+
+
+def test_findings_dcr_needs_the_patients(cohort, tmp_path):
+    """Statistics without patients (what a judge folder holds) are refused by name; so is a missing holdout."""
+    reference, holdout = cohort
+    with pytest.raises(InputError, match="findings_dcr"):
+        finding_lines(frame_of(reference, reference.matrix()[:1]), reference.schema,
+                      ReferenceStats.from_cohort(reference), closest=True)
+    with pytest.raises(InputError, match="held-out real patients") as error:
+        reference_for(FIXTURE / "reference", "findings_dcr", tmp_path / "nowhere")
+    assert "nowhere" in str(error.value)
+    stats = reference_for(FIXTURE / "reference", "findings_dcr", FIXTURE / "holdout")
+    assert stats.patients is not None and reference_for(FIXTURE / "reference", "findings").patients is None
+
+
+def test_saved_statistics_never_hold_the_patients(cohort, tmp_path):
+    """Attaching the patients changes nothing that is saved: the file is the one written without them."""
+    reference, holdout = cohort
+    ReferenceStats.from_cohort(reference).save(tmp_path / "plain.json")
+    cohort_reference(reference, holdout, 5.0).save(tmp_path / "with.json")
+    assert json.loads((tmp_path / "plain.json").read_text()) == json.loads((tmp_path / "with.json").read_text())
+
+
+def test_show_prints_the_closest_patient_line(cohort, tmp_path):
+    """`ehrjudge show --format findings_dcr --holdout DIR` prints the privacy line; without a holdout it is refused
+    naming the folder it looked for."""
+    from typer.testing import CliRunner
+
+    from ehrjudge.cli import app
+
+    # Setup: a reference patient, shown against its own cohort (an exact copy of itself); the cohort copied to a
+    # folder not named reference/, so no dataset's holdout/ sits beside it
+    import shutil
+
+    reference, _ = cohort
+    shutil.copytree(FIXTURE / "reference", tmp_path / "cohort")
+    record = str(reference.ids[0])
+    command = ["show", "--cohort", str(tmp_path / "cohort"), "--record", record, "--format", "findings_dcr"]
+    # Run
+    shown = CliRunner().invoke(app, [*command, "--holdout", str(FIXTURE / "holdout")])
+    refused = CliRunner().invoke(app, command)
+    # Assert
+    assert shown.exit_code == 0, shown.output
+    assert "Closest reference patient: identical (a copy)" in shown.output.splitlines()
+    assert isinstance(refused.exception, InputError) and "held-out real patients" in str(refused.exception)
+    assert "cohort" in str(refused.exception)  # the folder it looked beside

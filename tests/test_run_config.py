@@ -25,7 +25,7 @@ def test_train_defaults_are_the_default_profile_and_the_shipped_yaml():
     assert from_yaml == defaults and from_profile == defaults
     assert (defaults.learning_rate, defaults.kl_coef, defaults.max_steps) == (2e-3, 0.05, 256)
     assert defaults.max_wall_minutes == 0  # the wall-clock safety stop is off unless asked for
-    assert defaults.prompt.record_format == "findings" and defaults.prompt.max_record_tokens == 192
+    assert defaults.prompt.record_format == "findings_dcr" and defaults.prompt.max_record_tokens == 192
 
 
 def test_one_realism_score_for_dataset_and_suite(tmp_path):
@@ -51,7 +51,7 @@ def test_the_run_score_labels_the_dataset_and_reaches_the_gate(tmp_path):
     import pandas as pd
 
     from ehrjudge.cohort.schema import Cohort
-    from ehrjudge.pipeline.gate import dataset_score_config
+    from ehrjudge.scoring.config import dataset_score_config
     from ehrjudge.pipeline.run import build_dataset_stage
     from ehrjudge.scoring.realism import score_records
     from ehrjudge.synth.toy import toy_cohort

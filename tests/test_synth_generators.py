@@ -201,9 +201,10 @@ def test_cooccurrence_shuffle_keeps_every_code_marginal_and_breaks_co_occurrence
 
 
 # Families whose defect the seed realism score cannot see (correlation and consistency defects; docs/synth.md):
-# their ladder is flat, and their own tests above check what their strength does.
+# their ladder is flat, and their own tests check what their strength does. memorized_copy's strength is distance
+# from a real patient: the seed score barely moves, the hardened privacy cap rises with it (its own test).
 FLAT_UNDER_THE_SCORE = {"mode_collapse", "holdout_real", "patient_splice", "independent_tables",
-                        "cooccurrence_shuffle", "isolated_defects"}
+                        "cooccurrence_shuffle", "isolated_defects", "memorized_copy"}
 
 
 @pytest.mark.parametrize("name", sorted(set(GENERATORS) - FLAT_UNDER_THE_SCORE))
@@ -240,3 +241,35 @@ def test_isolated_defects_change_a_real_patient_where_the_checks_see_it(referenc
         assert flagged.mean() >= 0.8, (strength, flagged.mean())
     with pytest.raises(InputError, match="holdout"):
         generate("isolated_defects", reference, 5, 0.5, seed=1)
+
+
+def test_memorized_copy_is_a_reference_patient_at_a_graded_distance(reference, holdout):
+    """Strength 0: exact copies; counts and binaries always the patient's own; the distance to the patient grows as
+    MEMORIZED_REACH x strength near-copy distances, so the hardened privacy cap climbs from 1 with strength."""
+    from ehrjudge.scoring.hardened.privacy import ClosestPatient
+    from ehrjudge.synth.generators import MEMORIZED_REACH, NEAR_COPY_PERCENTILE, Reference
+
+    # Setup
+    names = reference.schema.names
+    ref = Reference(reference.matrix(), reference.schema, holdout.matrix())
+    closest = ClosestPatient(NEAR_COPY_PERCENTILE).fit(ref.matrix, ref.holdout)
+    scorer = RealismScorer(ScoreConfig(), reference.schema).fit(reference.matrix(), holdout.matrix())
+    caps = []
+    for strength in (0.0, 0.25, 1.0):
+        # Run
+        records = generate("memorized_copy", reference, 50, strength, seed=2, holdout=holdout)[names].to_numpy()
+        # Assert: each record keeps a reference patient's counts and binaries exactly
+        fixed = ref.is_count | ref.is_binary
+        same = (records[:, None, fixed] == ref.matrix[None, :, fixed]).all(axis=2).any(axis=1)
+        assert same.all(), strength
+        dcr = closest.nearest(records)[0]
+        moved = dcr > 0
+        assert dcr.max() <= MEMORIZED_REACH * strength * closest.threshold_ * (1 + 1e-9) + 1e-12, strength
+        if strength == 0.0:
+            assert not moved.any()
+        else:  # moved records sit at the graded distance from their own patient (or closer to another)
+            assert moved.mean() >= 0.8, strength
+        caps.append(scorer.score(records)["privacy_cap"].mean())
+    assert caps[0] == 1.0 and caps[0] < caps[1] < caps[2]
+    with pytest.raises(InputError, match="holdout"):
+        generate("memorized_copy", reference, 5, 0.5, seed=1)

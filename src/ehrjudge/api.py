@@ -37,17 +37,18 @@ class Judge:
 
     @classmethod
     def load(cls, path, reference=None, prompt=None, device: str = "auto", dtype: str = "auto",
-             batch_size: int = 8, precision: str = "float32") -> "Judge":
+             batch_size: int = 8, precision: str = "float32", holdout=None) -> "Judge":
         """The judge in folder `path` (ehrjudge run's judge/, ehrjudge train's best/ or final/), with the prompt,
         schema, reference statistics and calibration saved in it (judge/artifact.py). `reference` (a reference
-        cohort folder) is needed only by older folders that do not hold their statistics; `prompt` overrides the
-        saved prompt, and a folder without one is refused. `precision` (judge/precision.py): float32 keeps every
+        cohort folder) is needed only by older folders that do not hold their statistics, and (with `holdout`, the
+        held-out real patients' cohort folder) by a judge of the `findings_dcr` text, which reads the patients;
+        `prompt` overrides the saved prompt, and a folder without one is refused. `precision` (judge/precision.py): float32 keeps every
         operation fp32; auto runs the frozen layers' MLP matmuls in bf16 on CPUs with native bf16 (logged), within
         the drift limit for a deviations judge, not for a findings judge (docs/judge.md)."""
         from ehrjudge.judge.artifact import read_judge
         from ehrjudge.judge.model import load_judge
 
-        saved = read_judge(path, reference, prompt)  # every check before the weights load
+        saved = read_judge(path, reference, prompt, holdout)  # every check before the weights load
         model, tokenizer = load_judge(str(path), device, dtype, precision=precision)
         return cls(model, tokenizer, saved.schema, saved.prompt, saved.reference, saved.calibration, batch_size,
                    folder=Path(path))

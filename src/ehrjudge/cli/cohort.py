@@ -51,21 +51,27 @@ def show_command(
     record: str = typer.Option(..., help="subject_id (or record_id) of the record to show"),
     format: str = typer.Option("compact", help="compact (non-zero features, readable), csv (original table), "
                                                 "deviations (most unusual values with their z against the cohort) "
-                                                "or findings (deviations plus the hardened score's record checks)"),
+                                                "findings (deviations plus the hardened score's record checks) or "
+                                                "findings_dcr (findings plus the closest patient of the cohort, "
+                                                "needs --holdout)"),
     max_tokens: Optional[int] = typer.Option(None, help="Token budget (counted with the judge's tokenizer "
                                                         "when --tokenizer is given, else whitespace words)"),
     tokenizer: Optional[str] = typer.Option(None, help="HF tokenizer folder/name used to count tokens"),
     records: Optional[Path] = typer.Option(None, help="A synthetic records file (parquet/CSV with record_id) "
                                                       "to read instead of the cohort's own vectors"),
+    holdout: Optional[Path] = typer.Option(None, help="held-out real patients (cohort directory) for the "
+                                                      "findings_dcr format's near-copy distance; default: the "
+                                                      "holdout/ beside a dataset's reference/"),
 ) -> None:
     """Print one record of a cohort (or of a synthetic records file in its schema) as the judge's table text."""
-    from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Cohort, load_records
-    from ehrjudge.cohort.text import record_to_text
+    from ehrjudge.cohort.text import FINDINGS_FORMATS, record_to_text
     from ehrjudge.errors import InputError
+    from ehrjudge.judge.prompt import needs_reference
+    from ehrjudge.judge.reference import reference_for
 
     data = Cohort.load(cohort)
-    reference = ReferenceStats.from_cohort(data) if format in ("deviations", "findings") else None
+    reference = reference_for(cohort, format, holdout) if needs_reference(format) else None
     if records is not None:
         data = Cohort(vectors=load_records(records, data.schema), schema=data.schema)
     ids = data.vectors[data.id_column].astype(str)
@@ -84,10 +90,10 @@ def show_command(
             count_tokens = lambda text: len(text.split())  # noqa: E731
     row = hits.iloc[0]
     findings = None
-    if format == "findings":
+    if format in FINDINGS_FORMATS:
         from ehrjudge.judge.findings import finding_lines
 
-        findings = finding_lines(hits.iloc[:1], data.schema, reference)[0]
+        findings = finding_lines(hits.iloc[:1], data.schema, reference, closest=format == "findings_dcr")[0]
     typer.echo(record_to_text(row.to_dict(), data.schema, fmt=format, max_tokens=max_tokens,
                               count_tokens=count_tokens, record_id=row[data.id_column],
                               reference=reference, findings=findings))

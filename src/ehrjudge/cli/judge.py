@@ -87,6 +87,10 @@ def judge_command(
     reference: Optional[Path] = typer.Option(None, "--reference", help="reference cohort directory (schema and "
                                                                        "statistics); default: the one the trained "
                                                                        "judge folder records"),
+    holdout: Optional[Path] = typer.Option(None, "--holdout", help="held-out real patients (cohort directory), read "
+                                                                   "only by a judge of the findings_dcr text; "
+                                                                   "default: the holdout/ beside a dataset's "
+                                                                   "reference/"),
     judge: Optional[str] = typer.Option(None, "--judge", help="trained judge folder (a run's train/judge); "
                                                               "reads its prompt and calibration"),
     model: Optional[str] = typer.Option(None, "--model", help="base model dir / hub id (zero-shot; a trained judge "
@@ -102,12 +106,12 @@ def judge_command(
 ) -> None:
     from rich.console import Console
 
-    from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema
     from ehrjudge.config import load_config
     from ehrjudge.engine import EngineConfig, judge_frame
     from ehrjudge.io import check_writable, write_csv
     from ehrjudge.judge.calibration import saved_calibration
+    from ehrjudge.judge.reference import reference_for
     from ehrjudge.judge.scoring import JudgeConfig, save_judge_config
 
     model = one_of(judge, model, "--judge", "--model")
@@ -119,7 +123,8 @@ def judge_command(
     reference = reference_or_recorded(reference, judge_config.adapter or judge_config.model)
     schema = Schema.load(Path(reference) / "schema.json")
     records = read_records(synthetic, schema)
-    scores, tokenizer = judge_frame(judge_config, records, schema, ReferenceStats.from_dir(reference), engine_config)
+    stats = reference_for(reference, judge_config.prompt.record_format, holdout)
+    scores, tokenizer = judge_frame(judge_config, records, schema, stats, engine_config)
     calibration = saved_with_judge(judge_config, saved_calibration)
     if calibration is not None:  # the trained judge's own affine map, fitted on its validation split
         scores.insert(3, "calibrated_score", calibration(scores["expected_score"].to_numpy()))

@@ -106,7 +106,8 @@ def probe_command(
     reference_cohort, holdout_cohort = _load_cohorts(reference, holdout)
     with about_file(holdout):  # checked before a judge is loaded
         check_probe_inputs(reference_cohort, holdout_cohort)
-    scorers = {"judge": _judge_scorer(judge, reference, reference_cohort.schema)} if judge is not None else None
+    scorers = ({"judge": _judge_scorer(judge, reference, holdout, reference_cohort.schema, score_config)}
+               if judge is not None else None)
     records, table = run_probes(reference_cohort, holdout_cohort, score_config, n, seed, scorers)
     markdown = markdown_table(table)
     with atomic_dir(out) as tmp:
@@ -119,19 +120,20 @@ def probe_command(
     _console().print(f"probes -> {out}")
 
 
-def _judge_scorer(judge: Path, reference: Path, schema):
+def _judge_scorer(judge: Path, reference: Path, holdout: Path, schema, score_config):
     """The trained judge in folder `judge` as a probe scorer (its saved prompt and calibration)."""
     from ehrjudge.cli.judge import saved_with_judge, with_trained_prompt
-    from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.judge.calibration import saved_calibration
+    from ehrjudge.judge.reference import reference_for
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.scoring import JudgeConfig, matrix_scorer
 
     judge_config = with_trained_prompt(JudgeConfig(adapter=str(judge)), None, {})
     model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype, judge_config.adapter,
                                   judge_config.precision)
-    return matrix_scorer(model, tokenizer, schema, judge_config.prompt, ReferenceStats.from_dir(reference),
-                         judge_config.batch_size, saved_with_judge(judge_config, saved_calibration))
+    stats = reference_for(reference, judge_config.prompt.record_format, holdout, score_config)
+    return matrix_scorer(model, tokenizer, schema, judge_config.prompt, stats, judge_config.batch_size,
+                         saved_with_judge(judge_config, saved_calibration))
 
 
 @app.command("evaluate", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.config:SuiteConfig"),

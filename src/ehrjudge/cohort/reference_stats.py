@@ -39,6 +39,9 @@ class ReferenceStats:
     maximum: np.ndarray | None = None  # (p,)
     floor_share: np.ndarray | None = None  # (p,) share of the reference at its minimum
     code_counts: dict | None = None  # table -> {"levels": [...], "patients": [...], "std": float}
+    # The reference patients themselves, for the one record text that needs them (`findings_dcr`): a fitted
+    # scoring.hardened.privacy.ClosestPatient, attached by judge.reference.cohort_reference; never saved or compared.
+    patients: object | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_cohort(cls, cohort: Cohort) -> "ReferenceStats":

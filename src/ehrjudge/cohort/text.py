@@ -18,6 +18,8 @@ fmt="deviations": the record as seen against the reference cohort (needs `refere
 fmt="findings": the deviations text with fixed check lines after the count line (`findings`, made by
     judge/findings.py from the hardened score's record checks: invalid values, values outside the reference range,
     clinical rules broken, codes per table); truncation drops deviation items only.
+fmt="findings_dcr": findings plus one line on the closest reference patient (the hardened score's privacy input,
+    which needs the patients at judging time).
 Truncation (when max_tokens and count_tokens are given), dropping one unit at a time until the text fits:
     1. code items (compact) / code columns (csv), by ascending |value|, then name: least informative first;
     2. a table's summary statistics (its mean/sum/max/min/std), tables from last (labs) to first;
@@ -39,6 +41,7 @@ from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import FeatureSpec, Schema
 from ehrjudge.errors import InputError
 
+FINDINGS_FORMATS = ("findings", "findings_dcr")  # the deviations text with check lines (judge/findings.py)
 STAT_UNITS = {"admissions": " d", "icu": " d"}
 STAT_LABEL = {"admissions": "length of stay", "icu": "length of stay", "prescriptions": "dose", "labs": "value"}
 GROUP_LABEL = {"icu": "ICU stays"}
@@ -78,15 +81,16 @@ def record_to_text(record: Mapping[str, float], schema: Schema, fmt: str = "comp
         units, render = _csv_units(schema, values, record_id)
     elif fmt == "compact":
         units, render = _compact_units(schema, values)
-    elif fmt in ("deviations", "findings"):
+    elif fmt in ("deviations", *FINDINGS_FORMATS):
         if reference is None:
             raise InputError(f"record format '{fmt}' needs the reference cohort's statistics (reference=)")
-        if (fmt == "findings") != (findings is not None):
-            raise InputError("record format 'findings' and only it takes the check lines (findings=)")
+        if (fmt in FINDINGS_FORMATS) != (findings is not None):
+            raise InputError("record formats 'findings' and 'findings_dcr' and only they take the check lines "
+                             "(findings=)")
         reference.check_schema(schema)
         units, render = _deviation_units(schema, values, reference.z_scores(values), top, findings or [])
     else:
-        raise InputError(f"unknown text format {fmt!r}; choose compact, csv, deviations or findings")
+        raise InputError(f"unknown text format {fmt!r}; choose compact, csv, deviations, findings or findings_dcr")
     if max_tokens is None or count_tokens is None:
         return render(0)
     return _fit(units, render, max_tokens, count_tokens)

@@ -46,11 +46,12 @@ def find_holdout(reference_dir: Path, holdout_dir: Path | None) -> Cohort | None
     return Cohort.load(sibling) if (sibling / "vectors.parquet").exists() else None
 
 
-def _load_judge(judge_dir, reference_dir, batch_size):
+def _load_judge(judge_dir, reference_dir, batch_size, holdout_dir=None):
     from ehrjudge.api import Judge
 
-    # fp32: the reward of a training run is the same on every machine
-    return Judge.load(judge_dir, reference=reference_dir, batch_size=batch_size, precision="float32")
+    # fp32: the reward of a training run is the same on every machine; a findings_dcr judge reads the patients
+    return Judge.load(judge_dir, reference=reference_dir, batch_size=batch_size, precision="float32",
+                      holdout=holdout_dir)
 
 
 def _warm_start(model, tokenizer, texts, config, folder: Path):
@@ -164,7 +165,8 @@ def tune_generator(reference_dir, out, config, holdout_dir=None, judge_dir=None)
     timings = {}
     fmt = RecordFormat(reference.schema, config.digits)
     verifiable = verifiable_scorers(reference, holdout)
-    judge = _load_judge(judge_dir, reference_dir, config.judge_batch_size) if judge_dir is not None else None
+    judge = (_load_judge(judge_dir, reference_dir, config.judge_batch_size, holdout_dir) if judge_dir is not None
+             else None)
     reward_fn = build_reward(config.reward, reference_dir, reference, verifiable, judge)
     judge_fn = build_reward("judge", reference_dir, reference, verifiable, judge) if judge is not None else None
 

@@ -177,6 +177,15 @@ def recorded_datasets(folder: str | Path) -> list[tuple[Path, str]]:
     return []
 
 
+def training_score(folder: str | Path):
+    """The ScoreConfig the judge's training labels were made with (ehrjudge.json's training_data.score), or None."""
+    from ehrjudge.config import config_from_dict
+    from ehrjudge.scoring.config import ScoreConfig
+
+    section = (read_info(folder).get("training_data") or {}).get("score")
+    return config_from_dict(ScoreConfig, section, prefix="score.") if section else None
+
+
 def present_reference(dataset: Path) -> bool:
     """Whether a judge dataset's reference cohort is on this machine."""
     return (dataset / "reference" / "schema.json").is_file()
@@ -238,11 +247,14 @@ class SavedJudge:
     calibration: object | None  # judge.calibration.Calibration
 
 
-def read_judge(folder: str | Path, reference: str | Path | None = None, prompt=None) -> SavedJudge:
+def read_judge(folder: str | Path, reference: str | Path | None = None, prompt=None,
+               holdout: str | Path | None = None) -> SavedJudge:
     """The prompt, schema, reference statistics and calibration of a judge folder; `reference` (a cohort folder)
     and `prompt` override the saved ones. A folder without its prompt is refused: no judge silently scores with a
-    prompt it never saw."""
-    from ehrjudge.judge.prompt import saved_prompt
+    prompt it never saw. A judge of the `findings_dcr` text reads the patients: `reference` and `holdout` cohort
+    folders (judge/reference.py), else the dataset it records when that is still here."""
+    from ehrjudge.judge.prompt import needs_patients, saved_prompt
+    from ehrjudge.judge.reference import reference_for
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -252,8 +264,16 @@ def read_judge(folder: str | Path, reference: str | Path | None = None, prompt=N
     if prompt is None:
         raise InputError("the judge folder records no prompt (ehrjudge.json or the training config.yaml); pass "
                          "prompt= explicitly", file=folder)
+    if needs_patients(prompt.record_format) and reference is None:
+        present = [dataset for dataset, _ in recorded_datasets(folder) if present_reference(dataset)]
+        if not present:
+            raise InputError(f"this judge reads the '{prompt.record_format}' text, which needs the reference "
+                             "patients: pass reference= and holdout= cohort folders (no judge folder stores "
+                             "patients)", file=folder)
+        reference = present[0] / "reference"
     if reference is not None:
-        schema, stats = Schema.load(Path(reference) / "schema.json"), ReferenceStats.from_dir(reference)
+        schema = Schema.load(Path(reference) / "schema.json")
+        stats = reference_for(reference, prompt.record_format, holdout, training_score(folder))
     else:
         saved = saved_reference(folder)
         if saved is None:

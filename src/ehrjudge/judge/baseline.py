@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from ehrjudge.cohort.real_patients import dataset_patients, near_copy_ids, real_rows, withhold
-from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.config import save_config, to_dict
 from ehrjudge.errors import InputError
@@ -28,6 +27,7 @@ from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, TRUE_SCORE, VERI
 from ehrjudge.judge.layer_inputs import LayerCapture
 from ehrjudge.judge.config import BaselineConfig
 from ehrjudge.judge.scoring import judge_records, record_texts, save_judge_config
+from ehrjudge.judge.reference import dataset_reference
 
 log = logging.getLogger(__name__)
 FORMULA_ROW = "Formula: diagonal z from the reference statistics (1..10 map fitted on val)"
@@ -79,7 +79,7 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
     model, tokenizer = load_judge(config.judge.model, config.judge.device, config.judge.dtype, config.judge.adapter,
                                   precision)
     start = time.perf_counter()
-    reference = ReferenceStats.from_dir(dataset / "reference")
+    reference = dataset_reference(dataset, config.judge.prompt.record_format)
     judged = judge_records(model, tokenizer, records, schema, config.judge.prompt, config.judge.batch_size,
                            config.judge.reuse_prefix, reference, capture)
     judge_seconds = time.perf_counter() - start

@@ -152,7 +152,7 @@ class BaselineScorers:
 def verifiable_scorer(dataset: Path):
     """The realism scorer the dataset was labelled with (its reference, holdout and ScoreConfig), for timing."""
     from ehrjudge.cohort.schema import Cohort
-    from ehrjudge.pipeline.gate import dataset_score_config
+    from ehrjudge.scoring.config import dataset_score_config
     from ehrjudge.scoring.realism import ScoreConfig, fit_scorer
 
     if not (dataset / "reference" / "vectors.parquet").exists():

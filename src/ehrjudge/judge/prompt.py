@@ -25,11 +25,13 @@ class PromptConfig:
     system_prompt: str | None = option(None, "system message; None keeps the chat template's own default")
     instruction: str = option(AUDITOR_INSTRUCTION, "the task instruction placed before the record")
     suffix: str = option("Rating (1-10):", "text after the record, right before the assistant turn")
-    record_format: Literal["compact", "csv", "deviations", "findings"] = option(
+    record_format: Literal["compact", "csv", "deviations", "findings", "findings_dcr"] = option(
         "compact", "record text layout (ehrjudge.cohort.text): compact, csv (the original's table), deviations "
                    "(the most unusual values with their z against the reference cohort; needs the reference) or "
                    "findings (deviations plus the hardened score's record checks: invalid values, rules broken, "
-                   "codes per table; judge/findings.py)")
+                   "codes per table; judge/findings.py) or findings_dcr (findings plus the closest reference patient's "
+                   "distance against the near-copy threshold, the privacy cap's input: needs the reference patients "
+                   "and held-out patients when judging, which no judge folder stores)")
     deviation_items: int = option(6, "deviations format: show this many features, most unusual first")
     max_record_tokens: int | None = option(384, "truncate the record text to this many tokens; None = no limit")
     chat_template: str | None = option(None, "Jinja chat template; None uses the tokenizer's own")
@@ -37,7 +39,13 @@ class PromptConfig:
 
 def needs_reference(record_format: str) -> bool:
     """Whether a record format reads the reference cohort's statistics."""
-    return record_format in ("deviations", "findings")
+    return record_format in ("deviations", "findings", "findings_dcr")
+
+
+def needs_patients(record_format: str) -> bool:
+    """Whether a record format reads the reference patients themselves (ReferenceStats.patients), not only their
+    statistics."""
+    return record_format == "findings_dcr"
 
 
 def user_message(text: str, config: PromptConfig) -> str:

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
-from ehrjudge.cohort.text import record_to_text
+from ehrjudge.cohort.text import FINDINGS_FORMATS, record_to_text
 from ehrjudge.config import save_config
 from ehrjudge.errors import InputError
 from ehrjudge.judge.forward import decoder_layers, upper_sequence_log_probs
@@ -41,11 +41,14 @@ def record_texts(records: pd.DataFrame, schema: Schema, tokenizer, config: Promp
                  reference: ReferenceStats | None = None) -> list[str]:
     """The record table text of every row (truncated to config.max_record_tokens).
 
-    `reference` (the reference cohort's statistics) is needed by record_formats "deviations" and "findings" only.
+    `reference` (the reference cohort's statistics) is needed by record_formats "deviations", "findings" and
+    "findings_dcr" (which also needs reference.patients) only.
     """
     count = token_counter(tokenizer)
     ids = records["record_id"].tolist() if "record_id" in records.columns else [None] * len(records)
-    findings = finding_lines(records, schema, reference) if config.record_format == "findings" else [None] * len(ids)
+    fmt = config.record_format
+    findings = (finding_lines(records, schema, reference, closest=fmt == "findings_dcr") if fmt in FINDINGS_FORMATS
+                else [None] * len(ids))
     rows = records[schema.names].to_dict(orient="records")
     return [record_to_text(row, schema, fmt=config.record_format, max_tokens=config.max_record_tokens,
                            count_tokens=count, record_id=record_id, reference=reference, top=config.deviation_items,

@@ -97,6 +97,7 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
     from ehrjudge.api import Judge
     from ehrjudge.cohort.schema import Cohort, load_records
     from ehrjudge.judge.artifact import holds_reference
+    from ehrjudge.scoring.config import dataset_score_config
     from ehrjudge.scoring.realism import ScoreConfig, score_records
 
     judge_dir = Path(judge)
@@ -110,24 +111,10 @@ def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd
     # near-copy check stands in for the statistics of an older folder that does not hold them. fp32, so that a
     # registration decision is the same on every machine.
     scorer = Judge.load(judge_dir, reference=None if holds_reference(judge_dir) else reference_dir,
-                        batch_size=config.batch_size, precision="float32")
+                        batch_size=config.batch_size, precision="float32", holdout=holdout_dir)
     judged = scorer.score(records)
     verifiable = score_records(reference, records, dataset_score_config(reference_dir) or ScoreConfig(), holdout)
     return judged, verifiable
-
-
-def dataset_score_config(reference_dir: Path):
-    """The ScoreConfig the judge's dataset was labelled with (its config.yaml), when there is one."""
-    import yaml
-
-    from ehrjudge.config import config_from_dict
-    from ehrjudge.scoring.realism import ScoreConfig
-
-    saved = reference_dir.parent / "config.yaml"
-    if reference_dir.name != "reference" or not saved.exists():
-        return None
-    section = (yaml.safe_load(saved.read_text()) or {}).get("score")
-    return config_from_dict(ScoreConfig, section) if section else None
 
 
 def register(decision: GateDecision, synthetic: Path, name: str, config: GateConfig, details: dict,

@@ -148,6 +148,8 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     from ehrjudge.cohort.real_patients import dataset_patients, real_rows, withhold
     from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema
+    from ehrjudge.cohort.schema import Schema
+    from ehrjudge.judge.reference import dataset_reference
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.layer_inputs import LayerInputs
@@ -164,7 +166,7 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
                              file=zero_shot / split / "judge_scores.csv")
         splits[split] = records, zero
     schema = Schema.load(dataset / "reference" / "schema.json")
-    reference = ReferenceStats.from_dir(dataset / "reference")
+    reference = dataset_reference(dataset, cfg.train.prompt.record_format)
     model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
     calibration = saved_calibration(judge_dir)
     saved = LayerInputs.load(zero_shot / LAYER_INPUTS) if (zero_shot / LAYER_INPUTS).exists() else None
@@ -202,8 +204,8 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
 def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path) -> None:
     """The adversarial probes (scoring/probes.py) under the run's score definition, the seed one, the trained
     judge and the cheap baselines (formula, regressor): probes.json, probes.md, probe_records.csv."""
-    from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Cohort
+    from ehrjudge.judge.reference import dataset_reference
     from ehrjudge.judge.baseline_scorers import BaselineScorers
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
@@ -211,7 +213,7 @@ def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path
     from ehrjudge.scoring.probes import markdown_table, run_probes
 
     reference = Cohort.load(dataset / "reference")
-    stats = ReferenceStats.from_dir(dataset / "reference")
+    stats = dataset_reference(dataset, cfg.train.prompt.record_format)
     model, tokenizer = load_judge(str(judge_dir), cfg.baseline.judge.device, cfg.baseline.judge.dtype)
     judge = matrix_scorer(model, tokenizer, reference.schema, cfg.train.prompt, stats, cfg.eval_batch_size,
                           saved_calibration(judge_dir))

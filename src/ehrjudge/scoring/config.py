@@ -115,3 +115,16 @@ class SuiteConfig:
             raise ConfigError(f"SuiteConfig: unknown part(s) {unknown}; choose from {list(PARTS)}")
         if self.attribute_k < 1:
             raise ConfigError("SuiteConfig: attribute_k must be >= 1")
+
+
+def dataset_score_config(reference_dir: Path) -> "ScoreConfig | None":
+    """The ScoreConfig a judge dataset was labelled with (the config.yaml beside its reference/), when there is one."""
+    import yaml
+
+    from ehrjudge.config import config_from_dict
+
+    saved = Path(reference_dir).parent / "config.yaml"
+    if Path(reference_dir).name != "reference" or not saved.exists():
+        return None
+    section = (yaml.safe_load(saved.read_text()) or {}).get("score")
+    return config_from_dict(ScoreConfig, section) if section else None

@@ -15,10 +15,13 @@ SPLITS = ("train", "val", "test", "test_unseen")  # a judge dataset's files: DAT
 # The names of synth.generators.GENERATORS, in its order (which fixes each family's seed); a test keeps them equal.
 FAMILIES = ("gaussian_copula", "independent_marginals", "noisy_copy", "interpolation", "mode_collapse",
             "clinical_inconsistency", "sparsity_distortion", "holdout_real",
-            "patient_splice", "independent_tables", "smote", "cooccurrence_shuffle", "isolated_defects")
-# The judge dataset's default candidate pool: the later families are opt-in, each measured (docs/synth.md says why).
+            "patient_splice", "independent_tables", "smote", "cooccurrence_shuffle", "isolated_defects",
+            "memorized_copy")
+# The judge dataset's default candidate pool: the first eight, and memorized_copy (graded copies, which teach the
+# default findings_dcr judge what its closest-patient line means); the others are opt-in, each measured
+# (docs/synth.md says why).
 DEFAULT_POOL = ["gaussian_copula", "independent_marginals", "noisy_copy", "interpolation", "mode_collapse",
-                "clinical_inconsistency", "sparsity_distortion", "holdout_real"]
+                "clinical_inconsistency", "sparsity_distortion", "holdout_real", "memorized_copy"]
 
 
 @dataclasses.dataclass

@@ -391,6 +391,34 @@ def _tables(ref: Reference) -> list[tuple[int, np.ndarray]]:
     return out
 
 
+MEMORIZED_REACH = 2.0  # memorized_copy at strength 1 sits this many near-copy distances from its patient
+NEAR_COPY_PERCENTILE = 5.0  # ScoreConfig.near_copy_percentile's default: the distance's unit
+
+
+def memorized_copy(ref: Reference, n: int, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Reference patients memorized with jitter: each moved, in its non-zero continuous columns only (so counts,
+    codes and every check stay those of a real patient), by MEMORIZED_REACH x strength near-copy distances in
+    reference z-scores. The near-copy distance is the NEAR_COPY_PERCENTILE-th percentile of held-out real patients'
+    distance to their closest reference patient (scoring/hardened/privacy.py), so strength 0 is an exact copy,
+    0.5 sits at the threshold and 1 beyond it: what a generator that memorizes does, graded by how much."""
+    from ehrjudge.scoring.hardened.privacy import ClosestPatient  # synth builds on scoring, not the other way
+
+    if ref.holdout is None:
+        raise InputError("generator 'memorized_copy' needs a holdout cohort (real patients not in the reference)")
+    unit = ClosestPatient(NEAR_COPY_PERCENTILE).fit(ref.matrix, ref.holdout).threshold_
+    rows = rng.permutation(len(ref.matrix))[:n] if n <= len(ref.matrix) else rng.integers(len(ref.matrix), size=n)
+    records = ref.matrix[rows].copy()
+    movable = ~ref.is_count & ~ref.is_binary & (ref.std > 0)  # (d,) continuous, varying
+    for record in records:
+        columns = np.flatnonzero(movable & (record != 0))
+        if not len(columns):
+            continue  # nothing continuous to move: stays an exact copy
+        direction = rng.standard_normal(len(columns))
+        step = MEMORIZED_REACH * strength * unit * direction / np.linalg.norm(direction)  # in z-scores
+        record[columns] += step * ref.std[columns]
+    return ref.conform(records)
+
+
 Generator = Callable[[Reference, int, float, np.random.Generator], np.ndarray]
 GENERATORS: dict[str, Generator] = {
     "gaussian_copula": gaussian_copula,
@@ -407,6 +435,7 @@ GENERATORS: dict[str, Generator] = {
     "smote": smote,
     "cooccurrence_shuffle": cooccurrence_shuffle,
     "isolated_defects": isolated_defects,
+    "memorized_copy": memorized_copy,
 }
 
 

@@ -44,6 +44,8 @@ def rescore_dataset(dataset: Path, out: Path, w_maha: float, w_knn: float) -> Pa
     config = ScoreConfig(definition="seed", w_maha=w_maha, w_knn=w_knn)  # the weights are the seed's
     with atomic_dir(out) as tmp:
         shutil.copytree(dataset / "reference", tmp / "reference")
+        if (dataset / "holdout").is_dir():  # the patients a findings_dcr text reads (not used by these labels)
+            shutil.copytree(dataset / "holdout", tmp / "holdout")
         for split in SPLITS:
             frame = read_table(dataset / f"{split}.parquet")
             scores = score_records(reference, frame[["record_id"] + reference.schema.names], config)

@@ -32,5 +32,5 @@ class AblateConfig:
     rewards: list[str] = option(["quadratic", "absolute", "exact"], "reward shapes")
     advantages: list[str] = option(["raw", "batch_mean"], "advantages (reinforce: raw, batch_mean, normalized; "
                                                          "expected: raw, normalized; grpo has none)")
-    record_formats: list[str] = option(["findings"], "record text formats (prompt.record_format)")
+    record_formats: list[str] = option(["findings_dcr"], "record text formats (prompt.record_format)")
     max_cells: int = option(0, "run only the first N cells of the grid (0 = all)")

@@ -41,6 +41,7 @@ from ehrjudge.io import write_csv, write_json, write_text
 from ehrjudge.judge.agreement import agreement
 from ehrjudge.judge.baseline_scorers import load_split
 from ehrjudge.judge.pairwise import oriented_pairs
+from ehrjudge.judge.reference import dataset_reference
 from ehrjudge.train.pairs import mean_with_interval, pair_accuracy, preference_pairs, sample_pairs
 from ehrjudge.train.preference_config import CompareConfig
 
@@ -221,7 +222,7 @@ def run_compare(config: CompareConfig) -> dict:
     dataset, folders = resolve_inputs(config)
     folders.update(train_here(config, dataset))
     schema = Schema.load(dataset / "reference" / "schema.json")
-    reference = ReferenceStats.from_dir(dataset / "reference")
+    reference = dataset_reference(dataset, None)  # every method's prompt reads it, findings_dcr's with the patients
     per_record = scorers(folders, dataset, schema, reference, config)
     pairwise = {method: load_pairwise_judge(judge_folder(folders[method]))
                 for method in (PAIRWISE, PAIRWISE_CONSISTENT) if method in folders}

@@ -88,10 +88,12 @@ class TrainConfig:
     debug: bool = option(False, "log per-batch judge scores vs targets, label counts and advantages")
 
     # A short record text is the main CPU lever: fwd+bwd cost is linear in tokens (~160 tokens/s here).
-    # "findings" shows the record's most unusual values with their z against the reference and what the hardened
-    # score's record checks found (judge/findings.py): on hardened labels test Spearman 0.906 against 0.695 for
-    # "deviations" alone at the same budget (docs/training.md). Its check lines take ~55 of the 192 tokens.
-    prompt: PromptConfig = option(PromptConfig(record_format="findings", max_record_tokens=192,
+    # "findings_dcr" shows the record's most unusual values with their z against the reference, what the hardened
+    # score's record checks found and how close its closest reference patient is (judge/findings.py): on hardened
+    # labels, with memorized copies in the pool (synth.config.DEFAULT_POOL), test_unseen Spearman 0.861 against
+    # 0.577 for "findings" (no patient line) on the same data (docs/training.md). It reads the reference and held-out
+    # patients when judging; "findings" is the judge to hand to someone who does not hold the cohort.
+    prompt: PromptConfig = option(PromptConfig(record_format="findings_dcr", max_record_tokens=192,
                                                system_prompt="You rate synthetic patient records."),
                                   "prompt settings (ehrjudge.judge.prompt.PromptConfig), incl. record_format "
                                   "and the record token budget max_record_tokens")

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.io import read_table
 from ehrjudge.judge.prompt import PromptConfig, needs_reference
+from ehrjudge.judge.reference import dataset_reference
 from ehrjudge.judge.scoring import record_prompts
 from ehrjudge.paths import DEFAULT_DATASET, cache_dir
 
@@ -62,7 +62,7 @@ def load_split(dataset_dir: Path, split: str, tokenizer, prompt: PromptConfig, s
         chosen = np.sort(np.random.default_rng(seed).choice(len(frame), limit, replace=False))
         frame = frame.iloc[chosen].reset_index(drop=True)
     schema = schema or load_schema(dataset_dir)
-    reference = ReferenceStats.from_dir(Path(dataset_dir) / "reference") if needs_reference(prompt.record_format) else None
+    reference = dataset_reference(dataset_dir, prompt.record_format) if needs_reference(prompt.record_format) else None
     prompts = record_prompts(frame, schema, tokenizer, prompt, reference)
     return Split(split, frame["record_id"].tolist(), prompts, frame[SCORE_COLUMN].to_numpy(dtype=int), frame)
 

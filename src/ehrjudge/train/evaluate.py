@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.judge.agreement import agreement
@@ -26,6 +25,7 @@ from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, Base
 from ehrjudge.judge.calibration import saved_calibration
 from ehrjudge.judge.prompt import PromptConfig, saved_prompt
 from ehrjudge.judge.scoring import judge_records
+from ehrjudge.judge.reference import dataset_reference
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("test", "test_unseen")
@@ -65,7 +65,7 @@ def evaluate_judge(model: str | Path, dataset: str | Path, splits=EVAL_SPLITS, z
     schema = Schema.load(dataset / "reference" / "schema.json")
     prompt = training_prompt(model)
     calibration = saved_calibration(model)
-    reference = ReferenceStats.from_dir(dataset / "reference")
+    reference = dataset_reference(dataset, prompt.record_format)
     judge, tokenizer = load_judge(str(model))
     cheap = BaselineScorers.fit(dataset, schema, reference, seed=seed)
     base = None

@@ -43,6 +43,7 @@ from ehrjudge.judge.agreement import CORRELATIONS, correlation, resampled_correl
 from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, TRUE_SCORE, FormulaScorer
 from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.data import load_frame
+from ehrjudge.judge.reference import dataset_reference
 
 log = logging.getLogger(__name__)
 JUDGE, BRADLEY_TERRY, DPO = "judge", "bradley_terry", "dpo"
@@ -134,9 +135,14 @@ def fold_families(splits: dict[str, pd.DataFrame], requested: list[str]) -> list
 
 
 def write_fold_dataset(dataset: Path, fold: Fold, out: Path) -> Path:
-    """A judge dataset dir for one fold's training: the dataset's reference/, the fold's train and val."""
+    """A judge dataset dir for one fold's training: the dataset's reference/ (and holdout/ and config.yaml, which the
+    `findings_dcr` text reads), the fold's train and val."""
     with atomic_dir(out) as tmp:
         shutil.copytree(dataset / "reference", tmp / "reference")
+        if (dataset / "holdout").is_dir():
+            shutil.copytree(dataset / "holdout", tmp / "holdout")
+        if (dataset / "config.yaml").exists():
+            shutil.copy2(dataset / "config.yaml", tmp / "config.yaml")
         write_parquet(tmp / "train.parquet", fold.train)
         write_parquet(tmp / "val.parquet", fold.val)
     return out
@@ -251,7 +257,7 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
     schema = Schema.load(dataset / "reference" / "schema.json")
-    reference = ReferenceStats.from_dir(dataset / "reference")
+    reference = dataset_reference(dataset, config.judge.prompt.record_format)
     splits = {s: load_frame(dataset, s) for s in ("train", "val", "test")}
     splits["test_unseen"] = optional_split(dataset, "test_unseen", splits["test"])
     judge_pool = {"train": seeded_subset(splits["train"], config.judge_train_records, config.seed),

@@ -54,12 +54,12 @@ def pairwise_loss(log_probs: torch.Tensor, right: torch.Tensor, swapped_log_prob
 
 def split_texts(dataset_dir: Path, split: str, tokenizer, prompt: PromptConfig, schema, limit: int, seed: int):
     """(record texts, integer scores) of a split (train.data.load_split's seeded subset)."""
-    from ehrjudge.cohort.reference_stats import ReferenceStats
+    from ehrjudge.judge.reference import dataset_reference
     from ehrjudge.judge.scoring import record_texts
     from ehrjudge.train.data import load_split
 
     loaded = load_split(dataset_dir, split, tokenizer, prompt, schema, limit=limit, seed=seed)
-    reference = ReferenceStats.from_dir(dataset_dir / "reference") if needs_reference(prompt.record_format) else None
+    reference = dataset_reference(dataset_dir, prompt.record_format) if needs_reference(prompt.record_format) else None
     return record_texts(loaded.frame, schema, tokenizer, prompt, reference), loaded.scores
 
 

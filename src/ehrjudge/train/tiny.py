@@ -33,15 +33,21 @@ def _records(n: int, rng: np.random.Generator, prefix: str) -> pd.DataFrame:
     return frame
 
 
+def _save_patients(folder: Path, records: pd.DataFrame, schema: Schema, first_id: int) -> None:
+    patients = records.drop(columns=["record_id", "generator", "strength", "realism_score"])
+    patients.insert(0, "subject_id", np.arange(len(patients)) + first_id)
+    folder.mkdir()
+    Cohort(vectors=patients, schema=schema).save(folder)
+
+
 def tiny_dataset(out: Path, n_train: int = 64, n_eval: int = 32, seed: int = 0) -> Path:
-    """Write a judge dataset dir (reference/, train/val/test/test_unseen.parquet) for the easy task."""
+    """Write a judge dataset dir (reference/, holdout/, train/val/test/test_unseen.parquet) for the easy task."""
     rng = np.random.default_rng(seed)
     schema = Schema(features=list(FEATURES), source="tiny")
     with atomic_dir(out) as tmp:
-        reference = _records(50, rng, "ref").drop(columns=["record_id", "generator", "strength", "realism_score"])
-        reference.insert(0, "subject_id", np.arange(50))
-        (tmp / "reference").mkdir()
-        Cohort(vectors=reference, schema=schema).save(tmp / "reference")
+        _save_patients(tmp / "reference", _records(50, rng, "ref"), schema, first_id=0)
         for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval), ("test_unseen", n_eval)):
             write_parquet(tmp / f"{split}.parquet", _records(n, rng, split))
+        # real patients kept out of the reference, as a built dataset has (own seed: the splits stay as they were)
+        _save_patients(tmp / "holdout", _records(20, np.random.default_rng([seed, 1]), "hold"), schema, first_id=1000)
     return Path(out)

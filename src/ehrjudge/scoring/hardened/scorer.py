@@ -29,7 +29,7 @@ from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.scoring.hardened.checks import RecordChecks
 from ehrjudge.scoring.hardened.normal_scores import NormalScores
-from ehrjudge.scoring.knn import ExactKNN
+from ehrjudge.scoring.hardened.privacy import EXACT_COPY, ClosestPatient
 from ehrjudge.scoring.mahalanobis import ShrunkMahalanobis
 from ehrjudge.scoring.mapping import linear_score
 
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 COLUMNS = ["mahalanobis", "typicality_ratio", "nn_distance", "dcr_quantile", "authentic", "near_copy", "exact_copy",
            "n_invalid", "invalid_columns", "n_unusual", "sparsity_z", "rubric_pass", "rule_violations",
            "s_typicality", "s_sparsity", "privacy_cap", "caps", "realism_continuous", "realism_score"]
-EXACT_COPY = 1e-9  # DCR at or below this (reference z-scores) is an exact copy of a reference patient
 
 
 class HardenedScorer:
@@ -61,11 +60,9 @@ class HardenedScorer:
             raise InputError("every column is constant in the reference; nothing to score against")
         self.center_ = scores[:, self.varying_].mean(axis=0)
         centered = scores[:, self.varying_] - self.center_
-        self.mean_, self.scale_ = reference.mean(axis=0), np.where(self.varying_, reference.std(axis=0), 1.0)
-        standardized = self._standardize(reference)
         self.mahalanobis_ = ShrunkMahalanobis(cfg.covariance, cfg.chunk_size, cfg.mahalanobis_precision).fit(centered)
-        self.knn_ = ExactKNN(standardized, cfg.chunk_size)
-        self.reference_nn_ = self.knn_.kneighbors(standardized, 2)[0][:, 1]  # (n,) each patient's nearest other
+        self.closest_ = ClosestPatient(cfg.near_copy_percentile, cfg.chunk_size).fit(reference, calibration)
+        self.dcr_threshold_ = self.closest_.threshold_
         self.checks_ = RecordChecks(cfg, self.schema, ReferenceStats.from_matrix(self.schema, reference))
         if not self.checks_.groups:
             log.info("score/sparsity the schema has no per-code columns: the sparsity component is off")
@@ -81,28 +78,12 @@ class HardenedScorer:
         return self
 
     def _calibrate(self, calibration: np.ndarray) -> None:
-        """The typicality scale (held-out median distance) and the near-copy threshold (held-out DCR quantile)."""
-        held_out = self._distances(calibration)
-        percentile = self.config.near_copy_percentile
-        self.median_distance_ = float(np.median(held_out["mahalanobis"]))
-        self.holdout_dcr_ = np.sort(held_out["nn_distance"])
+        """The typicality scale: the held-out real patients' median distance (the near-copy threshold is the
+        ClosestPatient's)."""
+        self.median_distance_ = float(np.median(self._distances(calibration)["mahalanobis"]))
         if not self.median_distance_ > 0:
             raise InputError("half the held-out real records sit at the reference's centre (median Mahalanobis "
                              "distance 0); the holdout must hold other patients")
-        self.dcr_threshold_ = float(np.percentile(held_out["nn_distance"], percentile))
-        if not self.dcr_threshold_ > 0:  # real duplicates exist (sparse vectors): cap at the closest non-duplicate
-            positive = self.holdout_dcr_[self.holdout_dcr_ > EXACT_COPY]
-            if not len(positive):
-                raise InputError("every held-out real record duplicates a reference record; the holdout must hold "
-                                 "other patients")
-            self.dcr_threshold_ = float(positive[0])
-            log.warning("score/privacy %.1f %% of held-out patients duplicate a reference patient; the near-copy "
-                        "threshold is their smallest non-zero DCR, %.3g",
-                        100 * float((self.holdout_dcr_ <= EXACT_COPY).mean()), self.dcr_threshold_)
-
-    def _standardize(self, records: np.ndarray) -> np.ndarray:
-        """z-scores on the reference's varying columns: the space of the privacy distances (DCR), as the seed's."""
-        return (records[:, self.varying_] - self.mean_[self.varying_]) / self.scale_[self.varying_]
 
     def _distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
         step = self.config.chunk_size
@@ -111,9 +92,8 @@ class HardenedScorer:
 
     def _chunk_distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
         centered = self.normal_.transform(records)[:, self.varying_] - self.center_
-        nearest, index = self.knn_.kneighbors(self._standardize(records), 1)  # (c, 1)
-        return {"mahalanobis": self.mahalanobis_.distance(centered), "nn_distance": nearest[:, 0],
-                "nearest": index[:, 0]}
+        nearest, index = self.closest_.nearest(records)
+        return {"mahalanobis": self.mahalanobis_.distance(centered), "nn_distance": nearest, "nearest": index}
 
     def score(self, records: np.ndarray) -> pd.DataFrame:
         """One row per record with COLUMNS: every component, the caps that lowered it, realism_score."""
@@ -122,8 +102,9 @@ class HardenedScorer:
         nearest = frame.pop("nearest").to_numpy()
         dcr = frame["nn_distance"].to_numpy()
         frame["typicality_ratio"] = frame["mahalanobis"] / self.median_distance_
-        frame["dcr_quantile"] = np.searchsorted(self.holdout_dcr_, dcr, side="right") / len(self.holdout_dcr_)
-        frame["authentic"] = dcr > self.reference_nn_[nearest]
+        held_out = self.closest_.holdout_dcr_
+        frame["dcr_quantile"] = np.searchsorted(held_out, dcr, side="right") / len(held_out)
+        frame["authentic"] = dcr > self.closest_.reference_nn_[nearest]
         frame["near_copy"] = dcr <= self.dcr_threshold_
         frame["exact_copy"] = dcr <= EXACT_COPY
         for key, values in self.checks_.check(records).items():
