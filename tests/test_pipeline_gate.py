@@ -88,6 +88,24 @@ def test_register_judge_refuses_a_folder_that_is_not_self_contained(tmp_path):
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_register_judge_refuses_a_judge_that_reads_patients(tmp_path):
+    """A findings_dcr judge reads the reference patients when judging; a served model carries none: refused."""
+    import json
+
+    from ehrjudge.errors import InputError
+    from ehrjudge.judge.artifact import FORMAT
+    from ehrjudge.pipeline.gate import register_judge
+
+    # Setup: a self-contained folder description whose prompt is the findings_dcr text
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "ehrjudge.json").write_text(json.dumps({"format": FORMAT,
+                                                                   "prompt": {"record_format": "findings_dcr"}}))
+    # Run / Assert
+    with pytest.raises(InputError, match="findings_dcr"):
+        register_judge(tmp_path / "judge", "judge-z", GateConfig(registry_dir=str(tmp_path / "mlruns")))
+    assert not (tmp_path / "mlruns").exists()
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_register_judge_command_registers_the_folder_where_its_flags_say(tiny_trained_judge, tmp_path, monkeypatch):
     # Setup

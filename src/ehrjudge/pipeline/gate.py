@@ -164,6 +164,7 @@ def register_judge(judge: str | Path, name: str, config: RegistryConfig) -> str:
     import mlflow
 
     from ehrjudge.judge.artifact import FORMAT, read_info
+    from ehrjudge.judge.prompt import needs_patients
     from ehrjudge.judge.serving import ARTIFACT, JudgeModel, requirements
     from ehrjudge.tracking import setup_mlflow
 
@@ -172,6 +173,11 @@ def register_judge(judge: str | Path, name: str, config: RegistryConfig) -> str:
     if info.get("format") != FORMAT:
         raise InputError("only a self-contained judge folder can be registered (ehrjudge train and ehrjudge run "
                          "write one; this one depends on paths outside it)", file=judge)
+    record_format = (info.get("prompt") or {}).get("record_format")
+    if needs_patients(record_format or ""):
+        raise InputError(f"a judge of the '{record_format}' text reads the reference patients when it judges, and a "
+                         "served model carries none: register a judge trained with --prompt.record-format findings",
+                         file=judge)
     setup_mlflow(config.registry_dir, config.experiment, config.tracking_uri)
     with mlflow.start_run(run_name=f"judge-{name}") as run:
         base = info["base_model"]
