@@ -20,14 +20,13 @@ import pandas as pd
 from ehrjudge.cohort.real_patients import dataset_patients, near_copy_ids, real_rows, withhold
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.config import save_config, to_dict
-from ehrjudge.errors import InputError
 from ehrjudge.io import atomic_dir, write_csv, write_json, write_text
 from ehrjudge.judge.agreement import agreement
 from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, TRUE_SCORE, VERIFIABLE, BaselineScorers, load_split
 from ehrjudge.judge.layer_inputs import LayerCapture
 from ehrjudge.judge.config import BaselineConfig
-from ehrjudge.judge.scoring import judge_records, record_texts, save_judge_config
 from ehrjudge.judge.reference import dataset_reference
+from ehrjudge.judge.scoring import judge_records, record_texts, save_judge_config
 
 log = logging.getLogger(__name__)
 FORMULA_ROW = "Formula: diagonal z from the reference statistics (1..10 map fitted on val)"

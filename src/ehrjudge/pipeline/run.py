@@ -146,14 +146,12 @@ def build_train_stage(cfg: RunConfig, dataset: Path, work: Path, out: Path) -> N
 
 def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge_dir: Path, out: Path) -> None:
     from ehrjudge.cohort.real_patients import dataset_patients, real_rows, withhold
-    from ehrjudge.cohort.reference_stats import ReferenceStats
     from ehrjudge.cohort.schema import Schema
-    from ehrjudge.cohort.schema import Schema
-    from ehrjudge.judge.reference import dataset_reference
-    from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.layer_inputs import LayerInputs
+    from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.prompt import build_prompt
+    from ehrjudge.judge.reference import dataset_reference
     from ehrjudge.judge.scoring import judge_from_layer_inputs, judge_prompts, record_texts, summarize_distribution
 
     splits = {}
@@ -205,10 +203,10 @@ def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path
     """The adversarial probes (scoring/probes.py) under the run's score definition, the seed one, the trained
     judge and the cheap baselines (formula, regressor): probes.json, probes.md, probe_records.csv."""
     from ehrjudge.cohort.schema import Cohort
-    from ehrjudge.judge.reference import dataset_reference
     from ehrjudge.judge.baseline_scorers import BaselineScorers
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
+    from ehrjudge.judge.reference import dataset_reference
     from ehrjudge.judge.scoring import matrix_scorer
     from ehrjudge.scoring.probes import markdown_table, run_probes
 

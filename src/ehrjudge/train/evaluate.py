@@ -24,8 +24,8 @@ from ehrjudge.judge.baseline import FORMULA_ROW
 from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers, load_split
 from ehrjudge.judge.calibration import saved_calibration
 from ehrjudge.judge.prompt import PromptConfig, saved_prompt
-from ehrjudge.judge.scoring import judge_records
 from ehrjudge.judge.reference import dataset_reference
+from ehrjudge.judge.scoring import judge_records
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("test", "test_unseen")

@@ -41,9 +41,9 @@ from ehrjudge.errors import ConfigError, InputError, MetricUndefinedError
 from ehrjudge.io import atomic_dir, write_json, write_parquet
 from ehrjudge.judge.agreement import CORRELATIONS, correlation, resampled_correlations
 from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, TRUE_SCORE, FormulaScorer
+from ehrjudge.judge.reference import dataset_reference
 from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.data import load_frame
-from ehrjudge.judge.reference import dataset_reference
 
 log = logging.getLogger(__name__)
 JUDGE, BRADLEY_TERRY, DPO = "judge", "bradley_terry", "dpo"
