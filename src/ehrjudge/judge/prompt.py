@@ -42,10 +42,13 @@ def needs_reference(record_format: str) -> bool:
     return record_format in ("deviations", "findings", "findings_dcr")
 
 
+PATIENT_FORMAT = "findings_dcr"  # the one record format that reads the reference patients themselves
+
+
 def needs_patients(record_format: str) -> bool:
     """Whether a record format reads the reference patients themselves (ReferenceStats.patients), not only their
     statistics."""
-    return record_format == "findings_dcr"
+    return record_format == PATIENT_FORMAT
 
 
 def user_message(text: str, config: PromptConfig) -> str:

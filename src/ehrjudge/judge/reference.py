@@ -11,9 +11,7 @@ from pathlib import Path
 from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Cohort
 from ehrjudge.errors import InputError
-from ehrjudge.judge.prompt import needs_patients
-
-PATIENT_FORMAT = "findings_dcr"  # the record format that reads the patients (judge.prompt.needs_patients)
+from ehrjudge.judge.prompt import PATIENT_FORMAT, needs_patients
 from ehrjudge.scoring.config import ScoreConfig, dataset_score_config
 from ehrjudge.scoring.hardened.privacy import ClosestPatient
 
