@@ -37,8 +37,9 @@ class ClosestPatient:
         if not self.varying_.any():
             raise InputError("every column is constant in the reference; nothing to measure distances in")
         self.mean_, self.scale_ = reference.mean(axis=0), np.where(self.varying_, std, 1.0)
-        self.knn_ = ExactKNN(self.standardize(reference), self.chunk_size)
-        self.reference_nn_ = self.knn_.kneighbors(self.standardize(reference), 2)[0][:, 1]  # each one's nearest other
+        standardized = self.standardize(reference)
+        self.knn_ = ExactKNN(standardized, self.chunk_size)
+        self.reference_nn_ = self.knn_.kneighbors(standardized, 2)[0][:, 1]  # each one's nearest other
         held_out = self.nearest(calibration)[0]
         self.holdout_dcr_ = np.sort(held_out)
         self.threshold_ = float(np.percentile(held_out, self.percentile))
