@@ -9,8 +9,11 @@ ceiling for a learner of this kind (the judge is another learner; it can fall be
 - deviations: sex, age, status, the counts of |z| > 3 and > 2, the `top` largest |z| (the default text before `findings`);
 - findings: deviations + what judge/findings.py adds: invalid and out-of-range counts, rubric pass rate (the
   weighted rule counts), largest codes-per-table |normal score|;
-- findings + privacy: findings + the record's distance to its closest reference patient as a held-out quantile,
-  which no record text can show without the patients (for the record: what keeping patients out costs);
+- findings_dcr: findings + the record's distance to its closest reference patient (the text's closest-patient line,
+  which needs the patients), + whether an essential rule is broken (the text names them);
+- findings_dcr + caps: + the score cap line (PromptConfig.show_caps, the lowest of the hardened caps);
+- findings_dcr + caps + typicality: + the distance from the reference's centre over held-out patients' median
+  (PromptConfig.show_typicality);
 - full vector: the same regressor on the record's every column (the `regressor` baseline).
 """
 
@@ -49,6 +52,12 @@ def check_features(matrix: np.ndarray, checks: RecordChecks) -> np.ndarray:
     return np.column_stack([found["n_invalid"], found["n_unusual"], found["rubric_pass"], found["sparsity_z"]])
 
 
+def cap_feature(frame: pd.DataFrame, essential: np.ndarray, config: ScoreConfig) -> np.ndarray:
+    """The score cap line's value: min(privacy_cap, invalid_cap if invalid, essential_cap if essential broken)."""
+    return np.minimum.reduce([frame.privacy_cap.to_numpy(), np.where(frame.n_invalid > 0, config.invalid_cap, 10.0),
+                              np.where(essential, config.essential_cap, 10.0)])
+
+
 def ceiling(features: dict[str, np.ndarray], frames: dict[str, pd.DataFrame]) -> dict[str, float]:
     model = HistGradientBoostingRegressor(random_state=0).fit(features["train"], frames["train"].realism_continuous)
     return {split: float(spearmanr(model.predict(features[split]), frames[split].realism_score).statistic)
@@ -70,11 +79,15 @@ def main() -> None:
     matrices = {split: frame[names].to_numpy(dtype=np.float64) for split, frame in frames.items()}
     deviations = {s: deviation_features(m, stats, names, args.top) for s, m in matrices.items()}
     findings = {s: np.column_stack([deviations[s], check_features(m, checks)]) for s, m in matrices.items()}
+    essential = {s: checks.check(m)["essential_violated"] for s, m in matrices.items()}
+    dcr = {s: np.column_stack([findings[s], frames[s].nn_distance, essential[s]]) for s in SPLITS}
+    caps = {s: np.column_stack([dcr[s], cap_feature(frames[s], essential[s], ScoreConfig())]) for s in SPLITS}
     designs = {
         "deviations": deviations,
         "findings": findings,
-        "findings + privacy (not shown to the judge)": {
-            s: np.column_stack([findings[s], frames[s].dcr_quantile]) for s in SPLITS},
+        "findings_dcr": dcr,
+        "findings_dcr + caps": caps,
+        "findings_dcr + caps + typicality": {s: np.column_stack([caps[s], frames[s].typicality_ratio]) for s in SPLITS},
         "full vector (the regressor baseline)": matrices,
     }
     table = {name: ceiling(features, frames) for name, features in designs.items()}
@@ -85,7 +98,7 @@ def main() -> None:
     print(f"{'record text':46s} {'test':>6s} {'test_unseen':>12s}   (Spearman of a GBM on what the text shows)")
     for name, row in table.items():
         print(f"{name:46s} {row['test']:6.3f} {row['test_unseen']:12.3f}")
-    print(f"near copies (capped by privacy, invisible to any record text): {near_copies}")
+    print(f"near copies (capped by privacy; only the findings_dcr texts show them): {near_copies}")
     print(f"-> {args.out}")
 
 

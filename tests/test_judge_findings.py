@@ -178,7 +178,7 @@ def test_scorer_privacy_cap_is_the_texts_ratio(cohort):
                          holdout.matrix()])
     scorer = RealismScorer(ScoreConfig(), reference.schema).fit(reference.matrix(), holdout.matrix())
     scored = scorer.score(records)
-    stats = cohort_reference(reference, holdout, ScoreConfig().near_copy_percentile)
+    stats = cohort_reference(reference, holdout, ScoreConfig())
     np.testing.assert_array_equal(1.0 + 9.0 * np.minimum(1.0, stats.patients.ratio(records)), scored["privacy_cap"])
     assert scored["exact_copy"].iloc[:4].all()
 
@@ -187,7 +187,7 @@ def test_findings_dcr_lines_name_copies(cohort):
     """An exact copy reads 'identical', a tiny move 'near copy', a held-out patient 'times the near-copy distance'."""
     # Setup: one copy, one copy moved by 1e-3 of a SD, one held-out patient beyond the threshold
     reference, holdout = cohort
-    stats = cohort_reference(reference, holdout, 5.0)
+    stats = cohort_reference(reference, holdout, ScoreConfig(near_copy_percentile=5.0))
     ratios = stats.patients.ratio(holdout.matrix())
     far = holdout.matrix()[int(np.argmax(ratios))]
     moved = reference.matrix()[1] + 1e-3 * stats.std
@@ -219,7 +219,7 @@ def test_saved_statistics_never_hold_the_patients(cohort, tmp_path):
     """Attaching the patients changes nothing that is saved: the file is the one written without them."""
     reference, holdout = cohort
     ReferenceStats.from_cohort(reference).save(tmp_path / "plain.json")
-    cohort_reference(reference, holdout, 5.0).save(tmp_path / "with.json")
+    cohort_reference(reference, holdout, ScoreConfig(near_copy_percentile=5.0)).save(tmp_path / "with.json")
     assert json.loads((tmp_path / "plain.json").read_text()) == json.loads((tmp_path / "with.json").read_text())
 
 
@@ -246,3 +246,123 @@ def test_show_prints_the_closest_patient_line(cohort, tmp_path):
     assert "Closest reference patient: identical (a copy)" in shown.output.splitlines()
     assert isinstance(refused.exception, InputError) and "held-out real patients" in str(refused.exception)
     assert "cohort" in str(refused.exception)  # the folder it looked beside
+
+
+def test_cap_line_is_the_hardened_scores_lowest_cap(cohort):
+    """'Score cap: X (reasons)' is min(privacy_cap, invalid_cap if invalid, essential_cap if essential broken), the
+    hardened scorer's own caps, with the reasons that reach it; 'Score cap: none' when none applies."""
+    # Setup: a clean held-out patient, a pregnant man (essential rule), a fractional count (invalid), an exact copy,
+    # a copy moved by a tenth of the near-copy distance
+    reference, holdout = cohort
+    names = reference.schema.names
+    stats = cohort_reference(reference, holdout, ScoreConfig())
+    checks = RecordChecks(ScoreConfig(), reference.schema, stats)
+    held = holdout.matrix()
+    clean = held[(checks.check(held)["rule_violations"] == "") & (stats.patients.ratio(held) >= 1.0)
+                 & (checks.check(held)["n_invalid"] == 0)][0]
+    pregnant_man = clean.copy()
+    pregnant_man[names.index("gender")] = 1.0
+    pregnant_man[names.index("dx_icd10_z34")] = 1.0
+    fractional = clean.copy()
+    fractional[names.index("admissions_count")] = 2.5
+    copy = reference.matrix()[0]
+    rows = np.vstack([clean, pregnant_man, fractional, copy])
+    scored = RealismScorer(ScoreConfig(), reference.schema).fit(reference.matrix(), held).score(rows)
+    # Run
+    caps = [line[-1] for line in finding_lines(frame_of(reference, rows), reference.schema, stats, closest=True,
+                                               caps=True)]
+    # Assert: the text's cap against the scorer's components
+    assert caps[0] == "Score cap: none"
+    assert caps[1] == "Score cap: 4 (essential rule broken)"
+    assert caps[2] == "Score cap: 2 (invalid values)"
+    assert caps[3] == "Score cap: 1 (near copy)"
+    assert scored["privacy_cap"].iloc[3] == 1.0 and scored["n_invalid"].iloc[2] > 0 and scored["caps"].iloc[0] == ""
+    assert (scored["realism_continuous"].to_numpy()[1:] <= [4.0, 2.0, 1.0]).all()  # the score obeys the text's caps
+    # Without the patients (findings), no privacy cap; without caps=True, no cap line
+    plain = finding_lines(frame_of(reference, rows), reference.schema, stats, caps=True)
+    assert [line[-1] for line in plain][3] == "Score cap: none"
+    assert not any(line[-1].startswith("Score cap") for line in finding_lines(frame_of(reference, rows),
+                                                                               reference.schema, stats))
+
+
+def test_cap_line_shows_a_continuous_privacy_cap():
+    from ehrjudge.judge.findings import _cap_line
+
+    assert _cap_line({"invalid values": None, "essential rule broken": None, "near copy": 4.78}) == \
+        "Score cap: 4.8 (near copy)"
+    assert _cap_line({"invalid values": 2.0, "essential rule broken": 4.0, "near copy": 1.9}) == \
+        "Score cap: 1.9 (near copy)"
+    assert _cap_line({"invalid values": 2.0, "essential rule broken": 2.0, "near copy": None}) == \
+        "Score cap: 2 (invalid values, essential rule broken)"
+
+
+def test_typicality_line_is_the_scorers_ratio(cohort):
+    """'Distance from the reference centre: R times ...' shows the hardened scorer's typicality_ratio, from the very
+    Typicality it reads; refused without the patients."""
+    # Setup: held-out patients and the same records pushed far out (x3)
+    reference, holdout = cohort
+    records = np.vstack([holdout.matrix()[:5], 3.0 * holdout.matrix()[:5]])
+    stats = cohort_reference(reference, holdout, ScoreConfig())
+    scored = RealismScorer(ScoreConfig(), reference.schema).fit(reference.matrix(), holdout.matrix()).score(records)
+    # Run
+    lines = finding_lines(frame_of(reference, records), reference.schema, stats, typicality=True)
+    # Assert: the first line carries the scorer's ratio at the shown precision
+    np.testing.assert_array_equal(stats.typicality.ratio(records), scored["typicality_ratio"])
+    for line, ratio in zip(lines, scored["typicality_ratio"]):
+        shown = float(line[0].split(": ")[1].split(" times")[0])
+        assert line[0].startswith("Distance from the reference centre: ")
+        assert shown == pytest.approx(ratio, abs=0.051 if ratio < 10 else 0.51)
+    assert all(float(a[0].split(": ")[1].split(" ")[0]) > float(b[0].split(": ")[1].split(" ")[0])
+               for a, b in zip(lines[5:], lines[:5]))
+    with pytest.raises(InputError, match="show_typicality"):
+        finding_lines(frame_of(reference, records), reference.schema, ReferenceStats.from_cohort(reference),
+                      typicality=True)
+
+
+def test_finding_facts_are_the_lines_numbers(cohort):
+    """finding_facts holds what the lines say: the invalid count, the rule counts per severity, the closest-patient
+    ratio and the score cap (10 where the line says none), row for row."""
+    from ehrjudge.judge.findings import SEVERITY_ORDER, finding_facts
+
+    # Setup: a clean held-out patient, a pregnant man, a fractional count, an exact copy
+    reference, holdout = cohort
+    names = reference.schema.names
+    stats = cohort_reference(reference, holdout, ScoreConfig())
+    held = holdout.matrix()
+    checks = RecordChecks(ScoreConfig(), reference.schema, stats)
+    found = checks.check(held)
+    clean = held[(found["rule_violations"] == "") & (found["n_invalid"] == 0) & (stats.patients.ratio(held) >= 1)][0]
+    pregnant_man, fractional = clean.copy(), clean.copy()
+    pregnant_man[names.index("gender")], pregnant_man[names.index("dx_icd10_z34")] = 1.0, 1.0
+    fractional[names.index("admissions_count")] = 2.5
+    rows = frame_of(reference, np.vstack([clean, pregnant_man, fractional, reference.matrix()[0]]))
+    # Run
+    facts = finding_facts(rows, reference.schema, stats, closest=True)
+    lines = finding_lines(rows, reference.schema, stats, closest=True, caps=True)
+    # Assert: one row per record; the last column is the cap line's value, the one before it the ratio
+    assert facts.shape[0] == 4 and np.isfinite(facts).all()
+    shown_caps = [10.0 if line[-1] == "Score cap: none" else float(line[-1].split()[2]) for line in lines]
+    np.testing.assert_allclose(facts[:, -1], shown_caps, atol=0.05)
+    np.testing.assert_allclose(facts[:, -2], stats.patients.ratio(rows[names].to_numpy()))
+    tables = len(checks.groups)
+    severity_block = facts[:, -(2 + 2 * tables + len(SEVERITY_ORDER)):-(2 + 2 * tables)]
+    assert severity_block[0].sum() == 0 and severity_block[1][0] >= 1  # the pregnant man breaks an essential rule
+    invalid = facts[:, -(2 + 2 * tables + len(SEVERITY_ORDER) + 2)]
+    np.testing.assert_array_equal(invalid > 0, [False, False, True, False])
+    # Without the patients: no ratio column, and the copy is no longer capped
+    plain = finding_facts(rows, reference.schema, stats)
+    assert plain.shape[1] == facts.shape[1] - 1 and plain[3, -1] == 10.0
+
+
+def test_z_matrix_is_reference_stats_z_scores_row_by_row():
+    from ehrjudge.judge.findings import _z_matrix
+
+    # Setup: column b constant in the reference; records on it, off it, and beyond it
+    stats = ReferenceStats(("a", "b", "c"), np.array([1.0, 5.0, 2.0]), np.array([1.0, 0.0, 2.0]))
+    records = np.array([[3.0, 5.0, 2.0], [0.0, 6.0, 6.0], [1.0, 4.0, -2.0]])
+    # Run
+    z = _z_matrix(records, stats)
+    # Assert
+    expected = [[stats.z_scores(dict(zip(stats.names, row)))[name] for name in stats.names] for row in records]
+    np.testing.assert_array_equal(z, expected)
+    assert np.isposinf(z[1, 1]) and np.isneginf(z[2, 1]) and z[0, 1] == 0.0

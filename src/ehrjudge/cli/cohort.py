@@ -62,6 +62,10 @@ def show_command(
     holdout: Optional[Path] = typer.Option(None, help="held-out real patients (cohort directory) for the "
                                                       "findings_dcr format's near-copy distance; default: the "
                                                       "holdout/ beside a dataset's reference/"),
+    show_caps: bool = typer.Option(False, help="findings formats: end with the score cap the check lines impose "
+                                               "(as a judge trained with prompt.show_caps reads it)"),
+    show_typicality: bool = typer.Option(False, help="findings formats: begin with the distance from the cohort's "
+                                                     "centre over held-out patients' median (needs --holdout)"),
 ) -> None:
     """Print one record of a cohort (or of a synthetic records file in its schema) as the judge's table text."""
     from ehrjudge.cohort.schema import Cohort, load_records
@@ -93,7 +97,8 @@ def show_command(
     if format in FINDINGS_FORMATS:
         from ehrjudge.judge.findings import finding_lines
 
-        findings = finding_lines(hits.iloc[:1], data.schema, reference, closest=format == "findings_dcr")[0]
+        findings = finding_lines(hits.iloc[:1], data.schema, reference, closest=format == "findings_dcr",
+                                 caps=show_caps, typicality=show_typicality)[0]
     typer.echo(record_to_text(row.to_dict(), data.schema, fmt=format, max_tokens=max_tokens,
                               count_tokens=count_tokens, record_id=row[data.id_column],
                               reference=reference, findings=findings))

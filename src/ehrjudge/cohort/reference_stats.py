@@ -42,6 +42,9 @@ class ReferenceStats:
     # The reference patients themselves, for the one record text that needs them (`findings_dcr`): a fitted
     # scoring.hardened.privacy.ClosestPatient, attached by judge.reference.cohort_reference; never saved or compared.
     patients: object | None = dataclasses.field(default=None, compare=False, repr=False)
+    # Fitted on the same patients: a scoring.hardened.typicality.Typicality (the hardened score's distance from the
+    # reference's centre over held-out patients' median), for the findings texts' typicality line; never saved.
+    typicality: object | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_cohort(cls, cohort: Cohort) -> "ReferenceStats":

@@ -32,6 +32,12 @@ class PromptConfig:
                    "codes per table; judge/findings.py) or findings_dcr (findings plus the closest reference patient's "
                    "distance against the near-copy threshold, the privacy cap's input: needs the reference patients "
                    "and held-out patients when judging, which no judge folder stores)")
+    show_caps: bool = option(False, "findings and findings_dcr only: end the check lines with the score cap they "
+                                    "imply ('Score cap: 4 (essential rule broken)' or 'Score cap: none'); off in "
+                                    "judges saved before it, so their text is unchanged")
+    show_typicality: bool = option(False, "findings_dcr only (it reads the patients): begin the check lines with "
+                                          "the record's distance from the reference's centre over held-out "
+                                          "patients' median, the hardened typicality's input")
     deviation_items: int = option(6, "deviations format: show this many features, most unusual first")
     max_record_tokens: int | None = option(384, "truncate the record text to this many tokens; None = no limit")
     chat_template: str | None = option(None, "Jinja chat template; None uses the tokenizer's own")

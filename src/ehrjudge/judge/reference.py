@@ -14,6 +14,7 @@ from ehrjudge.errors import InputError
 from ehrjudge.judge.prompt import PATIENT_FORMAT, needs_patients
 from ehrjudge.scoring.config import ScoreConfig, dataset_score_config
 from ehrjudge.scoring.hardened.privacy import ClosestPatient
+from ehrjudge.scoring.hardened.typicality import Typicality
 
 
 def reference_for(reference_dir, record_format: str, holdout_dir=None,
@@ -30,15 +31,18 @@ def reference_for(reference_dir, record_format: str, holdout_dir=None,
         raise InputError(f"record format '{record_format}' needs held-out real patients (a cohort folder, "
                          "--holdout), which calibrate the near-copy distance", file=holdout_dir or reference_dir)
     score = score or dataset_score_config(reference_dir) or ScoreConfig()
-    return cohort_reference(Cohort.load(reference_dir), Cohort.load(holdout_dir), score.near_copy_percentile)
+    return cohort_reference(Cohort.load(reference_dir), Cohort.load(holdout_dir), score)
 
 
-def cohort_reference(reference: Cohort, holdout: Cohort, near_copy_percentile: float) -> ReferenceStats:
-    """Statistics of `reference` with its patients attached: a ClosestPatient fitted on `reference`, its near-copy
-    threshold on `holdout` (as the hardened score's privacy cap)."""
+def cohort_reference(reference: Cohort, holdout: Cohort, score: ScoreConfig) -> ReferenceStats:
+    """Statistics of `reference` with its patients attached, fitted at the hardened score's `score` settings: a
+    ClosestPatient (its near-copy threshold on `holdout`, as the privacy cap) and a Typicality (its scale, the
+    median distance of `holdout`, as s_typicality)."""
     reference.schema.check_same(holdout.schema)
-    patients = ClosestPatient(near_copy_percentile).fit(reference.matrix(), holdout.matrix())
-    return dataclasses.replace(ReferenceStats.from_cohort(reference), patients=patients)
+    matrix, held = reference.matrix(), holdout.matrix()
+    patients = ClosestPatient(score.near_copy_percentile, score.chunk_size).fit(matrix, held)
+    typicality = Typicality(score.covariance, score.chunk_size, score.mahalanobis_precision).fit(matrix, held)
+    return dataclasses.replace(ReferenceStats.from_cohort(reference), patients=patients, typicality=typicality)
 
 
 def dataset_reference(dataset, record_format: str | None) -> ReferenceStats:

@@ -47,8 +47,9 @@ def record_texts(records: pd.DataFrame, schema: Schema, tokenizer, config: Promp
     count = token_counter(tokenizer)
     ids = records["record_id"].tolist() if "record_id" in records.columns else [None] * len(records)
     fmt = config.record_format
-    findings = (finding_lines(records, schema, reference, closest=fmt == "findings_dcr") if fmt in FINDINGS_FORMATS
-                else [None] * len(ids))
+    findings = (finding_lines(records, schema, reference, closest=fmt == "findings_dcr", caps=config.show_caps,
+                              typicality=config.show_typicality and fmt == "findings_dcr")
+                if fmt in FINDINGS_FORMATS else [None] * len(ids))
     rows = records[schema.names].to_dict(orient="records")
     return [record_to_text(row, schema, fmt=config.record_format, max_tokens=config.max_record_tokens,
                            count_tokens=count, record_id=record_id, reference=reference, top=config.deviation_items,

@@ -28,9 +28,8 @@ from ehrjudge.cohort.reference_stats import ReferenceStats
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.scoring.hardened.checks import RecordChecks
-from ehrjudge.scoring.hardened.normal_scores import NormalScores
 from ehrjudge.scoring.hardened.privacy import EXACT_COPY, ClosestPatient
-from ehrjudge.scoring.mahalanobis import ShrunkMahalanobis
+from ehrjudge.scoring.hardened.typicality import Typicality
 from ehrjudge.scoring.mapping import linear_score
 
 log = logging.getLogger(__name__)
@@ -53,47 +52,27 @@ class HardenedScorer:
         if len(reference) < 3:
             raise InputError(f"reference has {len(reference)} records; the hardened score needs at least 3")
         self.n_features_ = reference.shape[1]
-        self.normal_ = NormalScores().fit(reference)
-        scores = self.normal_.transform(reference)  # (n, p)
-        self.varying_ = reference.std(axis=0) > 0
-        if not self.varying_.any():
-            raise InputError("every column is constant in the reference; nothing to score against")
-        self.center_ = scores[:, self.varying_].mean(axis=0)
-        centered = scores[:, self.varying_] - self.center_
-        self.mahalanobis_ = ShrunkMahalanobis(cfg.covariance, cfg.chunk_size, cfg.mahalanobis_precision).fit(centered)
+        self.typicality_ = Typicality(cfg.covariance, cfg.chunk_size, cfg.mahalanobis_precision).fit(reference,
+                                                                                                   calibration)
+        self.median_distance_ = self.typicality_.median_distance_
         self.closest_ = ClosestPatient(cfg.near_copy_percentile, cfg.chunk_size).fit(reference, calibration)
         self.dcr_threshold_ = self.closest_.threshold_
         self.checks_ = RecordChecks(cfg, self.schema, ReferenceStats.from_matrix(self.schema, reference))
         if not self.checks_.groups:
             log.info("score/sparsity the schema has no per-code columns: the sparsity component is off")
-        self._calibrate(calibration)
         self.calibration_ = {
             "definition": "hardened", "n_reference": int(len(reference)), "n_calibration": int(len(calibration)),
-            "n_features": int(reference.shape[1]), "n_constant_columns": int((~self.varying_).sum()),
-            "shrinkage": self.mahalanobis_.shrinkage_, "holdout_mahalanobis_median": self.median_distance_,
+            "n_features": int(reference.shape[1]), "n_constant_columns": int((~self.typicality_.varying_).sum()),
+            "shrinkage": self.typicality_.mahalanobis_.shrinkage_, "holdout_mahalanobis_median": self.median_distance_,
             "near_copy_threshold": self.dcr_threshold_, "sparsity_groups": list(self.checks_.groups),
             "rubric_rules": [rule["id"] for rule in self.checks_.rubric.rules],
         }
         log.info("score/calibration %s", self.calibration_)
         return self
 
-    def _calibrate(self, calibration: np.ndarray) -> None:
-        """The typicality scale: the held-out real patients' median distance (the near-copy threshold is the
-        ClosestPatient's)."""
-        self.median_distance_ = float(np.median(self._distances(calibration)["mahalanobis"]))
-        if not self.median_distance_ > 0:
-            raise InputError("half the held-out real records sit at the reference's centre (median Mahalanobis "
-                             "distance 0); the holdout must hold other patients")
-
     def _distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
-        step = self.config.chunk_size
-        parts = [self._chunk_distances(records[i:i + step]) for i in range(0, len(records), step)]
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-
-    def _chunk_distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
-        centered = self.normal_.transform(records)[:, self.varying_] - self.center_
         nearest, index = self.closest_.nearest(records)
-        return {"mahalanobis": self.mahalanobis_.distance(centered), "nn_distance": nearest, "nearest": index}
+        return {"mahalanobis": self.typicality_.distance(records), "nn_distance": nearest, "nearest": index}
 
     def score(self, records: np.ndarray) -> pd.DataFrame:
         """One row per record with COLUMNS: every component, the caps that lowered it, realism_score."""
