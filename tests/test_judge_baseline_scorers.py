@@ -76,3 +76,35 @@ def test_records_per_second_returns_the_result_and_a_rate():
     result, rate = records_per_second(lambda m: m.sum(axis=1), np.ones((10, 3)))
     np.testing.assert_array_equal(result, np.full(10, 3.0))
     assert rate > 0
+
+
+def test_facts_regressor_reads_the_findings_texts_numbers(tmp_path, caplog):
+    """BaselineScorers fits the facts regressor on finding_facts of train (with the closest-patient ratio when the
+    patients are attached) and scores any records with it; statistics without value domains leave it out, saying so."""
+    import dataclasses
+
+    from ehrjudge.cohort.schema import Schema
+    from ehrjudge.judge.baseline_scorers import FACTS, BaselineScorers, facts_matrix, load_split
+    from ehrjudge.judge.reference import dataset_reference
+    from ehrjudge.train.tiny import tiny_dataset
+
+    # Setup
+    dataset = tiny_dataset(tmp_path / "data")
+    schema = Schema.load(dataset / "reference" / "schema.json")
+    reference = dataset_reference(dataset, "findings_dcr")
+    records, _ = load_split(dataset, "test", schema)
+    # Run
+    cheap = BaselineScorers.fit(dataset, schema, reference)
+    table, speed = cheap.score(records)
+    # Assert: labels 1..10, timed, and the same as predicting on the facts directly
+    assert table["facts_score"].between(1, 10).all() and speed[FACTS] > 0
+    direct = np.clip(np.rint(cheap.facts.predict(facts_matrix(records, schema, reference))), 1, 10)
+    np.testing.assert_array_equal(table["facts_score"].to_numpy(), direct)
+    assert cheap.facts.n_features_in_ == facts_matrix(records, schema, dataclasses.replace(
+        reference, patients=None)).shape[1] + 1  # the closest-patient ratio
+    # Statistics written before value domains existed: no facts regressor, and a warning naming it
+    old = dataclasses.replace(reference, minimum=None, maximum=None, floor_share=None)
+    with caplog.at_level("WARNING"):
+        assert BaselineScorers.fit(dataset, schema, old).facts is None
+    assert "no facts regressor" in caplog.text
+    assert "facts_score" not in BaselineScorers.fit(dataset, schema, old).score(records)[0]

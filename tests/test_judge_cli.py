@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from ehrjudge.cli import app
 from ehrjudge.errors import InputError
 from ehrjudge.cohort.schema import Cohort, FeatureSpec, Schema
-from ehrjudge.judge.baseline import FORMULA_ROW
+from ehrjudge.judge.baseline import FACTS_ROW, FORMULA_ROW
 from ehrjudge.judge.tiny import save_tiny_judge
 
 FEATURES = [FeatureSpec("gender", "demographics", "binary", "gender"),
@@ -176,7 +176,9 @@ def test_baseline_command_writes_report(dataset):
     # the line fitted on val falls, so no 1..10 map is made and the formula reports its raw -log d
     assert report["formula_calibration"] is None and report["agreement"][FORMULA_ROW]["spearman"] is not None
     assert all(row["records_per_second"] > 0 for row in report["agreement"].values())
-    assert set(report["records_per_second"]) == {"judge", "formula", "regressor", "verifiable"}
+    # the fixture's stats carry value domains, so the findings-facts regressor is reported beside the others
+    assert set(report["records_per_second"]) == {"judge", "formula", "regressor", "facts", "verifiable"}
+    assert report["agreement"][FACTS_ROW]["spearman"] is not None
     assert "Records/s" in result.output and "verifiable realism score:" in result.output
     assert len(report["largest_disagreements"]) == 5
     assert all(row["record_text"].startswith("Demographics:") for row in report["largest_disagreements"])

@@ -73,3 +73,18 @@ def test_two_fold_protocol_never_trains_on_the_held_out_family(two_family_datase
     assert json.loads((root / "run" / "lofo.json").read_text())["folds"][0]["family"] == "fam_a"
     text = table_text(result)
     assert "mean over folds" in text and "2 optimizer steps of 4 records per fold" in text
+
+
+def test_facts_scorer_learns_from_the_other_family_what_the_text_shows(two_family_dataset):
+    """`facts` (the regressor on the findings text's numbers, no judge training) runs per fold like the regressor;
+    sex is one of those numbers, so the tiny task (9 for men, 2 for women) is learned from the other family."""
+    # Setup
+    root, dataset = two_family_dataset
+    config = LofoConfig(dataset=str(dataset), output_dir=str(root / "facts"), scorers=["regressor", "facts"],
+                        n_bootstrap=50)
+    # Run
+    result = run_lofo(config)
+    # Assert
+    assert [fold["family"] for fold in result["folds"]] == ["fam_a", "fam_b"]
+    assert all(fold["scorers"]["facts"]["spearman"] == pytest.approx(1.0) for fold in result["folds"])
+    assert "regressor, facts only (no judge training)" in table_text(result)

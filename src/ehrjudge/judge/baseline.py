@@ -22,7 +22,8 @@ from ehrjudge.cohort.schema import Schema
 from ehrjudge.config import save_config, to_dict
 from ehrjudge.io import atomic_dir, write_csv, write_json, write_text
 from ehrjudge.judge.agreement import agreement
-from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, TRUE_SCORE, VERIFIABLE, BaselineScorers, load_split
+from ehrjudge.judge.baseline_scorers import (FACTS, FORMULA, REGRESSOR, TRUE_SCORE, VERIFIABLE, BaselineScorers,
+                                             load_split)
 from ehrjudge.judge.layer_inputs import LayerCapture
 from ehrjudge.judge.config import BaselineConfig
 from ehrjudge.judge.reference import dataset_reference
@@ -30,6 +31,7 @@ from ehrjudge.judge.scoring import judge_records, record_texts, save_judge_confi
 
 log = logging.getLogger(__name__)
 FORMULA_ROW = "Formula: diagonal z from the reference statistics (1..10 map fitted on val)"
+FACTS_ROW = "Regressor on the findings text's facts (the checks, closest patient and score cap, as numbers)"
 
 
 def score_row(name: str, values: np.ndarray) -> dict:
@@ -93,6 +95,8 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
     table["formula_distance"] = cheap_scores["formula_distance"].to_numpy()
     table["formula_score"] = cheap_scores["formula_score"].to_numpy()
     table["regressor_score"] = cheap_scores["regressor_score"].to_numpy().astype(int)
+    if "facts_score" in cheap_scores:
+        table["facts_score"] = cheap_scores["facts_score"].to_numpy().astype(int)
     texts = record_texts(records, schema, tokenizer, config.judge.prompt, reference)
     judge_speed = len(records) / max(judge_seconds, 1e-9)
     scorers = {  # name -> (scores, records/s)
@@ -101,6 +105,8 @@ def run_baseline(dataset: str | Path, out: str | Path, config: BaselineConfig | 
         FORMULA_ROW: (table["formula_score"].to_numpy(), speed[FORMULA]),
         f"Regressor ({config.regressor}) on patient vectors": (table["regressor_score"].to_numpy(), speed[REGRESSOR]),
     }
+    if "facts_score" in table:
+        scorers[FACTS_ROW] = (table["facts_score"].to_numpy(), speed[FACTS])
     report = {
         "dataset": str(dataset), "split": config.split, "n_records": int(len(records)), "n_train": cheap.n_train,
         "judge_model": config.judge.model or "SmolLM2-135M-Instruct (default)",

@@ -10,6 +10,11 @@ formula     d(x) = sqrt(sum_j z_j(x)^2),  z_j = (x_j - mean_j) / std_j  (Referen
             the log Mahalanobis distance (scoring/realism.py, quantile mapping).
 regressor   a gradient-boosting (or ridge) regressor on the patient vectors, fitted on the train split
             (fit_regressor), its prediction rounded and clipped to 1..10.
+facts       the same regressor on the numbers the judge's findings text shows (judge.findings.finding_facts: the
+            deviation counts and largest |z|, the record checks, codes per table, with the patients the
+            closest-patient ratio, and the score cap those imply), rounded and clipped alike. Not one of the
+            issue's baselines: the fair one for a judge reading that text (docs/training.md), since it sees the
+            same facts without a language model.
 throughput  records/s of each scorer's scoring pass on the same records (fitting excluded), and of the
             verifiable realism score itself (scoring.realism, fitted on the dataset's reference and holdout
             with the dataset's ScoreConfig).
@@ -18,6 +23,7 @@ throughput  records/s of each scorer's scoring pass on the same records (fitting
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,7 +38,9 @@ from ehrjudge.io import read_table
 from ehrjudge.judge.calibration import Calibration, fit_calibration
 from ehrjudge.synth.config import SPLITS
 
-FORMULA, REGRESSOR, VERIFIABLE = "formula", "regressor", "verifiable"
+log = logging.getLogger(__name__)
+
+FORMULA, REGRESSOR, FACTS, VERIFIABLE = "formula", "regressor", "facts", "verifiable"
 TRUE_SCORE = "realism_score"  # the verifiable score column of a judge dataset split
 TINY_DISTANCE = 1e-12  # floor of d before the log: a record exactly at the reference mean
 
@@ -120,6 +128,9 @@ class BaselineScorers:
     regressor: object  # a fitted scikit-learn regressor
     regressor_kind: str
     verifiable: object | None  # a fitted scoring.realism.RealismScorer, or None where the dataset has no reference
+    facts: object | None = None  # the regressor on finding_facts; None where the statistics hold no value domains
+    schema: Schema | None = None  # what finding_facts reads: the schema and the statistics (patients attached or not)
+    reference: ReferenceStats | None = None
 
     @classmethod
     def fit(cls, dataset: Path, schema: Schema, reference: ReferenceStats,
@@ -130,10 +141,22 @@ class BaselineScorers:
         val_records, val_scores = load_split(dataset, "val", schema)
         formula = FormulaScorer.fit(reference, val_records[names].to_numpy(dtype=np.float64), val_scores)
         regressor = fit_regressor(regressor_kind, train_records[names].to_numpy(), train_scores, seed)
-        return cls(names, len(train_records), formula, regressor, regressor_kind, verifiable_scorer(dataset))
+        facts = None
+        if reference.minimum is None:
+            log.warning("baseline/facts the reference statistics hold no value domains (written before they "
+                        "existed): no facts regressor")
+        else:
+            facts = fit_regressor(regressor_kind, facts_matrix(train_records, schema, reference), train_scores, seed)
+        return cls(names, len(train_records), formula, regressor, regressor_kind, verifiable_scorer(dataset), facts,
+                   schema, reference)
 
     def regressor_score(self, matrix: np.ndarray) -> np.ndarray:
         return np.clip(np.rint(self.regressor.predict(matrix)), 1, 10)
+
+    def facts_score(self, matrix: np.ndarray) -> np.ndarray:
+        """The facts regressor on (n, p) records in schema order (timed with its feature extraction)."""
+        features = facts_matrix(pd.DataFrame(matrix, columns=self.names), self.schema, self.reference)
+        return np.clip(np.rint(self.facts.predict(features)), 1, 10)
 
     def score(self, records: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
         """(formula_distance, formula_score, regressor_score per record; records/s of each and of the score)."""
@@ -144,9 +167,18 @@ class BaselineScorers:
                                                           matrix)
         table["formula_score"], speed[FORMULA] = records_per_second(self.formula.score, matrix)
         table["regressor_score"], speed[REGRESSOR] = records_per_second(self.regressor_score, matrix)
+        if self.facts is not None:
+            table["facts_score"], speed[FACTS] = records_per_second(self.facts_score, matrix)
         if self.verifiable is not None:
             _, speed[VERIFIABLE] = records_per_second(self.verifiable.score, matrix)
         return table, speed
+
+
+def facts_matrix(records: pd.DataFrame, schema: Schema, reference: ReferenceStats) -> np.ndarray:
+    """finding_facts of `records`, with the closest-patient ratio whenever the patients are attached."""
+    from ehrjudge.judge.findings import finding_facts
+
+    return finding_facts(records, schema, reference, closest=reference.patients is not None)
 
 
 def verifiable_scorer(dataset: Path):

@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 
 from ehrjudge.synth.config import SPLITS  # noqa: E402
 
-SCORERS = ("zero_shot", "trained", "formula", "regressor")
+SCORERS = ("zero_shot", "trained", "formula", "regressor", "facts")
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
 h1{margin-bottom:0} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
@@ -124,7 +124,9 @@ def _agreement_section(run: Path, summary: dict) -> str:
              "<p>Beside the judges, the cheap scorers a user could run instead: <b>formula</b> = the diagonal-z "
              "distance sqrt(&Sigma; z&sup2;) from the reference means and stds the judge's prompt shows, mapped to "
              "1..10 by an increasing line fitted on val; <b>regressor</b> = gradient boosting on the patient "
-             "vectors, fitted on train. Records/s: scoring only (fitting excluded).</p>"]
+             "vectors, fitted on train; <b>facts</b> = the same regressor on the numbers the judge's findings text "
+             "shows (its checks, closest patient and score cap), the fair comparison for a judge reading that text. "
+             "Records/s: scoring only (fitting excluded).</p>"]
     calibration = summary.get("calibration")
     if calibration:
         parts.append(f"<p>trained_calibrated = clip({calibration['slope']:.3f} &times; trained expected score "

@@ -193,6 +193,12 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()
         for column in ("formula_distance", "formula_score", "regressor_score"):  # judge.baseline_scorers
             table[column] = zero[column].to_numpy()
+        if "facts_score" in zero:
+            table["facts_score"] = zero["facts_score"].to_numpy()
+        else:
+            log.warning("evaluation: %s has no facts_score (a zero-shot stage from before the facts regressor, or "
+                        "statistics without value domains): that baseline is left out",
+                        zero_shot / split / "judge_scores.csv")
         real = real_rows(records, schema.names, dataset_patients(dataset))  # no real patient's text in a report
         table["summary"] = withhold([t[:400] for t in texts], real)
         write_parquet(out / f"{split}.parquet", table)
@@ -216,7 +222,8 @@ def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path
     judge = matrix_scorer(model, tokenizer, reference.schema, cfg.train.prompt, stats, cfg.eval_batch_size,
                           saved_calibration(judge_dir))
     cheap = BaselineScorers.fit(dataset, reference.schema, stats, cfg.baseline.regressor, cfg.baseline.seed)
-    scorers = {"judge": judge, "formula": cheap.formula.score, "regressor": cheap.regressor_score}
+    scorers = {"judge": judge, "formula": cheap.formula.score, "regressor": cheap.regressor_score,
+               **({"facts": cheap.facts_score} if cheap.facts is not None else {})}
     records, table = run_probes(reference, holdout_cohort(dataset), cfg.score, cfg.probe_records,
                                 cfg.dataset.seed, scorers)
     write_json(out / "probes.json", {"probes": table.to_dict(orient="records"), "n": cfg.probe_records})
@@ -224,7 +231,7 @@ def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path
     write_csv(out / "probe_records.csv", records, float_format="%.6g")  # scores and reasons, no record values
 
 
-CHEAP_SCORERS = ("formula", "regressor")  # judge.baseline_scorers, scored by the zero-shot stage
+CHEAP_SCORERS = ("formula", "regressor", "facts")  # judge.baseline_scorers, scored by the zero-shot stage
 
 
 def scorer_values(table: pd.DataFrame, scorer: str, prediction: str) -> np.ndarray:
@@ -242,7 +249,7 @@ def records_per_second(out: Path, split: str) -> dict[str, float | None]:
     judging = json.loads((out / "evaluation" / "judging.json").read_text())[split]
     trained = judging["records"] / max(judging["seconds"], 1e-9)
     return {"zero_shot": zero_shot["judge"], "trained": trained, "trained_calibrated": trained,
-            "formula": zero_shot["formula"], "regressor": zero_shot["regressor"],
+            "formula": zero_shot["formula"], "regressor": zero_shot["regressor"], "facts": zero_shot.get("facts"),
             "verifiable": zero_shot.get("verifiable")}
 
 
@@ -258,7 +265,7 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
         summary["verifiable"][split] = {"mean": float(truth.mean()), "std": float(truth.std()), "n": len(truth),
                                         "records_per_second": speed.get("verifiable")}
         summary["splits"][split] = {}
-        scorers = ["zero_shot", "trained", *CHEAP_SCORERS]
+        scorers = ["zero_shot", "trained", *(s for s in CHEAP_SCORERS if f"{s}_score" in table)]
         if cfg.train.prediction == "expected" and "trained_calibrated_expected" in table:
             scorers.insert(2, "trained_calibrated")
         for scorer in scorers:
@@ -350,7 +357,8 @@ def run_pipeline(cfg: RunConfig, out: str | Path, force: set[str] | None = None,
                                 "batch": cfg.eval_batch_size, "judge": to_dict(cfg.baseline.judge)},
          lambda tmp: build_evaluation_stage(cfg, dataset, out / "zero_shot", out / "train" / "judge", tmp)),
         ("probes", lambda: {"train": h["train"], "dataset": h["dataset"], "n": cfg.probe_records,
-                            "prompt": to_dict(cfg.train.prompt), "baseline": to_dict(cfg.baseline)},
+                            "prompt": to_dict(cfg.train.prompt), "baseline": to_dict(cfg.baseline),
+                            "cheap_scorers": CHEAP_SCORERS},
          lambda tmp: build_probes_stage(cfg, dataset, out / "train" / "judge", tmp)),
     ]
     for name, inputs, build in plan:

@@ -20,8 +20,8 @@ import numpy as np
 from ehrjudge.cohort.schema import Schema
 from ehrjudge.errors import InputError
 from ehrjudge.judge.agreement import agreement
-from ehrjudge.judge.baseline import FORMULA_ROW
-from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers, load_split
+from ehrjudge.judge.baseline import FACTS_ROW, FORMULA_ROW
+from ehrjudge.judge.baseline_scorers import FACTS, FORMULA, REGRESSOR, VERIFIABLE, BaselineScorers, load_split
 from ehrjudge.judge.calibration import saved_calibration
 from ehrjudge.judge.prompt import PromptConfig, saved_prompt
 from ehrjudge.judge.reference import dataset_reference
@@ -101,6 +101,8 @@ def evaluate_judge(model: str | Path, dataset: str | Path, splits=EVAL_SPLITS, z
         regressor_row = f"Regressor ({cheap.regressor_kind}) on patient vectors"
         rows[FORMULA_ROW], speeds[FORMULA_ROW] = cheap_scores["formula_score"].to_numpy(), cheap_speed[FORMULA]
         rows[regressor_row], speeds[regressor_row] = cheap_scores["regressor_score"].to_numpy(), cheap_speed[REGRESSOR]
+        if "facts_score" in cheap_scores:
+            rows[FACTS_ROW], speeds[FACTS_ROW] = cheap_scores["facts_score"].to_numpy(), cheap_speed[FACTS]
         split_result = {"n_records": int(len(records)), "judge_seconds": seconds,
                         "verifiable": {"mean": float(true_scores.mean()), "std": float(true_scores.std(ddof=1)),
                                        "records_per_second": cheap_speed.get(VERIFIABLE)},

@@ -8,7 +8,9 @@ For each held-out family F of a judge dataset (one fold each):
                                                        F's train-split records are not used: a record of another
                                                        family in their group could have leaked them)
 Scorers: `formula` (judge.baseline_scorers, no training, its map fitted on the fold's val), `regressor`
-(judge.baseline_scorers.fit_regressor on the fold's train) and `judge` (train.loop.train with `judge.max_steps` steps on the
+(judge.baseline_scorers.fit_regressor on the fold's train), opt-in `facts` (the same regressor on the judge's
+findings text's numbers, judge.baseline_scorers.facts_matrix, with the closest-patient ratio when the judge's record
+format reads the patients) and `judge` (train.loop.train with `judge.max_steps` steps on the
 fold's records, scored by its calibrated expected score, or the raw one when no calibration was fitted); opt-in, the
 preference methods at the judge's settings and budget (docs/preference.md): `bradley_terry` (its calibrated reward)
 and `dpo` (kl_coef 0, scored as the judge is).
@@ -40,14 +42,14 @@ from ehrjudge.config import option, save_config, to_dict
 from ehrjudge.errors import ConfigError, InputError, MetricUndefinedError
 from ehrjudge.io import atomic_dir, write_json, write_parquet
 from ehrjudge.judge.agreement import CORRELATIONS, correlation, resampled_correlations
-from ehrjudge.judge.baseline_scorers import FORMULA, REGRESSOR, TRUE_SCORE, FormulaScorer
+from ehrjudge.judge.baseline_scorers import FACTS, FORMULA, REGRESSOR, TRUE_SCORE, FormulaScorer
 from ehrjudge.judge.reference import dataset_reference
 from ehrjudge.train.config import TrainConfig
 from ehrjudge.train.data import load_frame
 
 log = logging.getLogger(__name__)
 JUDGE, BRADLEY_TERRY, DPO = "judge", "bradley_terry", "dpo"
-SCORERS = (FORMULA, REGRESSOR, JUDGE, BRADLEY_TERRY, DPO)
+SCORERS = (FORMULA, REGRESSOR, FACTS, JUDGE, BRADLEY_TERRY, DPO)
 TRAINED = (JUDGE, BRADLEY_TERRY, DPO)  # scorers trained per fold on the judge's record pool
 NOT_A_FAMILY = ("holdout_real",)  # real held-out patients: the ceiling, always in training, never a fold
 
@@ -67,7 +69,8 @@ class LofoConfig:
     families: list[str] = option([], "families to hold out, one fold each; [] = every family in the dataset "
                                      "except holdout_real")
     scorers: list[str] = option([FORMULA, REGRESSOR, JUDGE], "formula, regressor, judge (judge = one short training "
-                                                            "per fold); bradley_terry and dpo train per fold too, at "
+                                                            "per fold); facts (the regressor on the findings text's "
+                                                            "numbers); bradley_terry and dpo train per fold too, at "
                                                             "the judge's settings and budget")
     regressor: str = option("hist_gradient_boosting", "regressor kind (judge.baseline_scorers.fit_regressor)")
     judge: TrainConfig = option(_fold_judge(), "judge training per fold (dataset and output_dir are set per fold)")
@@ -249,7 +252,7 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
 
     model_and_tokenizer: a callable returning a fresh (model, tokenizer) per fold (tests inject a tiny judge).
     """
-    from ehrjudge.judge.baseline_scorers import fit_regressor
+    from ehrjudge.judge.baseline_scorers import facts_matrix, fit_regressor
     from ehrjudge.train.data import resolve_dataset
 
     dataset = resolve_dataset(config.dataset)
@@ -283,6 +286,10 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
             regressor = fit_regressor(config.regressor, fold.train[names].to_numpy(),
                                       fold.train[TRUE_SCORE].to_numpy(dtype=float), config.seed)
             scores[REGRESSOR][family] = np.clip(np.rint(regressor.predict(test_matrix)), 1, 10)
+        if FACTS in config.scorers:
+            facts = fit_regressor(config.regressor, facts_matrix(fold.train, schema, reference),
+                                  fold.train[TRUE_SCORE].to_numpy(dtype=float), config.seed)
+            scores[FACTS][family] = np.clip(np.rint(facts.predict(facts_matrix(fold.test, schema, reference))), 1, 10)
         if any(scorer in config.scorers for scorer in TRAINED):
             judge_fold_data = make_fold({**splits, **judge_pool}, family)
             judge_fold_data.test = fold.test
@@ -310,7 +317,7 @@ def run_lofo(config: LofoConfig, model_and_tokenizer=None) -> dict:
 
 def budget_text(config: LofoConfig) -> str:
     if not any(scorer in config.scorers for scorer in TRAINED):
-        return "formula and regressor only (no judge training)"
+        return f"{', '.join(config.scorers)} only (no judge training)"
     j = config.judge
     return (f"judge: {j.max_steps} optimizer steps of {j.batch_size} records per fold ({j.method}, lr {j.learning_rate}, "
             f"kl {j.kl_coef}, LoRA r {j.lora_r} on the top {j.train_layers} layers, model "
