@@ -131,6 +131,35 @@ def test_cli_show_reads_a_synthetic_records_file(tmp_path):
                              "Diagnoses: 2 - Essential (primary) hypertension (I10) x2\n")
 
 
+def test_cli_show_reads_a_labelled_dataset_split(tmp_path):
+    from pathlib import Path
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from ehrjudge.cli import app
+    from ehrjudge.cohort.build import build_cohort
+    from ehrjudge.cohort.featurize import FeatureConfig
+
+    # Setup: the record of the test above with the score columns a judge dataset split carries
+    fixture = Path(__file__).parent / "fixtures" / "mimic"
+    cohort = build_cohort("mimic", tmp_path / "c", path=fixture, patients=None, config=FeatureConfig(min_patients=1))
+    record = {name: 0.0 for name in cohort.schema.names} | {"gender": 0.0, "age": 30.0, "dx_icd10_i10": 2.0,
+                                                             "diagnoses_count": 2.0}
+    pd.DataFrame([{"record_id": "syn-1", "generator": "test", "strength": 0.5} | record
+                  | {"realism_score": 7, "mahalanobis": 3.2, "caps": ""}]).to_parquet(tmp_path / "split.parquet")
+    # Run
+    result = CliRunner().invoke(app, ["show", "--cohort", str(tmp_path / "c"), "--records",
+                                      str(tmp_path / "split.parquet"), "--record", "syn-1"])
+    # Assert: the score columns are named and left out, the record shown as from a plain records file
+    assert result.exit_code == 0, result.output
+    note = result.output.splitlines()[0]
+    assert "ignoring 3 score column(s)" in note and all(name in note for name in ("realism_score", "mahalanobis",
+                                                                                 "caps"))
+    assert result.output.endswith("Demographics: female, age 30, alive\n"
+                                  "Diagnoses: 2 - Essential (primary) hypertension (I10) x2\n")
+
+
 def _unit_reference() -> ReferenceStats:
     """mean 0 and std 1 everywhere (so z = the value) except lab_50912, constant 0 in the reference."""
     std = np.ones(len(SCHEMA.names))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ehrjudge.cli.app import CONFIG_COMMAND, app, settings_command
+from ehrjudge.cli.app import CONFIG_COMMAND, app, read_records, settings_command
 
 
 @app.command("cohort", context_settings=CONFIG_COMMAND,
@@ -68,7 +68,7 @@ def show_command(
                                                      "centre over held-out patients' median (needs --holdout)"),
 ) -> None:
     """Print one record of a cohort (or of a synthetic records file in its schema) as the judge's table text."""
-    from ehrjudge.cohort.schema import Cohort, load_records
+    from ehrjudge.cohort.schema import Cohort
     from ehrjudge.cohort.text import FINDINGS_FORMATS, record_to_text
     from ehrjudge.errors import InputError
     from ehrjudge.judge.prompt import needs_reference
@@ -77,7 +77,7 @@ def show_command(
     data = Cohort.load(cohort)
     reference = reference_for(cohort, format, holdout) if needs_reference(format) else None
     if records is not None:
-        data = Cohort(vectors=load_records(records, data.schema), schema=data.schema)
+        data = Cohort(vectors=read_records(records, data.schema), schema=data.schema)
     ids = data.vectors[data.id_column].astype(str)
     hits = data.vectors[ids == str(record)]
     if hits.empty:
