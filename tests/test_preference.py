@@ -210,6 +210,29 @@ def test_pairwise_loss_hand_worked():
     assert consistent.item() == pytest.approx(-0.405, abs=1e-6)
 
 
+
+def test_pairwise_agreement_term_hand_worked():
+    from ehrjudge.errors import ConfigError
+    from ehrjudge.train.preference_config import PairwiseConfig
+    from ehrjudge.train.pairwise import pairwise_loss
+
+    # Setup: the pairs above; pair 1 agrees (the better record chosen in both orders) with P = 0.8*0.7 + 0.2*0.3,
+    # pair 2 with P = 0.5*0.5 + 0.5*0.5; a judge always answering "A" never agrees
+    given = torch.log(torch.tensor([[0.8, 0.2], [0.5, 0.5]]))
+    swapped = torch.log(torch.tensor([[0.3, 0.7], [0.5, 0.5]]))
+    right = torch.tensor([0, 1])
+    always_a = torch.log(torch.tensor([[1.0, 1e-12], [1.0, 1e-12]]))
+    # Run
+    loss, stats = pairwise_loss(given, right, swapped, agreement_weight=1.0)
+    biased, biased_stats = pairwise_loss(always_a, right, always_a, agreement_weight=1.0)
+    # Assert: -(0.405 + 1.0 * mean(0.62, 0.5)); the position-biased judge earns nothing from either term
+    assert loss.item() == pytest.approx(-(0.405 + 0.56), abs=1e-6)
+    assert stats["reward/agreement"] == pytest.approx(0.56, abs=1e-6)
+    assert biased.item() == pytest.approx(0.0, abs=1e-6) and biased_stats["reward/agreement"] == pytest.approx(0.0)
+    with pytest.raises(ConfigError, match="agreement_weight"):
+        PairwiseConfig(agreement_weight=-0.5)
+
+
 def test_swap_metrics_known_answers():
     from ehrjudge.judge.pairwise import swap_metrics
 

@@ -7,7 +7,11 @@ shown in a random, seeded order:
     swap_consistency off:  J = p(right | A=first, B=second)                          each pair in one order
     swap_consistency on:   J = p(right | A=first, B=second) * p(right | A=second, B=first)
                              = E[1(right in both orders)]                              (the two answers independent)
+                               + lambda * E[1(the same record chosen in both orders)]  (agreement_weight, 0 = J1)
     loss = -mean_pairs J
+With p = p(right | given order) and p' = p(right | swapped), the agreement term is lambda * (p p' + (1-p)(1-p')):
+a verdict that follows the records (right or wrong) earns lambda on every pair, a verdict that follows the position
+earns nothing, so pairs too close for the judge to tell apart still teach it to ignore the order.
 The second is the consistency reward of J1 (Whitehouse et al. 2025, pairwise judges trained on both orders, rewarded
 only when the verdict survives the swap) and JudgeLM's swap augmentation (Zhu et al. 2023): a judge that prefers a
 position earns nothing on a pair it gets right in one order only.
@@ -37,17 +41,20 @@ log = logging.getLogger(__name__)
 INFO_FILE = "pairwise.json"
 
 
-def pairwise_loss(log_probs: torch.Tensor, right: torch.Tensor, swapped_log_probs: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, dict]:
+def pairwise_loss(log_probs: torch.Tensor, right: torch.Tensor, swapped_log_probs: torch.Tensor | None = None,
+                  agreement_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """-mean J (module docstring). log_probs (B, 2) over ("A", "B"); right (B,) the right label's index in the
-    given order (in the swapped order it is 1 - right)."""
+    given order (in the swapped order it is 1 - right); agreement_weight = lambda, read only with the swapped order."""
     p_right = log_probs.gather(1, right[:, None]).exp()[:, 0]  # (B,)
     stats = {"reward/p_right": p_right.mean().item()}
     reward = p_right
     if swapped_log_probs is not None:
         p_right_swapped = swapped_log_probs.gather(1, (1 - right)[:, None]).exp()[:, 0]  # (B,)
-        reward = p_right * p_right_swapped
+        both_right = p_right * p_right_swapped
+        agree = both_right + (1 - p_right) * (1 - p_right_swapped)  # P(same record chosen in both orders)
+        reward = both_right + agreement_weight * agree
         stats["reward/p_right_swapped"] = p_right_swapped.mean().item()
+        stats["reward/agreement"] = agree.mean().item()
     stats["reward/mean"] = reward.mean().item()
     return -reward.mean(), stats
 
@@ -122,7 +129,7 @@ def train_pairwise(config: PairwiseConfig, model_and_tokenizer=None, resume: boo
         log_probs = scorer.log_probs(model, pair_prompts(train_texts, batch[:, :2], tokenizer, prompt))  # (B, 2)
         swapped = (scorer.log_probs(model, pair_prompts(train_texts, batch[:, 1::-1], tokenizer, prompt))
                    if config.swap_consistency else None)
-        return pairwise_loss(log_probs, right, swapped)
+        return pairwise_loss(log_probs, right, swapped, config.agreement_weight)
 
     def evaluate(step: int) -> dict:
         p_forward, p_swapped = judge_pairs(model, tokenizer, val_texts, val_pairs, prompt, base.batch_size)

@@ -78,8 +78,16 @@ class PairwiseConfig:
                                            "reward: 1 only when the verdict is right in both orders, exactly "
                                            "p_AB(right) * p_BA(right); off = each pair in one random order, reward "
                                            "p(right)")
+    agreement_weight: float = option(0.0, "with swap_consistency: lambda of the agreement term, lambda * P(the same "
+                                          "record chosen in both orders), added to J1's reward (0 = J1 alone; "
+                                          "train/pairwise.py)")
     eval_pairs: int = option(64, "val pairs judged (in both orders) before training, every base.eval_every steps "
                                  "and at the end (0 = every pair)")
+
+    def __post_init__(self):
+        if self.agreement_weight < 0:
+            raise ConfigError(f"PairwiseConfig.agreement_weight must be >= 0 (got {self.agreement_weight}): a negative "
+                              "weight rewards the position bias")
 
 
 @dataclasses.dataclass
