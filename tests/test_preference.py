@@ -475,6 +475,25 @@ def test_resumed_pair_run_equals_an_uninterrupted_one(tiny, tmp_path, method):
     assert steps == list(range(1, 9))
 
 
+def test_compare_resumes_a_killed_method_only_with_the_same_settings(tiny, tmp_path):
+    import dataclasses
+
+    from ehrjudge.train.compare import resumable
+    from ehrjudge.train.pairwise import train_pairwise
+    from ehrjudge.train.preference_config import PairwiseConfig
+
+    # Setup: a pairwise run killed after step 4 (checkpoint at 4), and one folder never trained
+    settings = PairwiseConfig(output_dir=str(tmp_path / "pw"), eval_pairs=8,
+                              base=_base(tiny, max_steps=8, eval_every=4, checkpoint_every=4))
+    train_pairwise(settings, stop_at_step=4)
+    # Run / Assert: the same settings resume; another budget, another method's settings or no checkpoint do not
+    assert resumable(tmp_path / "pw", settings)
+    assert not resumable(tmp_path / "pw", dataclasses.replace(settings, base=dataclasses.replace(settings.base,
+                                                                                                 max_steps=16)))
+    assert not resumable(tmp_path / "pw", dataclasses.replace(settings, swap_consistency=True))
+    assert not resumable(tmp_path / "never", settings)
+
+
 def test_methods_trained_by_compare_share_the_runs_rlvr_settings(tmp_path):
     import yaml
 

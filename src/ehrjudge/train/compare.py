@@ -92,10 +92,24 @@ def train_here(config: CompareConfig, dataset: Path) -> dict[str, Path]:
         out = Path(config.output_dir) / name
         settings = dataclasses.replace(settings, output_dir=str(out),
                                        base=dataclasses.replace(settings.base, dataset=str(dataset)))
-        log.info("training %s into %s", name, out)
-        trainers[name](settings)
+        resume = resumable(out, settings)
+        log.info("%s %s into %s", "resuming" if resume else "training", name, out)
+        trainers[name](settings, resume=resume)
         trained[TRAINED_AS[name]] = out
     return trained
+
+
+def resumable(out: Path, settings) -> bool:
+    """True when OUT holds a checkpoint of a run with exactly these settings (its config.yaml): a killed compare
+    continues where it stopped; other settings start over (the trainer rewrites OUT)."""
+    import yaml
+
+    from ehrjudge.config import to_dict
+
+    saved = out / "config.yaml"
+    if not ((out / "latest.json").is_file() and saved.is_file()):
+        return False
+    return yaml.safe_load(saved.read_text()) == yaml.safe_load(yaml.safe_dump(to_dict(settings), sort_keys=False))
 
 
 def judge_folder(folder: Path) -> Path:
