@@ -285,6 +285,78 @@ def test_cap_line_is_the_hardened_scores_lowest_cap(cohort):
                                                                                reference.schema, stats))
 
 
+def _cap_rows(reference, holdout, stats):
+    """A clean held-out patient, a pregnant man (essential rule), a fractional count (invalid), an exact copy."""
+    names = reference.schema.names
+    checks = RecordChecks(ScoreConfig(), reference.schema, stats)
+    held = holdout.matrix()
+    found = checks.check(held)
+    clean = held[(found["rule_violations"] == "") & (stats.patients.ratio(held) >= 1.0)
+                 & (found["n_invalid"] == 0)][0]
+    pregnant_man, fractional = clean.copy(), clean.copy()
+    pregnant_man[names.index("gender")] = 1.0
+    pregnant_man[names.index("dx_icd10_z34")] = 1.0
+    fractional[names.index("admissions_count")] = 2.5
+    return np.vstack([clean, pregnant_man, fractional, reference.matrix()[0]])
+
+
+def test_line_caps_are_the_numbers_the_cap_line_states(cohort):
+    from ehrjudge.judge.findings import line_caps
+
+    # Setup
+    reference, holdout = cohort
+    stats = cohort_reference(reference, holdout, ScoreConfig())
+    frame = frame_of(reference, _cap_rows(reference, holdout, stats))
+    # Run
+    caps = line_caps(frame, reference.schema, stats, closest=True)
+    lines = [line[-1] for line in finding_lines(frame, reference.schema, stats, closest=True, caps=True)]
+    # Assert: 10 where the line says none, else the line's number; without the patients no privacy cap
+    assert caps.tolist() == [10.0, 4.0, 2.0, 1.0]
+    assert lines == ["Score cap: none", "Score cap: 4 (essential rule broken)", "Score cap: 2 (invalid values)",
+                     "Score cap: 1 (near copy)"]
+    assert line_caps(frame, reference.schema, stats).tolist() == [10.0, 4.0, 2.0, 10.0]
+
+
+def test_capped_score_is_the_expected_score_under_the_line_cap(cohort):
+    from ehrjudge.generator.rewards import judge_reward
+    from ehrjudge.judge.prompt import PromptConfig
+    from ehrjudge.judge.scoring import matrix_caps, record_caps, with_capped_score
+
+    # Setup: a judge that pays 9 to every record, reading the findings_dcr text with and without the cap line
+    reference, holdout = cohort
+    stats = cohort_reference(reference, holdout, ScoreConfig())
+    rows = _cap_rows(reference, holdout, stats)
+    frame = frame_of(reference, rows)
+    summary = pd.DataFrame({"judge_score": [9] * 4, "expected_score": [9.0, 3.0, 9.0, 9.0], "entropy": [0.1] * 4})
+    with_line = PromptConfig(record_format="findings_dcr", show_caps=True)
+    # Run
+    capped = with_capped_score(summary.copy(), record_caps(frame, reference.schema, with_line, stats))
+    plain = with_capped_score(summary.copy(), record_caps(frame, reference.schema,
+                                                          PromptConfig(record_format="findings_dcr"), stats))
+    # Assert: min(expected, cap) right after expected_score; no column, and the expected score as the reward, without
+    # the line
+    assert list(capped.columns) == ["judge_score", "expected_score", "capped_score", "entropy"]
+    assert capped["capped_score"].tolist() == [9.0, 3.0, 2.0, 1.0]
+    assert judge_reward(capped).tolist() == [9.0, 3.0, 2.0, 1.0]
+    assert "capped_score" not in plain and judge_reward(plain).tolist() == [9.0, 3.0, 9.0, 9.0]
+    assert matrix_caps(reference.schema, with_line, stats)(rows).tolist() == [10.0, 4.0, 2.0, 1.0]
+    assert matrix_caps(reference.schema, PromptConfig(record_format="findings_dcr"), stats) is None
+
+
+def test_probes_report_the_capped_judge_beside_the_judge(cohort):
+    from ehrjudge.scoring.probes import run_probes
+
+    # Setup: a judge that pays 9 to everything, capped by a cap of 2 on every record
+    reference, holdout = cohort
+    always_nine = lambda records: np.full(len(records), 9.0)  # noqa: E731
+    # Run
+    records, table = run_probes(reference, holdout, ScoreConfig(), 20, 0, {"judge": always_nine},
+                                cap=lambda records: np.full(len(records), 2.0))
+    # Assert: judge_capped = min(judge, cap) on every probe record and in the table
+    assert (records["judge"] == 9.0).all() and (records["judge_capped"] == 2.0).all()
+    assert (table["judge_mean"] == 9.0).all() and (table["judge_capped_mean"] == 2.0).all()
+
+
 def test_cap_line_shows_a_continuous_privacy_cap():
     from ehrjudge.judge.findings import _cap_line
 

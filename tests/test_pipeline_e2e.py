@@ -63,7 +63,13 @@ def test_quick_run_writes_summary_and_report(quick_run):
     assert summary["config"]["train"]["max_steps"] == 8
     # the trained judge (LoRA on the top 4 of SmolLM2's 30 layers) ran only those, on the zero-shot pass's inputs
     judging = json.loads((run / "evaluation" / "judging.json").read_text())
-    assert {split: info["from_layer"] for split, info in judging.items()} == {"test": 26, "test_unseen": 26}
+    assert {split: judging[split]["from_layer"] for split in ("test", "test_unseen")} == {"test": 26,
+                                                                                          "test_unseen": 26}
+    # ... so its records/s is the whole model's, timed on a sample, not the faster pass from layer 26
+    sample = judging["full_model"]
+    assert sample["split"] == "test" and 0 < sample["records"] <= 64
+    assert summary["splits"]["test"]["trained"]["records_per_second"] == pytest.approx(
+        sample["records"] / sample["seconds"])
     page = (run / "report.html").read_text()
     assert "Zero-shot judge vs trained judge" in page and page.count("data:image/png;base64,") >= 4
     assert "<td>formula</td>" in page and "<td>regressor</td>" in page and "records/s" in page
@@ -73,6 +79,11 @@ def test_quick_run_writes_summary_and_report(quick_run):
     probes = {row["probe"]: row for row in json.loads((run / "probes" / "probes.json").read_text())["probes"]}
     assert {"exact_copy", "mean_patient", "all_zero", "holdout_real"} <= set(probes)
     assert all(1.0 <= row["judge_mean"] <= 10.0 for row in probes.values())
+    # the judge reads the cap line (the training default): its capped score is reported beside it, never above it
+    assert all(row["judge_capped_max"] <= row["judge_max"] for row in probes.values())
+    assert probes["exact_copy"]["judge_capped_max"] <= 2.0
+    capped, trained = (summary["splits"]["test"][name] for name in ("trained_capped", "trained"))
+    assert capped["mean"] <= trained["mean"] and capped["records_per_second"] == trained["records_per_second"]
     assert probes["exact_copy"]["hardened_max"] <= 2.0 < probes["exact_copy"]["seed_mean"]
     assert "Reward probes" in page
 

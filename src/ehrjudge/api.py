@@ -55,15 +55,14 @@ class Judge:
 
     def score(self, records: pd.DataFrame) -> pd.DataFrame:
         """One row per record, in input order: record_id, judge_score (argmax label), expected_score (sum k p_k),
+        capped_score (a judge reading the cap line: min(expected_score, that cap), the score to reward with),
         calibrated_score (when the judge saved a calibration), entropy (nats), p_1..p_10."""
-        from ehrjudge.judge.scoring import judge_records
+        from ehrjudge.judge.scoring import judge_records, with_calibrated_score
 
         frame = schema_records(records, self.schema)
         scores = judge_records(self.model, self.tokenizer, frame, self.schema, self.prompt, self.batch_size,
                                self.reuse_prefix, reference=self.reference)
-        if self.calibration is not None:
-            scores.insert(3, "calibrated_score", self.calibration(scores["expected_score"].to_numpy()))
-        return scores
+        return with_calibrated_score(scores, self.calibration)
 
     def export_merged(self, out) -> Path:
         """Write the judge with its adapter merged into the base weights to `out`: loadable by plain transformers

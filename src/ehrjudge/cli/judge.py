@@ -76,7 +76,8 @@ def reference_or_recorded(reference: Optional[Path], judge_dir) -> Path:
 
 @app.command("judge", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.judge.config:JudgeConfig"),
              help="Judge every synthetic record with the LLM: one CSV row per record with record_id, judge_score "
-                  "(argmax label), expected_score (sum k p_k), calibrated_score when the trained judge saved a "
+                  "(argmax label), expected_score (sum k p_k), capped_score (min of it and the cap the judge's cap "
+                  "line states) for a judge reading one, calibrated_score when the trained judge saved a "
                   "calibration, entropy and the exact label probabilities p_1..p_10. Score columns of a judge "
                   "dataset split are ignored (with a note). The resolved config (with the chat template) is "
                   "written beside the CSV (.config.yaml).")
@@ -112,7 +113,7 @@ def judge_command(
     from ehrjudge.io import check_writable, write_csv
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.reference import reference_for
-    from ehrjudge.judge.scoring import JudgeConfig, save_judge_config
+    from ehrjudge.judge.scoring import JudgeConfig, save_judge_config, with_calibrated_score
 
     model = one_of(judge, model, "--judge", "--model")
     overrides = _overrides(ctx.args, model=model, adapter=adapter, batch_size=batch_size)
@@ -126,8 +127,7 @@ def judge_command(
     stats = reference_for(reference, judge_config.prompt.record_format, holdout)
     scores, tokenizer = judge_frame(judge_config, records, schema, stats, engine_config)
     calibration = saved_with_judge(judge_config, saved_calibration)
-    if calibration is not None:  # the trained judge's own affine map, fitted on its validation split
-        scores.insert(3, "calibrated_score", calibration(scores["expected_score"].to_numpy()))
+    scores = with_calibrated_score(scores, calibration)  # the trained judge's own map, fitted on its val split
     write_csv(out, scores, float_format=FLOAT_FORMAT)
     save_judge_config(judge_config, tokenizer, out.with_suffix(".config.yaml"))
     console = Console()

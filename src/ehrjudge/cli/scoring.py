@@ -106,9 +106,10 @@ def probe_command(
     reference_cohort, holdout_cohort = _load_cohorts(reference, holdout)
     with about_file(holdout):  # checked before a judge is loaded
         check_probe_inputs(reference_cohort, holdout_cohort)
-    scorers = ({"judge": _judge_scorer(judge, reference, holdout, reference_cohort.schema, score_config)}
-               if judge is not None else None)
-    records, table = run_probes(reference_cohort, holdout_cohort, score_config, n, seed, scorers)
+    scorer, cap = (_judge_scorer(judge, reference, holdout, reference_cohort.schema, score_config)
+                   if judge is not None else (None, None))
+    records, table = run_probes(reference_cohort, holdout_cohort, score_config, n, seed,
+                                None if scorer is None else {"judge": scorer}, cap)
     markdown = markdown_table(table)
     with atomic_dir(out) as tmp:
         write_json(tmp / "probes.json", {"probes": table.to_dict(orient="records"), "n": n, "seed": seed,
@@ -121,19 +122,21 @@ def probe_command(
 
 
 def _judge_scorer(judge: Path, reference: Path, holdout: Path, schema, score_config):
-    """The trained judge in folder `judge` as a probe scorer (its saved prompt and calibration)."""
+    """(the trained judge in folder `judge` as a probe scorer (its saved prompt and calibration), the cap its cap
+    line states per record, or None when it reads none)."""
     from ehrjudge.cli.judge import saved_with_judge, with_trained_prompt
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.reference import reference_for
     from ehrjudge.judge.model import load_judge
-    from ehrjudge.judge.scoring import JudgeConfig, matrix_scorer
+    from ehrjudge.judge.scoring import JudgeConfig, matrix_caps, matrix_scorer
 
     judge_config = with_trained_prompt(JudgeConfig(adapter=str(judge)), None, {})
     model, tokenizer = load_judge(judge_config.model, judge_config.device, judge_config.dtype, judge_config.adapter,
                                   judge_config.precision)
     stats = reference_for(reference, judge_config.prompt.record_format, holdout, score_config)
-    return matrix_scorer(model, tokenizer, schema, judge_config.prompt, stats, judge_config.batch_size,
-                         saved_with_judge(judge_config, saved_calibration))
+    return (matrix_scorer(model, tokenizer, schema, judge_config.prompt, stats, judge_config.batch_size,
+                          saved_with_judge(judge_config, saved_calibration)),
+            matrix_caps(schema, judge_config.prompt, stats))
 
 
 @app.command("evaluate", context_settings=CONFIG_COMMAND, cls=settings_command("ehrjudge.scoring.config:SuiteConfig"),

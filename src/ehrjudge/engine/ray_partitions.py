@@ -155,7 +155,7 @@ def judge_on_ray(judge_config, records: pd.DataFrame, schema, reference, engine:
     """(scores, tokenizer) as judge.scoring.judge_records gives them, over JudgeWorker actors."""
     from ehrjudge.errors import InputError
     from ehrjudge.judge.labels import LABELS, LabelScorer
-    from ehrjudge.judge.scoring import check_context, summarize_distribution
+    from ehrjudge.judge.scoring import check_context, record_caps, summarize_distribution, with_capped_score
 
     if "record_id" not in records.columns:
         raise InputError("records table has no record_id column", column="record_id")
@@ -191,4 +191,4 @@ def judge_on_ray(judge_config, records: pd.DataFrame, schema, reference, engine:
             log_probs[batch] = values
     summary = summarize_distribution(log_probs)
     summary.insert(0, "record_id", records["record_id"].to_numpy())
-    return summary, setup["tokenizer"]
+    return with_capped_score(summary, record_caps(records, schema, judge_config.prompt, reference)), setup["tokenizer"]

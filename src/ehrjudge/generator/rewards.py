@@ -1,6 +1,7 @@
 """The rewards a generator can be tuned against, each a 1..10 score per parsed record (higher = more realistic).
 
-    judge    E_pi[k] = sum_k k pi(k | prompt(record)), the trained judge's expected label (api.Judge)
+    judge    E_pi[k] = sum_k k pi(k | prompt(record)), the trained judge's expected label (api.Judge); for a judge
+             that reads the cap line, min(E, cap) (its capped_score: the judge cannot pay above the cap it is shown)
     score    realism_continuous of the verifiable score, hardened definition (scoring/hardened)
     formula  the diagonal-z formula, -log sqrt(sum_j z_j^2) over the reference statistics, put on 1..10 by the
              judge dataset's val split when the reference folder sits in one (judge/baseline_scorers.py);
@@ -29,6 +30,11 @@ class RewardFunction:
     name: str
     score: Callable[[pd.DataFrame], np.ndarray]  # records (record_id + schema columns) -> (n,) rewards
     on_score_scale: bool  # the reward is on the verifiable score's 1..10 scale (the hacking gap is defined)
+
+
+def judge_reward(scores: pd.DataFrame) -> np.ndarray:
+    """The judge's reward per record: its capped score when it reads a cap line, else its expected score."""
+    return scores["capped_score" if "capped_score" in scores else "expected_score"].to_numpy()
 
 
 def verifiable_scorers(reference: Cohort, holdout: Cohort | None) -> dict:
@@ -67,5 +73,5 @@ def build_reward(name: str, reference_dir: Path, reference: Cohort, verifiable: 
     if name == "judge":
         if judge is None:
             raise InputError("reward judge needs a trained judge: pass --judge DIR")
-        return RewardFunction("judge", lambda r: judge.score(r)["expected_score"].to_numpy(), True)
+        return RewardFunction("judge", lambda r: judge_reward(judge.score(r)), True)
     raise InputError(f"unknown reward {name!r}")

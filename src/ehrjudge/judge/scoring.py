@@ -18,7 +18,7 @@ from ehrjudge.config import save_config
 from ehrjudge.errors import InputError
 from ehrjudge.judge.forward import decoder_layers, upper_sequence_log_probs
 from ehrjudge.judge.config import JudgeConfig
-from ehrjudge.judge.findings import finding_lines
+from ehrjudge.judge.findings import finding_lines, line_caps
 from ehrjudge.judge.labels import LABELS, LabelScorer
 from ehrjudge.judge.layer_inputs import LayerCapture, LayerInputs, lower_weights_sha, prompt_key
 from ehrjudge.judge.prompt import PromptConfig, build_prompt, resolved_chat_template
@@ -63,6 +63,46 @@ def record_prompts(records: pd.DataFrame, schema: Schema, tokenizer, config: Pro
     trained judge must read the prompt it was trained with, judge.prompt.saved_prompt)."""
     return [build_prompt(text, tokenizer, config)
             for text in record_texts(records, schema, tokenizer, config, reference)]
+
+
+def reads_cap_line(config: PromptConfig) -> bool:
+    return config.show_caps and config.record_format in FINDINGS_FORMATS
+
+
+def record_caps(records: pd.DataFrame, schema: Schema, config: PromptConfig,
+                reference: ReferenceStats | None) -> np.ndarray | None:
+    """(n,) the cap each record's cap line states (10 where none), or None when the prompt shows no cap line."""
+    if not reads_cap_line(config):
+        return None
+    return line_caps(records, schema, reference, closest=config.record_format == "findings_dcr")
+
+
+def matrix_caps(schema: Schema, config: PromptConfig, reference: ReferenceStats | None):
+    """f(records (m, p) in schema order) -> record_caps, for callers holding bare vectors (the probes); None when the
+    prompt shows no cap line."""
+    if not reads_cap_line(config):
+        return None
+    return lambda matrix: record_caps(pd.DataFrame(matrix, columns=schema.names), schema, config, reference)
+
+
+def with_capped_score(summary: pd.DataFrame, caps: np.ndarray | None) -> pd.DataFrame:
+    """`summary` (summarize_distribution's) with capped_score = min(expected_score, cap) after expected_score, when
+    the judge reads a cap line: the score a reward or gate should use, since a trained judge can answer above the
+    cap its own prompt states (judge/findings.py line_caps)."""
+    if caps is not None:
+        summary.insert(summary.columns.get_loc("expected_score") + 1, "capped_score",
+                       np.minimum(summary["expected_score"].to_numpy(), caps))
+    return summary
+
+
+def with_calibrated_score(scores: pd.DataFrame, calibration) -> pd.DataFrame:
+    """`scores` with calibrated_score = calibration(expected_score) after expected_score (and capped_score), when
+    the judge saved a calibration (judge/calibration.py)."""
+    if calibration is not None:
+        after = "capped_score" if "capped_score" in scores else "expected_score"
+        scores.insert(scores.columns.get_loc(after) + 1, "calibrated_score",
+                      calibration(scores["expected_score"].to_numpy()))
+    return scores
 
 
 def summarize_distribution(log_probs: np.ndarray) -> pd.DataFrame:
@@ -178,7 +218,8 @@ def judge_from_layer_inputs(model, tokenizer, prompts: list[str], inputs: LayerI
 def judge_records(model, tokenizer, records_df: pd.DataFrame, schema: Schema, prompt_config: PromptConfig,
                   batch_size: int = 8, reuse_prefix: bool = True, reference: ReferenceStats | None = None,
                   capture: LayerCapture | None = None) -> pd.DataFrame:
-    """record_id, judge_score, expected_score, entropy, p_1..p_10 for every record, in input order.
+    """record_id, judge_score, expected_score, capped_score (a judge reading the cap line), entropy, p_1..p_10 for
+    every record, in input order.
 
     `reference`: the reference cohort's statistics, needed by the "deviations" record format.
     `capture`: keep one decoder layer's inputs (see judge_prompts).
@@ -191,7 +232,7 @@ def judge_records(model, tokenizer, records_df: pd.DataFrame, schema: Schema, pr
     summary = summarize_distribution(judge_prompts(model, tokenizer, prompts, batch_size=batch_size,
                                                   reuse_prefix=reuse_prefix, capture=capture))
     summary.insert(0, "record_id", records_df["record_id"].to_numpy())
-    return summary
+    return with_capped_score(summary, record_caps(records_df, schema, prompt_config, reference))
 
 
 def matrix_scorer(model, tokenizer, schema: Schema, prompt_config: PromptConfig, reference: ReferenceStats,

@@ -132,6 +132,10 @@ def _agreement_section(run: Path, summary: dict) -> str:
         parts.append(f"<p>trained_calibrated = clip({calibration['slope']:.3f} &times; trained expected score "
                      f"{calibration['intercept']:+.3f}, 1, 10): an increasing affine map fitted on "
                      f"{html.escape(calibration['fitted_on'])}, never on these splits.</p>")
+    if any("trained_capped" in scorers for scorers in summary.get("splits", {}).values()):
+        parts.append("<p>trained_capped = min(trained expected score, the cap its own cap line states): the "
+                     "score a reward or a gate should use, since a trained judge can answer above the cap it is "
+                     "shown.</p>")
     for split, scorers in summary.get("splits", {}).items():
         rows = []
         for scorer, metrics in scorers.items():

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 STAGES = ("cohort", "dataset", "suite", "zero_shot", "train", "evaluation", "probes")
 EVAL_SPLITS = ("test", "test_unseen")
 LAYER_INPUTS = "layer_inputs.pt"  # the zero-shot pass's inputs of the first trained layer (judge.layer_inputs)
+FULL_MODEL_SAMPLE = 64  # records of the first split the evaluation stage also judges through the whole model (timing)
 
 
 def source_fingerprint(path: str | None) -> str | None:
@@ -152,7 +153,8 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.prompt import build_prompt
     from ehrjudge.judge.reference import dataset_reference
-    from ehrjudge.judge.scoring import judge_from_layer_inputs, judge_prompts, record_texts, summarize_distribution
+    from ehrjudge.judge.scoring import (judge_from_layer_inputs, judge_prompts, record_caps, record_texts,
+                                        summarize_distribution)
 
     splits = {}
     for split in EVAL_SPLITS:  # checked before any model is loaded
@@ -188,6 +190,10 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table["trained_expected"] = trained["expected_score"].to_numpy()
         if calibration is not None:  # fitted on val by the training stage (judge/calibration.py)
             table["trained_calibrated_expected"] = calibration(trained["expected_score"].to_numpy())
+        caps = record_caps(records, schema, cfg.train.prompt, reference)
+        if caps is not None:  # the judge reads a cap line: min(its score, that cap), judge.scoring.with_capped_score
+            table["trained_capped_score"] = np.minimum(table["trained_score"].to_numpy(), caps)
+            table["trained_capped_expected"] = np.minimum(table["trained_expected"].to_numpy(), caps)
         zero = zero.set_index("record_id").loc[table["record_id"]]
         table["zero_shot_score"] = zero["judge_score"].to_numpy()
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()
@@ -202,6 +208,14 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         real = real_rows(records, schema.names, dataset_patients(dataset))  # no real patient's text in a report
         table["summary"] = withhold([t[:400] for t in texts], real)
         write_parquet(out / f"{split}.parquet", table)
+    if saved is not None:  # the passes above skipped the frozen layers: time the whole model on a sample too
+        sample = [build_prompt(text, tokenizer, cfg.train.prompt)
+                  for text in record_texts(splits[EVAL_SPLITS[0]][0].head(FULL_MODEL_SAMPLE), schema, tokenizer,
+                                           cfg.train.prompt, reference)]
+        start = time.perf_counter()
+        judge_prompts(model, tokenizer, sample, cfg.eval_batch_size)
+        judging["full_model"] = {"records": len(sample), "split": EVAL_SPLITS[0],
+                                 "seconds": time.perf_counter() - start}
     write_json(out / "judging.json", judging)  # which pass judged each split, and how long it took
 
 
@@ -213,7 +227,7 @@ def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
     from ehrjudge.judge.reference import dataset_reference
-    from ehrjudge.judge.scoring import matrix_scorer
+    from ehrjudge.judge.scoring import matrix_caps, matrix_scorer
     from ehrjudge.scoring.probes import markdown_table, run_probes
 
     reference = Cohort.load(dataset / "reference")
@@ -225,7 +239,7 @@ def build_probes_stage(cfg: RunConfig, dataset: Path, judge_dir: Path, out: Path
     scorers = {"judge": judge, "formula": cheap.formula.score, "regressor": cheap.regressor_score,
                **({"facts": cheap.facts_score} if cheap.facts is not None else {})}
     records, table = run_probes(reference, holdout_cohort(dataset), cfg.score, cfg.probe_records,
-                                cfg.dataset.seed, scorers)
+                                cfg.dataset.seed, scorers, matrix_caps(reference.schema, cfg.train.prompt, stats))
     write_json(out / "probes.json", {"probes": table.to_dict(orient="records"), "n": cfg.probe_records})
     write_text(out / "probes.md", markdown_table(table) + "\n")
     write_csv(out / "probe_records.csv", records, float_format="%.6g")  # scores and reasons, no record values
@@ -243,12 +257,20 @@ def scorer_values(table: pd.DataFrame, scorer: str, prediction: str) -> np.ndarr
 
 
 def records_per_second(out: Path, split: str) -> dict[str, float | None]:
-    """Records/s of each scorer on `split`: the trained judge's pass of the evaluation stage; the zero-shot judge,
-    formula, regressor and verifiable score as timed by the zero-shot stage on test + test_unseen together."""
+    """Records/s of each scorer on `split`: the trained judge's whole model (the evaluation stage's pass when it ran
+    the whole model, else its timed sample of FULL_MODEL_SAMPLE records; a pass from saved layer inputs skips the
+    frozen layers and is not what a user judging new records gets); the zero-shot judge, formula, regressor and
+    verifiable score as timed by the zero-shot stage on test + test_unseen together."""
     zero_shot = json.loads((out / "zero_shot" / "report" / "report.json").read_text())["records_per_second"]
-    judging = json.loads((out / "evaluation" / "judging.json").read_text())[split]
-    trained = judging["records"] / max(judging["seconds"], 1e-9)
+    judging = json.loads((out / "evaluation" / "judging.json").read_text())
+    timed = judging[split] if judging[split]["from_layer"] is None else judging.get("full_model")
+    trained = None if timed is None else timed["records"] / max(timed["seconds"], 1e-9)
+    if timed is None:
+        log.warning("%s: the trained judge's records/s is unknown (an evaluation stage from before the whole-model "
+                    "sample; its pass from layer %s skipped the frozen layers)", out / "evaluation" / "judging.json",
+                    judging[split]["from_layer"])
     return {"zero_shot": zero_shot["judge"], "trained": trained, "trained_calibrated": trained,
+            "trained_capped": trained,
             "formula": zero_shot["formula"], "regressor": zero_shot["regressor"], "facts": zero_shot.get("facts"),
             "verifiable": zero_shot.get("verifiable")}
 
@@ -268,6 +290,8 @@ def summarize(cfg: RunConfig, out: Path, runner: StageRunner) -> dict:
         scorers = ["zero_shot", "trained", *(s for s in CHEAP_SCORERS if f"{s}_score" in table)]
         if cfg.train.prediction == "expected" and "trained_calibrated_expected" in table:
             scorers.insert(2, "trained_calibrated")
+        if "trained_capped_expected" in table:
+            scorers.insert(scorers.index("trained") + 1, "trained_capped")
         for scorer in scorers:
             a = agreement(scorer_values(table, scorer, cfg.train.prediction), truth, seed=0,
                           n_bootstrap=cfg.baseline.n_bootstrap)

@@ -101,11 +101,12 @@ def check_probe_inputs(reference: Cohort, holdout: Cohort) -> None:
 
 
 def run_probes(reference: Cohort, holdout: Cohort, config: ScoreConfig, n: int, seed: int,
-               scorers: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+               scorers: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+               cap: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-record scores, probe table). Cross-fitted: the holdout is split in two halves; probes built from one half
     are scored by the hardened and seed scores calibrated on the other, so no held-out patient calibrates its own
-    score. `scorers` adds name -> f(records) -> scores (a judge), called on the same records."""
+    score. `scorers` adds name -> f(records) -> scores (a judge), called on the same records; `cap` (with a
+    "judge" scorer) adds judge_capped = min(judge, cap(records)), the score of a judge reading a cap line."""
     check_probe_inputs(reference, holdout)
     matrix, held_out = reference.matrix(), holdout.matrix()
     order = np.random.default_rng([seed, 7]).permutation(len(held_out))
@@ -126,9 +127,12 @@ def run_probes(reference: Cohort, holdout: Cohort, config: ScoreConfig, n: int, 
                                   "invalid_columns": hardened["invalid_columns"]})
             for name, score in (scorers or {}).items():
                 frame[name] = score(records)
+            if cap is not None:
+                frame["judge_capped"] = np.minimum(frame["judge"].to_numpy(), cap(records))
             frames.append(frame)
     records = pd.concat(frames, ignore_index=True)
-    return records, probe_table(records, ["hardened", "seed", *(scorers or {})])
+    return records, probe_table(records, ["hardened", "seed", *(scorers or {}),
+                                          *(["judge_capped"] if cap is not None else [])])
 
 
 def probe_table(records: pd.DataFrame, scorers: list[str]) -> pd.DataFrame:
