@@ -147,6 +147,12 @@ def test_gate_accepts_good_and_refuses_copies(quick_run):
                       "--threshold", "10.0", cwd=root, check=False)
     on_calibrated = ehrjudge("gate", *common, "--synthetic", str(root / "good.parquet"), "--name", "gen-cal",
                              "--threshold", "1.0", "--score", "calibrated", cwd=root, check=False)
+    # a labelled split (its score columns kept) on the capped score: gated on its records, the columns named
+    labelled_copies = test[test["near_copy"]]
+    assert len(labelled_copies) >= 1
+    labelled_copies.to_parquet(root / "labelled_copies.parquet")
+    labelled = ehrjudge("gate", *common, "--synthetic", str(root / "labelled_copies.parquet"), "--name", "gen-lab",
+                        "--threshold", "1.0", "--score", "capped", cwd=root, check=False)
     # Assert
     if (judge / "calibration.json").exists():
         assert on_calibrated.returncode == 0 and "ACCEPTED" in on_calibrated.stdout
@@ -155,6 +161,8 @@ def test_gate_accepts_good_and_refuses_copies(quick_run):
     assert accepted.returncode == 0 and "ACCEPTED: registered gen-good version 1" in accepted.stdout
     assert copied.returncode == 1 and "near-copy rate" in copied.stdout and "REFUSED" in copied.stdout
     assert strict.returncode == 1 and "below the threshold" in strict.stdout
+    assert labelled.returncode == 1 and "(capped;" in labelled.stdout and "near-copy rate" in labelled.stdout
+    assert "ignoring" in labelled.stderr and "realism_score" in labelled.stderr
 
 
 def test_no_real_patient_record_in_reports_or_logs(quick_run):

@@ -52,6 +52,10 @@ def test_calibrated_gate_without_calibration_fails_before_judging(tmp_path):
     assert str(judge) in str(error.value)
     with pytest.raises(ConfigError, match="score"):
         load_config(GateConfig, None, ["--score", "median"])
+    # a capped gate needs a judge whose prompt shows the cap line: this folder records no prompt at all
+    with pytest.raises(InputError, match="no score cap line") as error:
+        run_gate(str(judge), str(tmp_path / "missing.parquet"), "gen", GateConfig(score="capped"))
+    assert str(judge) in str(error.value)
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -77,12 +77,9 @@ def one_of(primary, alias, primary_flag: str, alias_flag: str):
 def read_records(path: Path, schema):
     """Synthetic records validated against `schema`. The score columns of a scoring run (e.g. a judge dataset
     split) are ignored, with a note naming them, so labelled files can be judged or re-scored as they are."""
-    from ehrjudge.cohort.schema import validate_vectors
-    from ehrjudge.io import read_table
-    from ehrjudge.scoring.realism import SCORE_COLUMNS
+    from ehrjudge.scoring.realism import read_unscored_records
 
-    frame = read_table(path)
-    ignored = [c for c in SCORE_COLUMNS if c in frame.columns]
+    records, ignored = read_unscored_records(path, schema)
     if ignored:
         typer.echo(f"note: ignoring {len(ignored)} score column(s) of {path}: {', '.join(ignored)}", err=True)
-    return validate_vectors(frame.drop(columns=ignored), schema, file=path)
+    return records

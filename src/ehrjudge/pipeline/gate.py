@@ -41,8 +41,10 @@ class GateConfig(RegistryConfig):
     registry_dir, experiment)."""
 
     threshold: float = option(6.0, "minimum mean judge score (1-10, see `score`) for acceptance")
-    score: Literal["expected", "calibrated"] = option("expected", "judge score the threshold applies to: expected (E_pi[k]) or calibrated (the "
-                        "judge's calibration.json, fitted on its validation split; an error if it has none)")
+    score: Literal["expected", "calibrated", "capped"] = option(
+        "expected", "judge score the threshold applies to: expected (E_pi[k]), calibrated (the judge's "
+                    "calibration.json, fitted on its validation split; an error if it has none) or capped "
+                    "(min(expected, the cap the judge's cap line states); an error for a judge without that line)")
     max_near_copy_rate: float = option(0.05, "maximum share of records flagged as near-copies of real patients")
     reference: str | None = option(None, "reference cohort dir for the near-copy check (default: the judge's dataset reference)")
     batch_size: int = option(16, "judge batch size")
@@ -95,16 +97,18 @@ def find_reference(judge_dir: Path, config: GateConfig) -> tuple[Path, Path | No
 def score_synthetic(judge: str, synthetic: Path, config: GateConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Judge scores and verifiable scores (with near-copy flags) of every record in `synthetic`."""
     from ehrjudge.api import Judge
-    from ehrjudge.cohort.schema import Cohort, load_records
+    from ehrjudge.cohort.schema import Cohort
     from ehrjudge.judge.artifact import holds_reference
     from ehrjudge.scoring.config import dataset_score_config
-    from ehrjudge.scoring.realism import ScoreConfig, score_records
+    from ehrjudge.scoring.realism import ScoreConfig, read_unscored_records, score_records
 
     judge_dir = Path(judge)
     reference_dir, holdout_dir = find_reference(judge_dir, config)
     reference = Cohort.load(reference_dir)
     holdout = Cohort.load(holdout_dir) if holdout_dir else None
-    records = load_records(synthetic, reference.schema)
+    records, ignored = read_unscored_records(synthetic, reference.schema)
+    if ignored:  # a labelled file (e.g. a judge dataset split): gated on its records, as `ehrjudge judge` does
+        log.warning("gate: ignoring %d score column(s) of %s: %s", len(ignored), synthetic, ", ".join(ignored))
     if "record_id" not in records.columns:
         records.insert(0, "record_id", [f"record-{i}" for i in range(len(records))])
     # The judge's own prompt and statistics (it refuses a folder without its prompt); the reference given for the
@@ -225,6 +229,14 @@ def run_gate(judge: str, synthetic: str | None, name: str, config: GateConfig,
     calibration = saved_calibration(judge)  # before judging every record: a missing one fails at once
     if config.score == "calibrated" and calibration is None:
         raise InputError("score: calibrated, but the judge has no calibration.json", file=Path(judge))
+    if config.score == "capped":
+        from ehrjudge.judge.prompt import saved_prompt
+        from ehrjudge.judge.scoring import reads_cap_line
+
+        prompt = saved_prompt(judge)
+        if prompt is None or not reads_cap_line(prompt):
+            raise InputError("score: capped, but the judge's prompt shows no score cap line (prompt.show_caps)",
+                             file=Path(judge))
     if generator is None:
         return _gate_records(judge, Path(synthetic), name, config, calibration)
     with tempfile.TemporaryDirectory(prefix="ehrjudge-gate-") as staging:
@@ -237,11 +249,14 @@ def _gate_records(judge: str, synthetic_path: Path, name: str, config: GateConfi
                   generator: Path | None = None, parse_failure_rate: float = 0.0) -> GateDecision:
     judged, verifiable = score_synthetic(judge, synthetic_path, config)
     calibrated = calibration(judged["expected_score"].to_numpy()) if calibration is not None else None
-    mean_score = float(judged["expected_score"].mean() if config.score == "expected" else calibrated.mean())
+    capped = judged["capped_score"].to_numpy() if "capped_score" in judged else None
+    mean_score = float({"expected": judged["expected_score"], "calibrated": calibrated,
+                        "capped": capped}[config.score].mean())
     near_copy_rate = float(verifiable["near_copy"].mean())
     decision = decide(mean_score, near_copy_rate, config, len(judged), parse_failure_rate)
     details = {"judge": str(judge), "synthetic": str(generator or synthetic_path),
                "mean_realism_score": float(verifiable["realism_score"].mean()), "score": config.score,
                "mean_expected_score": float(judged["expected_score"].mean()),
-               "mean_calibrated_score": None if calibrated is None else float(calibrated.mean())}
+               "mean_calibrated_score": None if calibrated is None else float(calibrated.mean()),
+               "mean_capped_score": None if capped is None else float(capped.mean())}
     return register(decision, synthetic_path, name, config, details, generator)

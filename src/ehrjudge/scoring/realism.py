@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 SEED_COLUMNS = ["mahalanobis", "knn_distance", "nn_distance", "n_offsupport", "s_maha", "s_knn",
                 "realism_continuous", "realism_scaled", "realism_score", "near_copy"]
 SCORE_COLUMNS = list(dict.fromkeys([*SEED_COLUMNS, *HardenedScorer.columns]))  # what either definition writes
+
+
+def read_unscored_records(path, schema: Schema) -> tuple[pd.DataFrame, list[str]]:
+    """(records validated against `schema`, the score columns dropped): the score columns of a scoring run (e.g. a
+    judge dataset split) are left out, so labelled files can be judged, gated or re-scored as they are; the caller
+    says which it dropped."""
+    from ehrjudge.cohort.schema import validate_vectors
+    from ehrjudge.io import read_table
+
+    frame = read_table(path)
+    ignored = [c for c in SCORE_COLUMNS if c in frame.columns]
+    return validate_vectors(frame.drop(columns=ignored), schema, file=path), ignored
 CONSTANT_TOLERANCE = 1e-12  # a column is constant when std <= tol * max(1, |mean|)
 
 
