@@ -172,10 +172,11 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
     saved = LayerInputs.load(zero_shot / LAYER_INPUTS) if (zero_shot / LAYER_INPUTS).exists() else None
     if saved is None:
         log.info("no %s in %s: the trained judge runs the whole model", LAYER_INPUTS, zero_shot)
-    judging = {}
+    judging, first_prompts = {}, None
     for split, (records, zero) in splits.items():
         texts = record_texts(records, schema, tokenizer, cfg.train.prompt, reference)
         prompts = [build_prompt(text, tokenizer, cfg.train.prompt) for text in texts]
+        first_prompts = prompts if first_prompts is None else first_prompts
         start = time.perf_counter()
         # The trained judge equals the zero-shot model below its first trained layer: reuse that pass's inputs.
         log_probs = None if saved is None else judge_from_layer_inputs(model, tokenizer, prompts, saved,
@@ -209,9 +210,7 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table["summary"] = withhold([t[:400] for t in texts], real)
         write_parquet(out / f"{split}.parquet", table)
     if saved is not None:  # the passes above skipped the frozen layers: time the whole model on a sample too
-        sample = [build_prompt(text, tokenizer, cfg.train.prompt)
-                  for text in record_texts(splits[EVAL_SPLITS[0]][0].head(FULL_MODEL_SAMPLE), schema, tokenizer,
-                                           cfg.train.prompt, reference)]
+        sample = first_prompts[:FULL_MODEL_SAMPLE]
         start = time.perf_counter()
         judge_prompts(model, tokenizer, sample, cfg.eval_batch_size)
         judging["full_model"] = {"records": len(sample), "split": EVAL_SPLITS[0],
