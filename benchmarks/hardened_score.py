@@ -12,12 +12,17 @@ Builds (or reads) a clinosim cohort, splits it as `ehrjudge dataset` does (20 % 
   defects the seed score cannot see, so disagreeing there is the point);
 - the noisy-copy spread: mean hardened score at the first strength whose records are not copies minus at strength 1,
   target >= 5 points (strength 0 of noisy_copy is an exact copy, capped by design);
+- copies edited in k cells (k codes the patient lacks added once; k = 1, 2, 3, 5), near copies (noise of 1 % of an SD
+  on the continuous cells, as the near_copy probe) with one code added, and copies with the age moved by 10 years, at near_copy_free_cells 0 (the plain distance) and at the default: mean score and the share <= 3; beside
+  them the share of held-out real patients the privacy cap lowers (cross-fitted, from the probe records), the
+  price of counting edited copies as copies (scoring/hardened/privacy.py);
 - scoring speed, records/s, hardened vs seed on the same records.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import time
 from pathlib import Path
@@ -60,6 +65,48 @@ def ladder(reference: Cohort, holdout: Cohort, hardened: RealismScorer, seed: Re
             scores["generator"], scores["strength"] = name, strength
             frames.append(scores)
     return pd.concat(frames, ignore_index=True)
+
+
+def edited_copies(reference: Cohort, holdout: Cohort, config: ScoreConfig, probe_records: int, seed: int) -> dict:
+    """Copies of reference patients edited in a few cells, at free_cells 0 and at config's (module docstring)."""
+    rng = np.random.default_rng([seed, 11])
+    matrix, schema = reference.matrix(), reference.schema
+    codes = np.array([f.code is not None and f.kind != "continuous" for f in schema.features])
+    copies = matrix[rng.choice(len(matrix), size=min(200, len(matrix)), replace=False)]
+    attacks = {}
+    for k in (1, 2, 3, 5):
+        edited = copies.copy()
+        for record in edited:
+            absent = np.flatnonzero(codes & (record == 0) & (matrix.max(axis=0) > 0))
+            record[rng.choice(absent, size=min(k, len(absent)), replace=False)] += 1.0
+        attacks[f"{k}_codes_added"] = edited
+    continuous = np.array([f.kind == "continuous" for f in schema.features]) & (matrix.std(axis=0) > 0)
+    noisy = copies.copy()  # the near_copy probe's noise (1 % of an SD, continuous cells), then one code added
+    noisy[:, continuous] += rng.normal(0.0, 0.01, size=(len(noisy), int(continuous.sum()))) * matrix.std(axis=0)[
+        continuous]
+    noisy = np.where(matrix.min(axis=0) >= 0, np.maximum(noisy, 0.0), noisy)
+    noisy_edited = noisy.copy()
+    for record in noisy_edited:
+        absent = np.flatnonzero(codes & (record == 0) & (matrix.max(axis=0) > 0))
+        record[rng.choice(absent)] += 1.0
+    attacks["noise_plus_1_code_added"] = noisy_edited
+    if "age" in schema.names:
+        aged = copies.copy()
+        aged[:, schema.names.index("age")] += 10.0
+        attacks["age_plus_10_years"] = aged
+    result = {}
+    for free_cells in sorted({0, config.near_copy_free_cells}):
+        cfg = dataclasses.replace(config, near_copy_free_cells=free_cells)
+        scorer = RealismScorer(cfg, schema).fit(matrix, holdout.matrix())
+        row = {name: {"mean": float(scored["realism_continuous"].mean()),
+                      "share_le_3": float((scored["realism_continuous"] <= 3).mean())}
+               for name, scored in ((name, scorer.score(records)) for name, records in attacks.items())}
+        probes = run_probes(reference, holdout, cfg, probe_records, seed)[0]
+        real = probes[probes.probe == "holdout_real"]
+        row["holdout_real_privacy_capped_share"] = float(real["caps"].str.contains("near_copy").mean())
+        row["holdout_real_median"] = float(real["hardened"].median())
+        result[f"free_cells_{free_cells}"] = row
+    return result
 
 
 def main() -> None:
@@ -105,6 +152,11 @@ def main() -> None:
     first_non_copy = float(noisy[noisy.near_copy < 0.5].index.min())
     spread = float(noisy.loc[first_non_copy, "hardened"] - noisy.loc[1.0, "hardened"])
 
+    edits = edited_copies(reference, holdout, config, args.probe_records, args.seed)
+    for name, row in edits.items():
+        print(name, {key: value if isinstance(value, float) else {k: round(v, 2) for k, v in value.items()}
+                     for key, value in row.items()})
+
     matrix = generate("gaussian_copula", reference, 5000, 0.2, seed=9)[reference.schema.names].to_numpy(float)
     speed = {}
     for name, scorer in (("hardened", hardened), ("seed", seed)):
@@ -128,7 +180,8 @@ def main() -> None:
     result = {"machine": platform.processor() or platform.machine(), "n_reference": len(reference),
               "n_holdout": len(holdout), "features": len(reference.schema.names), "config": config.__dict__ | {
                   "rules_file": str(config.rules_file)},
-              "targets": targets, "agreement_with_seed": agreement, "records_per_second": speed, "probes": table.to_dict(orient="records"),
+              "targets": targets, "agreement_with_seed": agreement, "edited_copies": edits,
+              "records_per_second": speed, "probes": table.to_dict(orient="records"),
               "ladder": cells.to_dict(orient="records")}
     write_json(args.out, result)
     for key, value in targets.items():

@@ -170,6 +170,58 @@ def test_closest_patient_known_answer():
     np.testing.assert_array_equal(closest.nearest(np.array([[2.9, 0.1]]))[1], [1])
 
 
+def _edited_brute_force(closest, records, free_cells):
+    """DCR over all but the free_cells largest cell differences, minimum over every reference patient."""
+    z, z_ref = closest.standardize(records), closest.reference_z_
+    squared = np.sort((z[:, None, :] - z_ref[None, :, :]) ** 2, axis=2)[:, :, :z.shape[1] - free_cells]
+    return np.sqrt(squared.sum(axis=2)).min(axis=1)
+
+
+def test_edited_copy_known_answer():
+    """free_cells = 1: a copy edited in one cell has ratio 0; edited in two, the plain ratio. Each threshold is its
+    own distance's held-out percentile."""
+    # Setup
+    rng = np.random.default_rng(0)
+    reference, calibration = rng.normal(size=(60, 24)), rng.normal(size=(40, 24))
+    one_edit, two_edits = reference[[3]].copy(), reference[[3]].copy()
+    one_edit[0, 7] += 50.0
+    two_edits[0, [7, 9]] += 50.0
+    # Run
+    plain = ClosestPatient(percentile=5.0).fit(reference, calibration)
+    edited = ClosestPatient(percentile=5.0, free_cells=1).fit(reference, calibration)
+    # Assert
+    assert edited.threshold_ == plain.threshold_ and plain.edited_threshold_ is None
+    assert edited.edited_threshold_ == pytest.approx(np.percentile(_edited_brute_force(edited, calibration, 1), 5.0))
+    found = edited.copy_ratio(one_edit)
+    assert plain.ratio(one_edit)[0] > 1 and found["ratio"][0] == 0.0 and found["edited"][0] == 0.0
+    by_hand = np.sqrt((((one_edit - reference) / reference.std(axis=0)) ** 2).sum(axis=1))  # the plain DCR
+    assert found["dcr"][0] == pytest.approx(by_hand.min(), rel=1e-9) and found["nearest"][0] == by_hand.argmin()
+    np.testing.assert_array_equal(edited.ratio(two_edits), plain.ratio(two_edits))  # 2 cells differ: not a copy
+    with pytest.raises(InputError, match="free_cells"):
+        ClosestPatient(free_cells=-1)
+
+
+@pytest.mark.parametrize("free_cells", [1, 2])
+def test_edited_copy_search_matches_brute_force(free_cells):
+    """The block screen (pigeonhole) finds every reference patient within the radius on all but t cells: DCR_t
+    equals a brute-force minimum over all pairs wherever that is <= the radius, +inf elsewhere."""
+    rng = np.random.default_rng(free_cells)
+    reference, calibration = rng.normal(size=(60, 24)), rng.normal(size=(40, 24))
+    copies = reference[rng.choice(60, 30)] + rng.normal(0, 0.05, size=(30, 24))  # near copies...
+    for row in copies:  # ...edited in up to t + 1 cells by a lot
+        row[rng.choice(24, rng.integers(0, free_cells + 2), replace=False)] += 25.0
+    records = np.vstack([copies, calibration, rng.normal(size=(30, 24))])
+    closest = ClosestPatient(percentile=5.0, chunk_size=7, free_cells=free_cells).fit(reference, calibration)
+    # Run
+    found = closest.edited_distance(records, closest.threshold_)
+    # Assert
+    brute = _edited_brute_force(closest, records, free_cells)
+    inside = brute <= closest.threshold_
+    assert inside.sum() >= 20 and (~inside).sum() >= 10
+    np.testing.assert_allclose(found[inside], brute[inside], rtol=1e-9, atol=1e-12)
+    assert np.isinf(found[~inside]).all()
+
+
 def test_scorer_privacy_cap_is_the_texts_ratio(cohort):
     """privacy_cap = 1 + 9 min(1, ratio), ratio from the very ClosestPatient the text reads."""
     reference, holdout = cohort
@@ -199,6 +251,10 @@ def test_findings_dcr_lines_name_copies(cohort):
     assert closest[0] == "Closest reference patient: identical (a copy)"
     assert closest[1].endswith("of the near-copy distance (a near copy)")
     assert closest[2].endswith("times the near-copy distance") and ratios.max() >= 1
+    edited = reference.matrix()[2].copy()
+    edited[int(np.argmax(stats.std))] += 50.0 * stats.std.max()  # one cell moved 50 SD: a copy with one edit
+    assert finding_lines(frame_of(reference, edited[None]), reference.schema, stats, closest=True)[0][-1] == (
+        "Closest reference patient: identical but for one value (a copy)")
     assert len(finding_lines(frame_of(reference, rows), reference.schema, stats)[0]) == len(lines[0]) - 1
 
 

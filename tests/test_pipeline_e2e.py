@@ -159,6 +159,7 @@ def test_gate_accepts_good_and_refuses_copies(quick_run):
     else:  # no silent fallback to the expected score
         assert on_calibrated.returncode == 2 and "calibration.json" in on_calibrated.stdout + on_calibrated.stderr
     assert accepted.returncode == 0 and "ACCEPTED: registered gen-good version 1" in accepted.stdout
+    assert "(capped;" in accepted.stdout  # score auto: a judge with a cap line is gated on its capped score
     assert copied.returncode == 1 and "near-copy rate" in copied.stdout and "REFUSED" in copied.stdout
     assert strict.returncode == 1 and "below the threshold" in strict.stdout
     assert labelled.returncode == 1 and "(capped;" in labelled.stdout and "near-copy rate" in labelled.stdout
@@ -217,7 +218,8 @@ def test_readme_python_example_runs_on_the_quick_run(quick_run, capsys):
     example = re.search(r"## Python API\n\n```python\n(.*?)```", readme, re.S).group(1)
     namespace: dict = {}
     # Run
-    exec(example.replace("runs/default", str(root / "run")), namespace)
+    with pd.option_context("display.width", 250, "display.max_columns", 20):  # a terminal wide enough to print all
+        exec(example.replace("runs/default", str(root / "run")), namespace)
     # Assert: the verifiable score reproduces the dataset's labels; the judge equals the evaluation stage's pass
     records, truth, judged = namespace["records"], namespace["truth"], namespace["judged"]
     assert truth["record_id"].tolist() == records["record_id"].tolist() == judged["record_id"].tolist()
@@ -230,4 +232,5 @@ def test_readme_python_example_runs_on_the_quick_run(quick_run, capsys):
 
     np.testing.assert_allclose(shared["expected_score"], evaluated["trained_expected"],
                                atol=0.05 if native_bf16() else 1e-4)
-    assert "realism_score" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "realism_score" in printed and "capped_score" in printed  # the quick run's judge reads the cap line

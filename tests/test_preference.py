@@ -248,6 +248,21 @@ def test_swap_metrics_known_answers():
                        "n_pairs": 4}
 
 
+def test_wilson_interval_known_answers():
+    from ehrjudge.judge.pairwise import wilson_interval
+
+    z2 = 1.959964 ** 2
+    # no conflict in 64 pairs: [0, z^2 / (n + z^2)], not the bootstrap's [0, 0]
+    assert wilson_interval(0, 64) == pytest.approx([0.0, z2 / (64 + z2)], abs=1e-12)
+    # every pair: the mirror image
+    assert wilson_interval(64, 64) == pytest.approx([64 / (64 + z2), 1.0], abs=1e-12)
+    # 2 of 64 by hand: centre (p + z^2/2n) / (1 + z^2/n), half z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n)
+    p, n = 2 / 64, 64
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), np.sqrt(z2 * (p * (1 - p) / n + z2 / (4 * n * n))) / (1 + z2 / n)
+    assert wilson_interval(2, 64) == pytest.approx([centre - half, centre + half], abs=1e-12)
+    assert wilson_interval(0, 0) is None
+
+
 def test_balanced_verdict_recovers_a_position_biased_judge():
     from ehrjudge.judge.pairwise import balanced_right, swap_metrics
 
@@ -353,6 +368,8 @@ def test_compare_cli_end_to_end(tiny, tmp_path, tiny_trained_judge):
         assert low <= row["pair_accuracy"] <= high
         if row["method"].startswith("pairwise judge"):
             assert 0.0 <= row["conflict_rate"] <= 1.0 and row["spearman"] is None
+            if not row["method"].endswith("+balanced"):
+                assert row["conflict_rate_ci"][0] <= row["conflict_rate"] <= row["conflict_rate_ci"][1]
         else:
             assert row["conflict_rate"] is None and row["mae"] is not None
     rlvr = next(row for row in saved["rows"] if row["method"] == "RLVR judge")

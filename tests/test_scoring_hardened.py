@@ -99,6 +99,11 @@ def test_copies_are_capped_and_held_out_real_records_are_not_penalized(cohort, s
     # Assert: an exact copy scores at most 2, with the reason given
     assert copied["exact_copy"].all() and (copied["realism_continuous"] <= 2).all()
     assert copied["caps"].str.contains("near_copy").all()
+    edited = copies.copy()
+    edited[np.arange(10), np.arange(10) % copies.shape[1]] += 50.0 * reference.matrix().std(axis=0).max()
+    one_cell = scorer.score(edited)  # a copy with one cell moved far: a near copy all the same (privacy.py)
+    assert (one_cell["copy_ratio"] == 0).all() and (one_cell["nn_distance"] > scorer.fitted_.dcr_threshold_).all()
+    assert (one_cell["realism_continuous"] <= 1.0).all() and one_cell["caps"].str.contains("near_copy").all()
     clean = real[(real.n_invalid == 0) & ~real.near_copy & (real.rule_violations == "") & (real.n_unusual == 0)]
     assert len(clean) >= 10
     assert (clean["s_sparsity"] == 10).mean() > 0.9 and (clean["privacy_cap"] == 10).all()
@@ -161,7 +166,8 @@ def test_probe_command_writes_the_table_and_scores_hacks_low(tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.DataFrame(json.loads((out / "probes.json").read_text())["probes"]).set_index("probe")
     hacks = table[table.kind == "hack"]
-    assert len(hacks) == 7 and (hacks["hardened_mean"] <= 3.5).all(), hacks["hardened_mean"]
+    assert len(hacks) == 8 and (hacks["hardened_mean"] <= 3.5).all(), hacks["hardened_mean"]
+    assert table.loc["edited_copy", "hardened_max"] <= 2, "a copy with one code added is still a copy"
     assert (hacks["seed_mean"] > hacks["hardened_mean"]).all()
     assert table.loc["holdout_real", "hardened_median"] >= 8
     assert table.loc["rule_violator", "hardened_max"] <= ScoreConfig().essential_cap

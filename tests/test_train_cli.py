@@ -45,13 +45,14 @@ def test_train_then_evaluate_cli(tmp_path):
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert set(result["splits"]) == {"test", "test_unseen"}
     rows = result["splits"]["test"]["rows"]
-    assert rows["RLVR judge (calibrated expected score)"] == rows["RLVR judge (expected score)"]
+    # (of the capped score: this judge's default prompt has the cap line)
+    assert rows["RLVR judge (calibrated expected score)"] == rows["RLVR judge (capped score)"]
     # the cheap scorers beside the judge, every row with its records/s, and the verifiable score's own
     assert {FORMULA_ROW, "Regressor (hist_gradient_boosting) on patient vectors"} <= set(rows)
     assert all(row["records_per_second"] > 0 for row in rows.values())
     assert result["splits"]["test"]["verifiable"]["records_per_second"] > 0
     assert "records/s" in evaluated.output and "verifiable realism score itself:" in evaluated.output
-    assert "calibrated expected score = clip(1.0000 * expected +0.0000, 1, 10)" in evaluated.output
+    assert "calibrated score = clip(1.0000 * score +0.0000, 1, 10)" in evaluated.output
     assert result["prompt"]["system_prompt"] == "Rate."  # the training prompt is reused
 
 

@@ -29,6 +29,19 @@ def test_reward_shapes_known_values():
     assert exact[1].tolist() == [0.0] * 9 + [1.0] and exact[2].sum() == 1.0 and exact[2, 3] == 1.0
 
 
+def test_reward_after_caps_reads_answers_at_the_cap():
+    # Setup: score 3 under a cap of 2.5 (a capped record), score 8 under no cap (10)
+    scores, caps = torch.tensor([3, 8]), torch.tensor([2.5, 10.0])
+    # Run
+    capped = reward_table(scores, "quadratic", caps)
+    plain = reward_table(scores, "quadratic")
+    # Assert: answers 1, 2 keep their value; every answer >= 3 reads as 2.5, 0.5 from the score
+    assert math.isclose(capped[0, 0].item(), 1 - (2 / 9) ** 2, rel_tol=1e-6)
+    assert math.isclose(capped[0, 1].item(), 1 - (1 / 9) ** 2, rel_tol=1e-6)
+    assert torch.allclose(capped[0, 2:], torch.full((8,), 1 - (0.5 / 9) ** 2))
+    assert plain[0, 2] == 1.0 and torch.equal(capped[1], plain[1])  # a cap of 10 changes nothing
+
+
 def test_expected_loss_and_gradient_hand_worked():
     # Setup: 3 labels with probabilities (0.5, 0.3, 0.2) and rewards (1, 0.5, 0).
     # J = 0.5*1 + 0.3*0.5 + 0.2*0 = 0.65; dJ/dz_k = pi_k (r_k - J) = (0.175, -0.045, -0.13).

@@ -55,7 +55,8 @@ class Judge:
 
     def score(self, records: pd.DataFrame) -> pd.DataFrame:
         """One row per record, in input order: record_id, judge_score (argmax label), expected_score (sum k p_k),
-        capped_score (a judge reading the cap line: min(expected_score, that cap), the score to reward with),
+        capped_score (a judge reading the cap line: min(expected_score, that cap), its score: to reward, rank and gate
+        with; a judge trained with reward_after_caps, the default, leaves capping to it),
         calibrated_score (when the judge saved a calibration), entropy (nats), p_1..p_10."""
         from ehrjudge.judge.scoring import judge_records, with_calibrated_score
 

@@ -63,7 +63,7 @@ def gate_command(
     decision = run_gate(str(judge), synthetic and str(synthetic), name, cfg, generator and str(generator))
     if generator is not None:
         typer.echo(f"parse-failure rate {decision.parse_failure_rate:.3f} (limit {cfg.max_parse_failure_rate:.3f})")
-    typer.echo(f"mean judge score {decision.mean_judge_score:.2f} ({cfg.score}; threshold {cfg.threshold:.2f}); "
+    typer.echo(f"mean judge score {decision.mean_judge_score:.2f} ({decision.score}; threshold {cfg.threshold:.2f}); "
                f"near-copy rate {decision.near_copy_rate:.3f} (limit {cfg.max_near_copy_rate:.3f}); "
                f"{decision.n_records} records")
     if decision.accepted:

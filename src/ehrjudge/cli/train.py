@@ -110,8 +110,9 @@ def evaluation_text(result: dict) -> str:
         lines.append("")
     calibration = result.get("calibration")
     if calibration:
-        lines.append(f"calibrated expected score = clip({calibration['slope']:.4f} * expected "
-                     f"{calibration['intercept']:+.4f}, 1, 10), fitted on {calibration['fitted_on']}")
+        lines.append(f"calibrated score = clip({calibration['slope']:.4f} * score {calibration['intercept']:+.4f}, "
+                     f"1, 10), fitted on {calibration['fitted_on']} (score: the capped score where the judge reads a "
+                     "cap line, else the expected score)")
     return "\n".join(lines)
 
 

@@ -55,7 +55,8 @@ def finding_lines(records: pd.DataFrame, schema: Schema, reference: ReferenceSta
             f"Outside the reference range: {int(found['n_unusual'][i]) or 'none'}",
             _rules_line(found["rule_violations"][i], severity),
             _codes_line(list(checks.groups), found["counts"][i], found["scores"][i]),
-            *([] if ratios is None else [_closest_line(float(ratios[i]), reference.patients.threshold_)]),
+            *([] if ratios is None else [_closest_line(float(ratios[i]), str(found["identical"][i]),
+                                                        reference.patients.free_cells)]),
             *([_cap_line({reason: None if np.isnan(values[i]) else float(values[i])
                           for reason, values in found["caps"].items()})] if caps else []),
         ])
@@ -125,12 +126,15 @@ def _check(records: pd.DataFrame, schema: Schema, reference: ReferenceStats | No
     config = ScoreConfig()
     checks = RecordChecks(config, schema, reference)
     found, counts, scores = checks.check_with_counts(matrix)  # counts, scores: (n, tables)
-    ratios = reference.patients.ratio(matrix) if closest else None  # (n,) DCR / near-copy threshold
+    copy = reference.patients.copy_ratio(matrix) if closest else None
+    ratios = None if copy is None else copy["ratio"]  # (n,) the privacy ratio (scoring/hardened/privacy.py)
     caps = {"invalid values": np.where(found["n_invalid"] > 0, config.invalid_cap, np.nan),
             "essential rule broken": np.where(found["essential_violated"], config.essential_cap, np.nan),
             "near copy": (np.full(len(matrix), np.nan) if ratios is None
                           else np.where(ratios < 1.0, 1.0 + 9.0 * ratios, np.nan))}
     return {**found, "matrix": matrix, "checks": checks, "counts": counts, "scores": scores, "ratios": ratios,
+            "identical": None if copy is None else np.where(copy["dcr"] <= EXACT_COPY, "identical",
+                                                             np.where(copy["edited"] <= EXACT_COPY, "edited", "")),
             "typical": reference.typicality.ratio(matrix) if typicality else None, "caps": caps}
 
 
@@ -157,10 +161,14 @@ def _cap_line(caps: dict[str, float | None]) -> str:
     return f"Score cap: {lowest:.1f} ({', '.join(reasons)})".replace(".0 (", " (")
 
 
-def _closest_line(ratio: float, threshold: float) -> str:
-    """DCR / DCR_q in words: identical, closer than the near-copy distance, or how many times further."""
-    if ratio * threshold <= EXACT_COPY:
+def _closest_line(ratio: float, identical: str, free_cells: int) -> str:
+    """The privacy ratio in words (scoring/hardened/privacy.py): identical, identical but for at most free_cells
+    values, closer than the near-copy distance, or how many times further."""
+    if identical == "identical":
         return "Closest reference patient: identical (a copy)"
+    if identical == "edited":
+        cells = "one value" if free_cells == 1 else f"at most {free_cells} values"
+        return f"Closest reference patient: identical but for {cells} (a copy)"
     if ratio < 1.0:
         return f"Closest reference patient: {ratio:.2f} of the near-copy distance (a near copy)"
     return f"Closest reference patient: {min(ratio, 999.0):.{1 if ratio < 10 else 0}f} times the near-copy distance"

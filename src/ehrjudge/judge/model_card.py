@@ -40,8 +40,12 @@ def _training(info: dict) -> list[str]:
     if not run:
         return ["## Training", "", "Not recorded.", ""]
     keys = ("method", "steps", "budget_steps", "stopped_by", "best_step", "checkpoint", "learning_rate", "kl_coef",
-            "lora_r", "train_layers", "seed")
-    return ["## Training", "", *(f"- {key}: {run[key]}" for key in keys if key in run), ""]
+            "lora_r", "train_layers", "seed", "reward_after_caps")
+    after_caps = bool(run.get("reward_after_caps")) and bool((info.get("prompt") or {}).get("show_caps"))
+    return ["## Training", "", *(f"- {key}: {run[key]}" for key in keys if key in run), "",
+            *(["Its rewards read each answer after the cap its cap line states, so expected_score alone is not its "
+               "score: use capped_score (what `ehrjudge gate` and `tune-generator --reward judge` use).", ""]
+              if after_caps else [])]
 
 
 def _validation(info: dict) -> list[str]:

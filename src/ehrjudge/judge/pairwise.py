@@ -81,6 +81,16 @@ def balanced_right(p_a_forward, p_a_swapped, first_is_better) -> np.ndarray:
     return (p_first > 0.5) == np.asarray(first_is_better, dtype=bool)
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """95 % Wilson score interval of a proportion hits / n (Wilson 1927): unlike a bootstrap it does not collapse to
+    [0, 0] when no pair conflicts, which is where a conflict rate lives."""
+    if n < 1:
+        return None
+    p, z2 = hits / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
 def swap_metrics(p_a_forward, p_a_swapped, first_is_better) -> dict:
     """accuracy, consistent accuracy, conflict rate and balanced accuracy (see the module docstring), and the number
     of pairs."""

@@ -95,13 +95,20 @@ def with_capped_score(summary: pd.DataFrame, caps: np.ndarray | None) -> pd.Data
     return summary
 
 
+def judge_score(scores: pd.DataFrame, calibration=None) -> np.ndarray:
+    """The judge's score of each row of judge_records' output: capped_score where the judge reads a cap line, else
+    expected_score; through `calibration` when given (fitted on that same score by the training loop)."""
+    score = scores["capped_score" if "capped_score" in scores else "expected_score"].to_numpy()
+    return calibration(score) if calibration is not None else score
+
+
 def with_calibrated_score(scores: pd.DataFrame, calibration) -> pd.DataFrame:
-    """`scores` with calibrated_score = calibration(expected_score) after expected_score (and capped_score), when
-    the judge saved a calibration (judge/calibration.py)."""
+    """`scores` with calibrated_score = calibration(capped_score, or expected_score where the judge reads no cap line)
+    after that column, when the judge saved a calibration (judge/calibration.py; the training loop fits it on the
+    same score)."""
     if calibration is not None:
         after = "capped_score" if "capped_score" in scores else "expected_score"
-        scores.insert(scores.columns.get_loc(after) + 1, "calibrated_score",
-                      calibration(scores["expected_score"].to_numpy()))
+        scores.insert(scores.columns.get_loc(after) + 1, "calibrated_score", judge_score(scores, calibration))
     return scores
 
 

@@ -41,10 +41,11 @@ class GateConfig(RegistryConfig):
     registry_dir, experiment)."""
 
     threshold: float = option(6.0, "minimum mean judge score (1-10, see `score`) for acceptance")
-    score: Literal["expected", "calibrated", "capped"] = option(
-        "expected", "judge score the threshold applies to: expected (E_pi[k]), calibrated (the judge's "
-                    "calibration.json, fitted on its validation split; an error if it has none) or capped "
-                    "(min(expected, the cap the judge's cap line states); an error for a judge without that line)")
+    score: Literal["auto", "expected", "calibrated", "capped"] = option(
+        "auto", "judge score the threshold applies to: auto (capped for a judge whose prompt has a score cap "
+                "line, else expected), expected (E_pi[k]), calibrated (the judge's calibration.json, fitted on its "
+                "validation split; an error if it has none) or capped (min(expected, the cap the judge's cap line "
+                "states); an error for a judge without that line)")
     max_near_copy_rate: float = option(0.05, "maximum share of records flagged as near-copies of real patients")
     reference: str | None = option(None, "reference cohort dir for the near-copy check (default: the judge's dataset reference)")
     batch_size: int = option(16, "judge batch size")
@@ -62,6 +63,7 @@ class GateDecision:
     n_records: int
     version: str | None = None  # registered model version when accepted
     parse_failure_rate: float = 0.0  # a tuned generator's completions that did not parse (0 for a record set)
+    score: str = "expected"  # the judge score the threshold applied to (GateConfig.score, auto resolved)
 
 
 def decide(mean_judge_score: float, near_copy_rate: float, config: GateConfig, n_records: int,
@@ -248,14 +250,18 @@ def run_gate(judge: str, synthetic: str | None, name: str, config: GateConfig,
 def _gate_records(judge: str, synthetic_path: Path, name: str, config: GateConfig, calibration,
                   generator: Path | None = None, parse_failure_rate: float = 0.0) -> GateDecision:
     judged, verifiable = score_synthetic(judge, synthetic_path, config)
-    calibrated = calibration(judged["expected_score"].to_numpy()) if calibration is not None else None
+    from ehrjudge.judge.scoring import judge_score
+
+    calibrated = judge_score(judged, calibration) if calibration is not None else None
     capped = judged["capped_score"].to_numpy() if "capped_score" in judged else None
+    score = config.score if config.score != "auto" else "capped" if capped is not None else "expected"
     mean_score = float({"expected": judged["expected_score"], "calibrated": calibrated,
-                        "capped": capped}[config.score].mean())
+                        "capped": capped}[score].mean())
     near_copy_rate = float(verifiable["near_copy"].mean())
-    decision = decide(mean_score, near_copy_rate, config, len(judged), parse_failure_rate)
+    decision = dataclasses.replace(decide(mean_score, near_copy_rate, config, len(judged), parse_failure_rate),
+                                   score=score)
     details = {"judge": str(judge), "synthetic": str(generator or synthetic_path),
-               "mean_realism_score": float(verifiable["realism_score"].mean()), "score": config.score,
+               "mean_realism_score": float(verifiable["realism_score"].mean()), "score": score,
                "mean_expected_score": float(judged["expected_score"].mean()),
                "mean_calibrated_score": None if calibrated is None else float(calibrated.mean()),
                "mean_capped_score": None if capped is None else float(capped.mean())}

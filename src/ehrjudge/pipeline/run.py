@@ -189,12 +189,13 @@ def build_evaluation_stage(cfg: RunConfig, dataset: Path, zero_shot: Path, judge
         table = records[["record_id", "generator", "strength", "realism_score"]].copy()
         table["trained_score"] = trained["judge_score"].to_numpy()
         table["trained_expected"] = trained["expected_score"].to_numpy()
-        if calibration is not None:  # fitted on val by the training stage (judge/calibration.py)
-            table["trained_calibrated_expected"] = calibration(trained["expected_score"].to_numpy())
         caps = record_caps(records, schema, cfg.train.prompt, reference)
         if caps is not None:  # the judge reads a cap line: min(its score, that cap), judge.scoring.with_capped_score
             table["trained_capped_score"] = np.minimum(table["trained_score"].to_numpy(), caps)
             table["trained_capped_expected"] = np.minimum(table["trained_expected"].to_numpy(), caps)
+        if calibration is not None:  # fitted on val by the training stage, of the capped score where there is one
+            table["trained_calibrated_expected"] = calibration(table.get("trained_capped_expected",
+                                                                         table["trained_expected"]).to_numpy())
         zero = zero.set_index("record_id").loc[table["record_id"]]
         table["zero_shot_score"] = zero["judge_score"].to_numpy()
         table["zero_shot_expected"] = zero["expected_score"].to_numpy()

@@ -44,6 +44,9 @@ class ScoreConfig:
     calibration_seed: int = option(0, "seed of that calibration split")
     near_copy_percentile: float = option(5.0, "near copy: nn_distance <= this percentile of held-out "
                                               "real-to-reference nearest distances")
+    near_copy_free_cells: int = option(1, "hardened: a record within the near-copy distance of a reference patient "
+                                          "in all but this many cells is a near copy too (a copy with edits; "
+                                          "0 = the plain distance only, as before 2026-12-07 evening)")
     typicality_ratio_at_one: float = option(
         100.0, "hardened: Mahalanobis distance on normal scores, as a multiple of the held-out real median, "
                "that scores 1 (the median and closer score 10; linear in log distance between)")
@@ -81,6 +84,7 @@ class ScoreConfig:
             (self.offsupport_penalty >= 0, "offsupport_penalty must be >= 0"),
             (0 < self.calibration_fraction < 1, "calibration_fraction must lie in (0, 1)"),
             (0 <= self.near_copy_percentile <= 100, "near_copy_percentile must lie in [0, 100]"),
+            (self.near_copy_free_cells >= 0, "near_copy_free_cells must be >= 0"),
             (self.chunk_size >= 1, "chunk_size must be >= 1"),
             (self.typicality_ratio_at_one > 1, "typicality_ratio_at_one must be > 1"),
             (self.w_typicality >= 0 and self.w_sparsity >= 0 and self.w_typicality + self.w_sparsity > 0,

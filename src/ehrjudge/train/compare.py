@@ -1,7 +1,8 @@
 """`ehrjudge compare`: every way of building a realism judge, side by side on the same held-out records and pairs.
 
 Methods (a row each, per split), scored on test and test_unseen:
-    RLVR judge      a trained `ehrjudge train` judge: calibrated expected score (raw E_pi[k] without a calibration)
+    RLVR judge      a trained `ehrjudge train` judge: judge.scoring.judge_score (capped where it reads a cap line,
+                    calibrated when it saved a calibration)
     Bradley-Terry   the reward model's scalar on 1..10 by the judge's calibration (train/bradley_terry.py)
     DPO judge       the DPO-trained judge, read as the RLVR judge is (train/dpo.py)
     pairwise judge  A/B verdicts on pairs only (train/pairwise.py): pairwise accuracy and conflict rate, no
@@ -13,8 +14,8 @@ Methods (a row each, per split), scored on test and test_unseen:
 Columns, direction and range: spearman, pearson (higher is better, [-1, 1], 95% paired-bootstrap interval,
 judge/agreement.py), mae (lower, [0, 9]), pair_accuracy (higher, [0, 1], 0.5 = chance; the share of evaluation pairs
 whose more realistic record scores higher, ties 0.5; for the pairwise judge the mean over both orders; 95%
-bootstrap interval over pairs), conflict_rate (lower, [0, 1]; the pairwise judge only: a scorer of single records
-cannot depend on the order), records_per_second (scoring pass only; the pairwise judge: prompts, two records each,
+bootstrap interval over pairs), conflict_rate (lower, [0, 1], 95% Wilson interval over pairs; the pairwise judge
+only: a scorer of single records cannot depend on the order), records_per_second (scoring pass only; the pairwise judge: prompts, two records each,
 per second), train_seconds (the method's training run as its summary.json records it; the regressor's fit here;
 None for the formula, which has no training).
 Evaluation pairs per split: `eval_pairs` pairs of records whose scores differ by >= pair_margin, each in a random
@@ -146,7 +147,7 @@ def scorers(folders: dict[str, Path], dataset: Path, schema: Schema, reference: 
     from ehrjudge.judge.baseline_scorers import BaselineScorers, fit_regressor
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
-    from ehrjudge.judge.scoring import judge_records
+    from ehrjudge.judge.scoring import judge_records, judge_score
     from ehrjudge.train.bradley_terry import load_reward_model
     from ehrjudge.train.evaluate import training_prompt
 
@@ -158,9 +159,8 @@ def scorers(folders: dict[str, Path], dataset: Path, schema: Schema, reference: 
             prompt, calibration = training_prompt(folder), saved_calibration(folder)
 
             def score(records, model=model, tokenizer=tokenizer, prompt=prompt, calibration=calibration):
-                expected = judge_records(model, tokenizer, records, schema, prompt, config.batch_size,
-                                         reference=reference)["expected_score"].to_numpy()
-                return expected if calibration is None else calibration(expected)
+                return judge_score(judge_records(model, tokenizer, records, schema, prompt, config.batch_size,
+                                                 reference=reference), calibration)
 
             out[method] = (score, training_seconds(folder))
     if BRADLEY_TERRY in folders:
@@ -200,7 +200,7 @@ def pairwise_row(method: str, split: str, folder: Path, records: pd.DataFrame, s
     """The pairwise judge's two rows: its plain verdicts (accuracy over both orders, the interval over pairs, the
     conflict rate) and its balanced verdicts (`METHOD+balanced`: the two orders' probabilities averaged, so the
     conflict rate is 0 by construction; judge/pairwise.py), from the same two forwards per pair."""
-    from ehrjudge.judge.pairwise import balanced_right, judge_pairs, swap_metrics, swap_outcomes
+    from ehrjudge.judge.pairwise import balanced_right, judge_pairs, swap_metrics, swap_outcomes, wilson_interval
     from ehrjudge.judge.scoring import record_texts
 
     model, tokenizer, prompt = loaded
@@ -218,8 +218,9 @@ def pairwise_row(method: str, split: str, folder: Path, records: pd.DataFrame, s
               "spearman_ci": None, "pearson": None, "pearson_ci": None, "mae": None,
               "train_seconds": training_seconds(folder), "undefined": {}}
     plain = {"method": method, **common, "pair_accuracy": accuracy, "pair_accuracy_ci": interval,
-             "conflict_rate": metrics["conflict_rate"], "consistent_accuracy": metrics["consistent_accuracy"],
-             "records_per_second": 2 * len(pairs) / max(seconds, 1e-9)}  # one presentation per record shown
+             "conflict_rate": metrics["conflict_rate"],
+             "conflict_rate_ci": wilson_interval(int(outcome["conflict"].sum()), len(pairs)),
+             "consistent_accuracy": metrics["consistent_accuracy"], "records_per_second": 2 * len(pairs) / max(seconds, 1e-9)}  # one presentation per record shown
     swap_averaged = {"method": f"{method}+balanced", **common, "pair_accuracy": balanced,
                      "pair_accuracy_ci": balanced_interval, "conflict_rate": 0.0, "consistent_accuracy": balanced,
                      "records_per_second": 2 * len(pairs) / max(seconds, 1e-9)}
@@ -269,13 +270,14 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
     flat = []
     for row in rows:
         entry = {key: value for key, value in row.items() if not key.endswith("_ci") and key != "undefined"}
-        for key in ("spearman", "pearson", "pair_accuracy"):
+        for key in ("spearman", "pearson", "pair_accuracy", "conflict_rate"):
             interval = row.get(f"{key}_ci")
             entry[f"{key}_low"], entry[f"{key}_high"] = (interval if interval else (None, None))
         flat.append(entry)
     columns = ["method", "split", "n_records", "n_pairs", "spearman", "spearman_low", "spearman_high", "pearson",
                "pearson_low", "pearson_high", "mae", "pair_accuracy", "pair_accuracy_low", "pair_accuracy_high",
-               "conflict_rate", "consistent_accuracy", "records_per_second", "train_seconds"]
+               "conflict_rate", "conflict_rate_low", "conflict_rate_high", "consistent_accuracy", "records_per_second",
+               "train_seconds"]
     return pd.DataFrame(flat).reindex(columns=columns)
 
 
@@ -291,11 +293,11 @@ def markdown(table: pd.DataFrame) -> str:
         return value if value == "-" or low is None or pd.isna(low) else f"{value} [{number(low)}, {number(high)}]"
 
     header = ["method", "split", "n", "Spearman [95% CI]", "Pearson [95% CI]", "MAE", "pair accuracy [95% CI]",
-              "conflict rate", "records/s", "train s"]
+              "conflict rate [95% CI]", "records/s", "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
         cells = [row["method"], row["split"], str(row["n_records"]), with_interval(row, "spearman"),
                  with_interval(row, "pearson"), number(row["mae"]), with_interval(row, "pair_accuracy"),
-                 number(row["conflict_rate"]), number(row["records_per_second"], 1), number(row["train_seconds"], 1)]
+                 with_interval(row, "conflict_rate"), number(row["records_per_second"], 1), number(row["train_seconds"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

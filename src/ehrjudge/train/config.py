@@ -48,6 +48,10 @@ class TrainConfig:
                                   "computed at all")
     reward: RewardShape = option("quadratic", "reward of label j for score s: quadratic 1-(|j-s|/9)^2 (the "
                                               "original), absolute 1-|j-s|/9, exact 1[j=s]")
+    reward_after_caps: bool = option(True, "score each answer as capped_score reads it, min(label, the cap the "
+                                           "prompt's cap line states), where the prompt has that line: the caps the "
+                                           "text states are applied exactly at inference, so the judge learns the "
+                                           "rest (docs/training.md); also ranks validation by the capped score")
     advantage: Advantage = option("raw", "reinforce: raw = A = r (the original), batch_mean = r - mean(r), "
                                          "normalized = (r - mean(r)) / std(r) over the batch; expected: normalized = the exact group-normalized (GRPO) advantage "
                                          "(r_k - E_pi r) / std_pi r over the 10 labels (raw/batch_mean: plain "

@@ -13,7 +13,7 @@ from ehrjudge.errors import InputError
 from ehrjudge.io import read_table
 from ehrjudge.judge.prompt import PromptConfig, needs_reference
 from ehrjudge.judge.reference import dataset_reference
-from ehrjudge.judge.scoring import record_prompts
+from ehrjudge.judge.scoring import record_caps, record_prompts
 from ehrjudge.paths import DEFAULT_DATASET, cache_dir
 
 SCORE_COLUMN = "realism_score"
@@ -28,6 +28,7 @@ class Split:
     prompts: list[str]
     scores: np.ndarray  # (n,) int
     frame: pd.DataFrame
+    caps: np.ndarray | None = None  # (n,) the cap each prompt's cap line states (10 where none); None: no cap line
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -64,7 +65,8 @@ def load_split(dataset_dir: Path, split: str, tokenizer, prompt: PromptConfig, s
     schema = schema or load_schema(dataset_dir)
     reference = dataset_reference(dataset_dir, prompt.record_format) if needs_reference(prompt.record_format) else None
     prompts = record_prompts(frame, schema, tokenizer, prompt, reference)
-    return Split(split, frame["record_id"].tolist(), prompts, frame[SCORE_COLUMN].to_numpy(dtype=int), frame)
+    return Split(split, frame["record_id"].tolist(), prompts, frame[SCORE_COLUMN].to_numpy(dtype=int), frame,
+                 record_caps(frame, schema, prompt, reference))
 
 
 def resolve_dataset(path: str | Path | None) -> Path:

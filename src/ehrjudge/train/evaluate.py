@@ -25,11 +25,12 @@ from ehrjudge.judge.baseline_scorers import FACTS, FORMULA, REGRESSOR, VERIFIABL
 from ehrjudge.judge.calibration import saved_calibration
 from ehrjudge.judge.prompt import PromptConfig, saved_prompt
 from ehrjudge.judge.reference import dataset_reference
-from ehrjudge.judge.scoring import judge_records
+from ehrjudge.judge.scoring import judge_records, judge_score
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("test", "test_unseen")
-CALIBRATED_ROW = "RLVR judge (calibrated expected score)"  # affine map fitted on val (judge/calibration.py)
+CALIBRATED_ROW = "RLVR judge (calibrated expected score)"
+CAPPED_ROW = "RLVR judge (capped score)"  # min(expected, the cap its cap line states): judge/scoring.py  # affine map fitted on val (judge/calibration.py)
 
 
 def training_prompt(model_path: Path) -> PromptConfig:
@@ -82,9 +83,11 @@ def evaluate_judge(model: str | Path, dataset: str | Path, splits=EVAL_SPLITS, z
         judge_speed = len(records) / max(seconds, 1e-9)
         rows = {"RLVR judge (expected score)": judged["expected_score"].to_numpy(),
                 "RLVR judge (argmax label)": judged["judge_score"].to_numpy().astype(float)}
+        if "capped_score" in judged:  # a judge reading a cap line: min(expected, that cap), its reward and gate score
+            rows[CAPPED_ROW] = judged["capped_score"].to_numpy()
         speeds = dict.fromkeys(rows, judge_speed)
         if calibration is not None:
-            rows[CALIBRATED_ROW] = calibration(judged["expected_score"].to_numpy())
+            rows[CALIBRATED_ROW] = judge_score(judged, calibration)
             speeds[CALIBRATED_ROW] = judge_speed
         zero = find_baseline_report(dataset, split, baseline_dirs or [dataset]) if zero_shot == "auto" else None
         if zero is None and zero_shot in ("auto", "compute"):

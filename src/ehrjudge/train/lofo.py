@@ -10,8 +10,8 @@ For each held-out family F of a judge dataset (one fold each):
 Scorers: `formula` (judge.baseline_scorers, no training, its map fitted on the fold's val), `regressor`
 (judge.baseline_scorers.fit_regressor on the fold's train), opt-in `facts` (the same regressor on the judge's
 findings text's numbers, judge.baseline_scorers.facts_matrix, with the closest-patient ratio when the judge's record
-format reads the patients) and `judge` (train.loop.train with `judge.max_steps` steps on the
-fold's records, scored by its calibrated expected score, or the raw one when no calibration was fitted); opt-in, the
+format reads the patients) and `judge` (train.loop.train with `judge.max_steps` steps on the fold's records, scored
+by judge.scoring.judge_score: capped where it reads a cap line, calibrated when fitted); opt-in, the
 preference methods at the judge's settings and budget (docs/preference.md): `bradley_terry` (its calibrated reward)
 and `dpo` (kl_coef 0, scored as the judge is).
 Per fold: Spearman and Pearson with the verifiable score (higher is better, [-1, 1]), MAE (lower is better), and
@@ -168,17 +168,17 @@ def judge_fold(config: LofoConfig, fold_dataset: Path, fold: Fold, schema: Schem
 
 def judge_folder_scores(folder: Path, records: pd.DataFrame, schema: Schema, reference: ReferenceStats,
                         config: LofoConfig) -> tuple[np.ndarray, bool]:
-    """(calibrated expected score, or the raw one without a calibration; whether calibrated) of a judge folder."""
+    """(the judge's score, judge.scoring.judge_score: capped where it reads a cap line, calibrated when it saved a
+    calibration; whether calibrated) of a judge folder."""
     from ehrjudge.judge.calibration import saved_calibration
     from ehrjudge.judge.model import load_judge
-    from ehrjudge.judge.scoring import judge_records
+    from ehrjudge.judge.scoring import judge_records, judge_score
 
     model, tokenizer = load_judge(str(folder), config.judge.device, config.judge.dtype)
     judged = judge_records(model, tokenizer, records, schema, config.judge.prompt, config.batch_size,
                            reference=reference)
     calibration = saved_calibration(folder)
-    expected = judged["expected_score"].to_numpy()
-    return (calibration(expected) if calibration is not None else expected), calibration is not None
+    return judge_score(judged, calibration), calibration is not None
 
 
 def preference_fold(scorer: str, config: LofoConfig, fold_dataset: Path, fold: Fold, schema: Schema,

@@ -206,6 +206,11 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
              sum(p.numel() for p in parameters))
     started = time.perf_counter() - progress.seconds
     scores = torch.tensor(train_split.scores)
+    use_caps = config.reward_after_caps and train_split.caps is not None
+    caps = torch.tensor(train_split.caps) if use_caps else None  # (n,) rewards read answers after these
+    if use_caps:
+        log.info("rewards read each answer after its cap line's cap (reward_after_caps): %.0f%% of training records "
+                 "carry a cap below 10", 100 * float((train_split.caps < 10).mean()))
     last_val: dict = {}
     last_val_step = -1
     last_calibration = None  # fitted at the latest validation, saved with final/
@@ -222,7 +227,7 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
         nonlocal last_val, last_val_step, last_calibration
         model.eval()
         metrics, expected_scores = validate(policy, val_indices, val_split.scores, config.batch_size,
-                                            config.prediction)
+                                            config.prediction, val_split.caps if use_caps else None)
         model.train()
         calibration = None
         if len(val_indices) >= 3:
@@ -270,7 +275,8 @@ def train(config: TrainConfig, resume: bool = False, stop_at_step: int | None = 
             for iteration in range(iterations):
                 optimizer.zero_grad(set_to_none=True)
                 for micro, indices in enumerate(micro_batches):
-                    rewards = reward_table(scores[indices], config.reward)  # (B, 10)
+                    rewards = reward_table(scores[indices], config.reward,
+                                           None if caps is None else caps[indices])  # (B, 10)
                     ref = policy.reference(indices) if needs_reference else None
                     log_probs = policy.log_probs(indices)  # (B, 10), with grad
                     if iteration == 0:

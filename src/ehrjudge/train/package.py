@@ -7,7 +7,8 @@ from pathlib import Path
 from ehrjudge.judge.artifact import package_judge
 from ehrjudge.train.config import TrainConfig
 
-RUN_SETTINGS = ("method", "learning_rate", "kl_coef", "lora_r", "train_layers", "batch_size", "seed", "reward")
+RUN_SETTINGS = ("method", "learning_rate", "kl_coef", "lora_r", "train_layers", "batch_size", "seed", "reward",
+                "reward_after_caps")
 
 
 def package_run(run_dir: Path, config: TrainConfig, dataset_dir: Path, summary: dict) -> None:

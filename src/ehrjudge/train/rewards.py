@@ -8,15 +8,20 @@ N_LABELS = 10
 LABELS = torch.arange(1, N_LABELS + 1, dtype=torch.float32)  # label k sits at column k-1
 
 
-def reward_table(scores: torch.Tensor, shape: str) -> torch.Tensor:
-    """(B,) realism scores in 1..10 -> (B, 10) reward r(k, s) of answering label k.
+def reward_table(scores: torch.Tensor, shape: str, caps: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) realism scores in 1..10 -> (B, 10) reward r(a_k, s) of answering label k, a_k = k, or with `caps` (B,)
+    a_k = min(k, cap): the answer as capped_score will read it (judge/scoring.py), so answers at or above a record's
+    cap all earn what the cap earns and the judge is not taught the caps its prompt states (TrainConfig.reward_after_caps).
 
-    quadratic: r = 1 - (|k - s| / 9)^2   (the original design's reward)
-    absolute:  r = 1 - |k - s| / 9
-    exact:     r = 1[k = s]
+    quadratic: r = 1 - (|a_k - s| / 9)^2   (the original design's reward)
+    absolute:  r = 1 - |a_k - s| / 9
+    exact:     r = 1[|a_k - s| < 0.5]
     All lie in [0, 1]; higher is better.
     """
-    distance = (LABELS.to(scores.device)[None, :] - scores.float()[:, None]).abs()  # (B, 10)
+    answers = LABELS.to(scores.device)[None, :]  # (1, 10)
+    if caps is not None:
+        answers = torch.minimum(answers, caps.float()[:, None])  # (B, 10)
+    distance = (answers - scores.float()[:, None]).abs()  # (B, 10)
     if shape == "quadratic":
         return 1.0 - (distance / 9.0) ** 2
     if shape == "absolute":

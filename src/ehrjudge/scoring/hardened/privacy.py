@@ -1,10 +1,25 @@
 """The hardened score's privacy input: each record's distance to its closest reference patient (DCR) against the
-distance at which held-out real patients sit from the reference.
+distance at which held-out real patients sit from the reference, with copies edited in a few cells counted as copies.
 
-    DCR(x)  = min_r ||z(x) - z(r)||_2        z: reference z-scores on the reference's varying columns
-    DCR_q   = the `percentile`-th percentile of DCR over held-out real patients (the near-copy threshold)
-    ratio   = DCR / DCR_q                     < 1: closer than nearly all new real patients are (a near copy)
-    privacy_cap = 1 + 9 min(1, ratio)         (scorer.py)
+    DCR(x)    = min_r ||z(x) - z(r)||_2        z: reference z-scores on the reference's varying columns
+    DCR_t(x)  = min_r ||z(x) - z(r)||_(t)      ||v||_(t): the 2-norm of v without its t largest |v_j| (t = free_cells)
+    DCR_q, DCR_t,q = the `percentile`-th percentile of each over held-out real patients (the near-copy distances)
+    ratio     = DCR / DCR_q, lowered to DCR_t / DCR_t,q where that is below 1
+    near copy: ratio <= 1;   privacy_cap = 1 + 9 min(1, ratio)   (scorer.py)
+
+Why DCR_t: the plain DCR sums every cell, so one edited cell hides a copy. A reference patient with one code added or
+the age moved by 10 years sits 1-20 z from its source, farther than most new real patients sit from the reference,
+and scored 9.2 and 9.8 on the default cohort (benchmarks/hardened_score.py, 2026-12-07). DCR_t skips the t cells
+that differ most, so a copy edited in at most t cells has DCR_t = 0. Each distance is calibrated on the held-out
+patients by itself: a record counts as a copy when it is closer than nearly all new real patients are, in either
+sense. t = 0 is the plain DCR alone (the hardened definition before 2026-12-07 evening). What stays open: copies
+edited in more than t cells, and copies with noise on every cell plus an edit (benchmarks/hardened_score.py).
+
+Search, exact: if ||v||_(t) <= R, then splitting the columns into t + 1 blocks, one block holds none of the t
+skipped cells (pigeonhole), so the reference patient is within R of the record on that block alone. Blocks are
+screened with float64 Gram distances (a relative slack of 1e-9 over their rounding error), and only the pairs found
+get the exact DCR_t from their differences; DCR_t above the radius R is not needed (it cannot lower the ratio below 1)
+and is reported as +inf.
 
 Park et al. 2018 (DCR); Yale et al. 2020. The one place this distance is computed: the hardened scorer caps by it,
 and the `findings_dcr` record text (judge/findings.py) shows the ratio, so a judge reading it sees exactly what the
@@ -26,10 +41,13 @@ EXACT_COPY = 1e-9  # DCR at or below this (reference z-scores) is an exact copy 
 
 
 class ClosestPatient:
-    """`ClosestPatient(percentile, chunk_size).fit(reference, calibration)`; then `nearest(records)`, `ratio(records)`."""
+    """`ClosestPatient(percentile, chunk_size, free_cells).fit(reference, calibration)`; then `nearest(records)`,
+    `copy_ratio(records)`, `ratio(records)`."""
 
-    def __init__(self, percentile: float = 5.0, chunk_size: int = 2048):
-        self.percentile, self.chunk_size = percentile, chunk_size
+    def __init__(self, percentile: float = 5.0, chunk_size: int = 2048, free_cells: int = 0):
+        if free_cells < 0:
+            raise InputError(f"free_cells must be >= 0, got {free_cells}")
+        self.percentile, self.chunk_size, self.free_cells = percentile, chunk_size, int(free_cells)
 
     def fit(self, reference: np.ndarray, calibration: np.ndarray) -> "ClosestPatient":
         std = reference.std(axis=0)
@@ -38,21 +56,33 @@ class ClosestPatient:
             raise InputError("every column is constant in the reference; nothing to measure distances in")
         self.mean_, self.scale_ = reference.mean(axis=0), np.where(self.varying_, std, 1.0)
         standardized = self.standardize(reference)
+        self.reference_z_ = standardized  # (n_ref, q): the edited-copy search's blocks
         self.knn_ = ExactKNN(standardized, self.chunk_size)
         self.reference_nn_ = self.knn_.kneighbors(standardized, 2)[0][:, 1]  # each one's nearest other
         held_out = self.nearest(calibration)[0]
         self.holdout_dcr_ = np.sort(held_out)
-        self.threshold_ = float(np.percentile(held_out, self.percentile))
-        if not self.threshold_ > 0:  # real duplicates exist (sparse vectors): cap at the closest non-duplicate
-            positive = self.holdout_dcr_[self.holdout_dcr_ > EXACT_COPY]
-            if not len(positive):
-                raise InputError("every held-out real record duplicates a reference record; the holdout must hold "
-                                 "other patients")
-            self.threshold_ = float(positive[0])
-            log.warning("score/privacy %.1f %% of held-out patients duplicate a reference patient; the near-copy "
-                        "threshold is their smallest non-zero DCR, %.3g",
-                        100 * float((self.holdout_dcr_ <= EXACT_COPY).mean()), self.threshold_)
+        self.threshold_ = self._quantile(held_out, "DCR")
+        self.edits_ = self.free_cells > 0 and standardized.shape[1] > 2 * self.free_cells  # a copy must share more
+        self.edited_threshold_ = None  # cells than it may differ in
+        if self.edits_:  # DCR_t <= DCR, so its lower tail lies within the plain threshold: search that far
+            held_edited = np.minimum(self.edited_distance(calibration, self.threshold_), held_out)
+            self.edited_threshold_ = self._quantile(held_edited, f"DCR over all but {self.free_cells} cell(s)")
         return self
+
+    def _quantile(self, held_out: np.ndarray, what: str) -> float:
+        """The `percentile`-th percentile of held-out distances; where that is 0 (real duplicates, sparse vectors),
+        the smallest non-zero one."""
+        threshold = float(np.percentile(held_out, self.percentile))
+        if threshold > 0:
+            return threshold
+        positive = np.sort(held_out[held_out > EXACT_COPY])
+        if not len(positive):
+            raise InputError(f"every held-out real record is at {what} 0 from a reference record; the holdout must "
+                             "hold other patients")
+        log.warning("score/privacy %.1f %% of held-out patients are at %s 0 from a reference patient; the near-copy "
+                    "threshold is their smallest non-zero one, %.3g", 100 * float((held_out <= EXACT_COPY).mean()),
+                    what, positive[0])
+        return float(positive[0])
 
     def standardize(self, records: np.ndarray) -> np.ndarray:
         """z-scores on the reference's varying columns: the space of the distances, as the seed score's kNN."""
@@ -64,6 +94,42 @@ class ClosestPatient:
         parts = [self.knn_.kneighbors(self.standardize(records[i:i + step]), 1) for i in range(0, len(records), step)]
         return (np.concatenate([d[:, 0] for d, _ in parts]), np.concatenate([j[:, 0] for _, j in parts]))
 
+    def edited_distance(self, records: np.ndarray, radius: float) -> np.ndarray:
+        """DCR_t per record where it is <= radius, +inf elsewhere (module docstring: the block search)."""
+        out = np.full(len(records), np.inf)
+        reference, t = self.reference_z_, self.free_cells
+        q = reference.shape[1]
+        blocks = [np.arange(b, q, t + 1) for b in range(t + 1)]
+        block_sq = [np.einsum("ij,ij->i", reference[:, cols], reference[:, cols]) for cols in blocks]
+        step = max(1, min(self.chunk_size, 2 ** 22 // max(1, len(reference))))  # bounds the (c, n_ref) Gram block
+        for start in range(0, len(records), step):
+            z = self.standardize(records[start:start + step])
+            near = np.zeros((len(z), len(reference)), dtype=bool)
+            for cols, r_sq in zip(blocks, block_sq):
+                x = z[:, cols]
+                x_sq = np.einsum("ij,ij->i", x, x)
+                gram = x_sq[:, None] + r_sq[None, :] - 2.0 * (x @ reference[:, cols].T)
+                near |= gram <= radius ** 2 + 1e-9 * (x_sq[:, None] + r_sq[None, :]) + 1e-12
+            rows, refs = np.nonzero(near)
+            for pair in range(0, len(rows), 4096):
+                i, j = rows[pair:pair + 4096], refs[pair:pair + 4096]
+                squared = (z[i] - reference[j]) ** 2  # (pairs, q)
+                trimmed = np.sqrt(np.partition(squared, q - t - 1, axis=1)[:, :q - t].sum(axis=1))
+                inside = trimmed <= radius
+                np.minimum.at(out, start + i[inside], trimmed[inside])
+        return out
+
+    def copy_ratio(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        """Per record: ratio (module docstring), dcr, edited (DCR_t within its threshold, else +inf) and nearest
+        (the closest reference patient by DCR)."""
+        dcr, index = self.nearest(records)
+        ratio = dcr / self.threshold_
+        edited = np.full(len(records), np.inf)
+        if self.edits_:
+            edited = self.edited_distance(records, self.edited_threshold_)
+            ratio = np.minimum(ratio, edited / self.edited_threshold_)
+        return {"ratio": ratio, "dcr": dcr, "edited": edited, "nearest": index}
+
     def ratio(self, records: np.ndarray) -> np.ndarray:
-        """DCR / DCR_q per record."""
-        return self.nearest(records)[0] / self.threshold_
+        """The privacy ratio per record (module docstring)."""
+        return self.copy_ratio(records)["ratio"]

@@ -5,8 +5,11 @@
                    record's number of distinct codes per table (diagnoses, procedures, ...) against the reference
     quality      = (w_t s_typicality + w_s s_sparsity) / (w_t + w_s)
                    - unusual_penalty * n_unusual - rubric_points * (1 - rubric_pass)
-    caps         = privacy_cap = 1 + 9 min(1, DCR / DCR_q)   DCR: distance to the closest reference record, in
-                                                                 reference z-scores (tiny moves stay tiny there)
+    caps         = privacy_cap = 1 + 9 min(1, copy_ratio)    copy_ratio: DCR / DCR_q, the distance to the closest
+                                                                 reference record in reference z-scores (tiny moves
+                                                                 stay tiny there) over the held-out quantile; lowered
+                                                                 to the same over all but near_copy_free_cells cells
+                                                                 where that is below 1 (an edited copy; privacy.py)
                    invalid_cap    when any hard validity violation (validity.py)
                    essential_cap  when any essential clinical rule is broken (rubric.py)
     realism_continuous = clip(min(quality, caps), 1, 10);   realism_score = round-half-up(realism_continuous)
@@ -34,8 +37,8 @@ from ehrjudge.scoring.mapping import linear_score
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["mahalanobis", "typicality_ratio", "nn_distance", "dcr_quantile", "authentic", "near_copy", "exact_copy",
-           "n_invalid", "invalid_columns", "n_unusual", "sparsity_z", "rubric_pass", "rule_violations",
+COLUMNS = ["mahalanobis", "typicality_ratio", "nn_distance", "copy_ratio", "dcr_quantile", "authentic", "near_copy",
+           "exact_copy", "n_invalid", "invalid_columns", "n_unusual", "sparsity_z", "rubric_pass", "rule_violations",
            "s_typicality", "s_sparsity", "privacy_cap", "caps", "realism_continuous", "realism_score"]
 
 
@@ -55,7 +58,8 @@ class HardenedScorer:
         self.typicality_ = Typicality(cfg.covariance, cfg.chunk_size, cfg.mahalanobis_precision).fit(reference,
                                                                                                    calibration)
         self.median_distance_ = self.typicality_.median_distance_
-        self.closest_ = ClosestPatient(cfg.near_copy_percentile, cfg.chunk_size).fit(reference, calibration)
+        self.closest_ = ClosestPatient(cfg.near_copy_percentile, cfg.chunk_size, cfg.near_copy_free_cells).fit(
+            reference, calibration)
         self.dcr_threshold_ = self.closest_.threshold_
         self.checks_ = RecordChecks(cfg, self.schema, ReferenceStats.from_matrix(self.schema, reference))
         if not self.checks_.groups:
@@ -64,27 +68,30 @@ class HardenedScorer:
             "definition": "hardened", "n_reference": int(len(reference)), "n_calibration": int(len(calibration)),
             "n_features": int(reference.shape[1]), "n_constant_columns": int((~self.typicality_.varying_).sum()),
             "shrinkage": self.typicality_.mahalanobis_.shrinkage_, "holdout_mahalanobis_median": self.median_distance_,
-            "near_copy_threshold": self.dcr_threshold_, "sparsity_groups": list(self.checks_.groups),
+            "near_copy_threshold": self.dcr_threshold_, "near_copy_free_cells": cfg.near_copy_free_cells,
+            "edited_copy_threshold": self.closest_.edited_threshold_,
+            "sparsity_groups": list(self.checks_.groups),
             "rubric_rules": [rule["id"] for rule in self.checks_.rubric.rules],
         }
         log.info("score/calibration %s", self.calibration_)
         return self
 
     def _distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
-        nearest, index = self.closest_.nearest(records)
-        return {"mahalanobis": self.typicality_.distance(records), "nn_distance": nearest, "nearest": index}
+        copy = self.closest_.copy_ratio(records)
+        return {"mahalanobis": self.typicality_.distance(records), "nn_distance": copy["dcr"],
+                "copy_ratio": copy["ratio"], "nearest": copy["nearest"]}
 
     def score(self, records: np.ndarray) -> pd.DataFrame:
         """One row per record with COLUMNS: every component, the caps that lowered it, realism_score."""
         cfg = self.config
         frame = pd.DataFrame(self._distances(records))
         nearest = frame.pop("nearest").to_numpy()
-        dcr = frame["nn_distance"].to_numpy()
+        dcr, ratio_copy = frame["nn_distance"].to_numpy(), frame["copy_ratio"].to_numpy()
         frame["typicality_ratio"] = frame["mahalanobis"] / self.median_distance_
         held_out = self.closest_.holdout_dcr_
         frame["dcr_quantile"] = np.searchsorted(held_out, dcr, side="right") / len(held_out)
         frame["authentic"] = dcr > self.closest_.reference_nn_[nearest]
-        frame["near_copy"] = dcr <= self.dcr_threshold_
+        frame["near_copy"] = ratio_copy <= 1.0
         frame["exact_copy"] = dcr <= EXACT_COPY
         for key, values in self.checks_.check(records).items():
             frame[key] = values
@@ -95,7 +102,7 @@ class HardenedScorer:
             cfg.w_typicality + cfg.w_sparsity)
         quality = quality - cfg.unusual_penalty * frame["n_unusual"] - cfg.rubric_points * (1.0 - frame["rubric_pass"])
         quality = np.clip(quality.to_numpy(), 1.0, 10.0)
-        frame["privacy_cap"] = 1.0 + 9.0 * np.minimum(1.0, dcr / self.dcr_threshold_)
+        frame["privacy_cap"] = 1.0 + 9.0 * np.minimum(1.0, ratio_copy)
         caps = {"near_copy": frame["privacy_cap"].to_numpy(),
                 "invalid": np.where(frame["n_invalid"] > 0, cfg.invalid_cap, 10.0),
                 "essential_rule": np.where(frame["essential_violated"], cfg.essential_cap, 10.0)}
