@@ -172,7 +172,7 @@ def test_closest_patient_known_answer():
 
 def _edited_brute_force(closest, records, free_cells):
     """DCR over all but the free_cells largest cell differences, minimum over every reference patient."""
-    z, z_ref = closest.standardize(records), closest.reference_z_
+    z, z_ref = closest.standardize(records), closest.knn_.reference
     squared = np.sort((z[:, None, :] - z_ref[None, :, :]) ** 2, axis=2)[:, :, :z.shape[1] - free_cells]
     return np.sqrt(squared.sum(axis=2)).min(axis=1)
 
@@ -199,6 +199,18 @@ def test_edited_copy_known_answer():
     np.testing.assert_array_equal(edited.ratio(two_edits), plain.ratio(two_edits))  # 2 cells differ: not a copy
     with pytest.raises(InputError, match="free_cells"):
         ClosestPatient(free_cells=-1)
+
+
+def test_edited_copy_settings_and_holdouts_that_cannot_calibrate_are_refused():
+    """A negative free_cells is refused by name; a holdout whose every patient copies a reference patient cannot set
+    a near-copy distance, and the error says what the holdout must hold."""
+    from ehrjudge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="near_copy_free_cells"):
+        ScoreConfig(near_copy_free_cells=-1)
+    reference = np.random.default_rng(0).normal(size=(20, 8))
+    with pytest.raises(InputError, match="holdout must hold other patients"):
+        ClosestPatient(free_cells=1).fit(reference, reference[:5].copy())
 
 
 @pytest.mark.parametrize("free_cells", [1, 2])
@@ -374,8 +386,8 @@ def test_line_caps_are_the_numbers_the_cap_line_states(cohort):
 
 
 def test_capped_score_is_the_expected_score_under_the_line_cap(cohort):
-    from ehrjudge.generator.rewards import judge_reward
     from ehrjudge.judge.prompt import PromptConfig
+    from ehrjudge.judge.scoring import judge_score as judge_reward  # what tune-generator's judge reward calls
     from ehrjudge.judge.scoring import matrix_caps, record_caps, with_capped_score
 
     # Setup: a judge that pays 9 to every record, reading the findings_dcr text with and without the cap line

@@ -32,11 +32,6 @@ class RewardFunction:
     on_score_scale: bool  # the reward is on the verifiable score's 1..10 scale (the hacking gap is defined)
 
 
-def judge_reward(scores: pd.DataFrame) -> np.ndarray:
-    """The judge's reward per record: its capped score when it reads a cap line, else its expected score."""
-    return scores["capped_score" if "capped_score" in scores else "expected_score"].to_numpy()
-
-
 def verifiable_scorers(reference: Cohort, holdout: Cohort | None) -> dict:
     """{"hardened": ..., "seed": ...}: the verifiable score under both definitions, fitted once."""
     from ehrjudge.scoring.realism import ScoreConfig, fit_scorer
@@ -73,5 +68,7 @@ def build_reward(name: str, reference_dir: Path, reference: Cohort, verifiable: 
     if name == "judge":
         if judge is None:
             raise InputError("reward judge needs a trained judge: pass --judge DIR")
-        return RewardFunction("judge", lambda r: judge_reward(judge.score(r)), True)
+        from ehrjudge.judge.scoring import judge_score  # capped where the judge reads a cap line
+
+        return RewardFunction("judge", lambda r: judge_score(judge.score(r)), True)
     raise InputError(f"unknown reward {name!r}")

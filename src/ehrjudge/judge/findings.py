@@ -55,7 +55,7 @@ def finding_lines(records: pd.DataFrame, schema: Schema, reference: ReferenceSta
             f"Outside the reference range: {int(found['n_unusual'][i]) or 'none'}",
             _rules_line(found["rule_violations"][i], severity),
             _codes_line(list(checks.groups), found["counts"][i], found["scores"][i]),
-            *([] if ratios is None else [_closest_line(float(ratios[i]), str(found["identical"][i]),
+            *([] if ratios is None else [_closest_line(float(ratios[i]), str(found["copy_kind"][i]),
                                                         reference.patients.free_cells)]),
             *([_cap_line({reason: None if np.isnan(values[i]) else float(values[i])
                           for reason, values in found["caps"].items()})] if caps else []),
@@ -133,7 +133,7 @@ def _check(records: pd.DataFrame, schema: Schema, reference: ReferenceStats | No
             "near copy": (np.full(len(matrix), np.nan) if ratios is None
                           else np.where(ratios < 1.0, 1.0 + 9.0 * ratios, np.nan))}
     return {**found, "matrix": matrix, "checks": checks, "counts": counts, "scores": scores, "ratios": ratios,
-            "identical": None if copy is None else np.where(copy["dcr"] <= EXACT_COPY, "identical",
+            "copy_kind": None if copy is None else np.where(copy["dcr"] <= EXACT_COPY, "identical",
                                                              np.where(copy["edited"] <= EXACT_COPY, "edited", "")),
             "typical": reference.typicality.ratio(matrix) if typicality else None, "caps": caps}
 
@@ -161,12 +161,12 @@ def _cap_line(caps: dict[str, float | None]) -> str:
     return f"Score cap: {lowest:.1f} ({', '.join(reasons)})".replace(".0 (", " (")
 
 
-def _closest_line(ratio: float, identical: str, free_cells: int) -> str:
+def _closest_line(ratio: float, copy_kind: str, free_cells: int) -> str:
     """The privacy ratio in words (scoring/hardened/privacy.py): identical, identical but for at most free_cells
-    values, closer than the near-copy distance, or how many times further."""
-    if identical == "identical":
+    values (copy_kind "identical", "edited"), closer than the near-copy distance, or how many times further."""
+    if copy_kind == "identical":
         return "Closest reference patient: identical (a copy)"
-    if identical == "edited":
+    if copy_kind == "edited":
         cells = "one value" if free_cells == 1 else f"at most {free_cells} values"
         return f"Closest reference patient: identical but for {cells} (a copy)"
     if ratio < 1.0:

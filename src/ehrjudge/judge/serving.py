@@ -23,8 +23,8 @@ RUNTIME = ("ehrjudge", "torch", "transformers", "peft", "pandas")
 
 
 class JudgeModel(mlflow.pyfunc.PythonModel):
-    """predict(records DataFrame) -> record_id, judge_score, expected_score, [capped_score], [calibrated_score], entropy,
-    p_1..p_10."""
+    """predict(records DataFrame) -> record_id, judge_score, expected_score, [capped_score], [calibrated_score],
+    entropy, p_1..p_10."""
 
     def load_context(self, context):
         from ehrjudge.api import Judge

@@ -62,9 +62,9 @@ def build_probes(reference: np.ndarray, rows: np.ndarray, schema: Schema, seed: 
     donors = rows[rng.permutation(len(rows))]
     spliced = np.where(demographics[None, :], rows, donors)
     violators, originals = rule_violators(rows, schema, rng)
-    return {"exact_copy": copies, "near_copy": near, "edited_copy": edited, "mean_patient": mean, "all_zero": np.zeros_like(mean),
-            "every_code_present": every_code, "column_10x_max": ten_x, "counts_x3": tripled,
-            "rounded_mean_patient": rounded, "spliced_patients": spliced,
+    return {"exact_copy": copies, "near_copy": near, "edited_copy": edited, "mean_patient": mean,
+            "all_zero": np.zeros_like(mean), "every_code_present": every_code, "column_10x_max": ten_x,
+            "counts_x3": tripled, "rounded_mean_patient": rounded, "spliced_patients": spliced,
             "rule_violator": violators, "clean_original": originals, "holdout_real": rows.copy()}
 
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SEED_COLUMNS = ["mahalanobis", "knn_distance", "nn_distance", "n_offsupport", "s_maha", "s_knn",
                 "realism_continuous", "realism_scaled", "realism_score", "near_copy"]
 SCORE_COLUMNS = list(dict.fromkeys([*SEED_COLUMNS, *HardenedScorer.columns]))  # what either definition writes
+CONSTANT_TOLERANCE = 1e-12  # a column is constant when std <= tol * max(1, |mean|)
 
 
 def read_unscored_records(path, schema: Schema) -> tuple[pd.DataFrame, list[str]]:
@@ -48,7 +49,6 @@ def read_unscored_records(path, schema: Schema) -> tuple[pd.DataFrame, list[str]
     frame = read_table(path)
     ignored = [c for c in SCORE_COLUMNS if c in frame.columns]
     return validate_vectors(frame.drop(columns=ignored), schema, file=path), ignored
-CONSTANT_TOLERANCE = 1e-12  # a column is constant when std <= tol * max(1, |mean|)
 
 
 def _as_matrix(values, name: str, n_columns: int | None = None) -> np.ndarray:

@@ -15,9 +15,9 @@ Columns, direction and range: spearman, pearson (higher is better, [-1, 1], 95% 
 judge/agreement.py), mae (lower, [0, 9]), pair_accuracy (higher, [0, 1], 0.5 = chance; the share of evaluation pairs
 whose more realistic record scores higher, ties 0.5; for the pairwise judge the mean over both orders; 95%
 bootstrap interval over pairs), conflict_rate (lower, [0, 1], 95% Wilson interval over pairs; the pairwise judge
-only: a scorer of single records cannot depend on the order), records_per_second (scoring pass only; the pairwise judge: prompts, two records each,
-per second), train_seconds (the method's training run as its summary.json records it; the regressor's fit here;
-None for the formula, which has no training).
+only: a scorer of single records cannot depend on the order), records_per_second (scoring pass only; the pairwise
+judge: prompts, two records each, per second), train_seconds (the method's training run as its summary.json records
+it; the regressor's fit here; None for the formula, which has no training).
 Evaluation pairs per split: `eval_pairs` pairs of records whose scores differ by >= pair_margin, each in a random
 (seeded) order, the same pairs for every method.
 Not measured here: the leave-one-family-out protocol (train/lofo.py, with the opt-in scorers bradley_terry and dpo
@@ -220,7 +220,8 @@ def pairwise_row(method: str, split: str, folder: Path, records: pd.DataFrame, s
     plain = {"method": method, **common, "pair_accuracy": accuracy, "pair_accuracy_ci": interval,
              "conflict_rate": metrics["conflict_rate"],
              "conflict_rate_ci": wilson_interval(int(outcome["conflict"].sum()), len(pairs)),
-             "consistent_accuracy": metrics["consistent_accuracy"], "records_per_second": 2 * len(pairs) / max(seconds, 1e-9)}  # one presentation per record shown
+             "consistent_accuracy": metrics["consistent_accuracy"],
+             "records_per_second": 2 * len(pairs) / max(seconds, 1e-9)}  # one presentation per record shown
     swap_averaged = {"method": f"{method}+balanced", **common, "pair_accuracy": balanced,
                      "pair_accuracy_ci": balanced_interval, "conflict_rate": 0.0, "consistent_accuracy": balanced,
                      "records_per_second": 2 * len(pairs) / max(seconds, 1e-9)}
@@ -298,6 +299,7 @@ def markdown(table: pd.DataFrame) -> str:
     for _, row in table.iterrows():
         cells = [row["method"], row["split"], str(row["n_records"]), with_interval(row, "spearman"),
                  with_interval(row, "pearson"), number(row["mae"]), with_interval(row, "pair_accuracy"),
-                 with_interval(row, "conflict_rate"), number(row["records_per_second"], 1), number(row["train_seconds"], 1)]
+                 with_interval(row, "conflict_rate"), number(row["records_per_second"], 1),
+                 number(row["train_seconds"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -29,8 +29,8 @@ from ehrjudge.judge.scoring import judge_records, judge_score
 
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("test", "test_unseen")
-CALIBRATED_ROW = "RLVR judge (calibrated expected score)"
-CAPPED_ROW = "RLVR judge (capped score)"  # min(expected, the cap its cap line states): judge/scoring.py  # affine map fitted on val (judge/calibration.py)
+CALIBRATED_ROW = "RLVR judge (calibrated expected score)"  # affine map fitted on val (judge/calibration.py)
+CAPPED_ROW = "RLVR judge (capped score)"  # min(expected, the cap its cap line states): judge/scoring.py
 
 
 def training_prompt(model_path: Path) -> PromptConfig:

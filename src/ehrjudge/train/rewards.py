@@ -11,7 +11,8 @@ LABELS = torch.arange(1, N_LABELS + 1, dtype=torch.float32)  # label k sits at c
 def reward_table(scores: torch.Tensor, shape: str, caps: torch.Tensor | None = None) -> torch.Tensor:
     """(B,) realism scores in 1..10 -> (B, 10) reward r(a_k, s) of answering label k, a_k = k, or with `caps` (B,)
     a_k = min(k, cap): the answer as capped_score will read it (judge/scoring.py), so answers at or above a record's
-    cap all earn what the cap earns and the judge is not taught the caps its prompt states (TrainConfig.reward_after_caps).
+    cap all earn what the cap earns and the judge is not taught the caps its prompt states
+    (TrainConfig.reward_after_caps).
 
     quadratic: r = 1 - (|a_k - s| / 9)^2   (the original design's reward)
     absolute:  r = 1 - |a_k - s| / 9

@@ -56,15 +56,14 @@ class ClosestPatient:
             raise InputError("every column is constant in the reference; nothing to measure distances in")
         self.mean_, self.scale_ = reference.mean(axis=0), np.where(self.varying_, std, 1.0)
         standardized = self.standardize(reference)
-        self.reference_z_ = standardized  # (n_ref, q): the edited-copy search's blocks
-        self.knn_ = ExactKNN(standardized, self.chunk_size)
+        self.knn_ = ExactKNN(standardized, self.chunk_size)  # its .reference is the edited-copy search's too
         self.reference_nn_ = self.knn_.kneighbors(standardized, 2)[0][:, 1]  # each one's nearest other
         held_out = self.nearest(calibration)[0]
         self.holdout_dcr_ = np.sort(held_out)
         self.threshold_ = self._quantile(held_out, "DCR")
-        self.edits_ = self.free_cells > 0 and standardized.shape[1] > 2 * self.free_cells  # a copy must share more
-        self.edited_threshold_ = None  # cells than it may differ in
-        if self.edits_:  # DCR_t <= DCR, so its lower tail lies within the plain threshold: search that far
+        self.edited_threshold_ = None  # None: no edited-copy distance (free_cells 0, or too few columns: a copy
+        if 0 < self.free_cells < standardized.shape[1] / 2:  # must share more cells than it may differ in)
+            # DCR_t <= DCR, so its lower tail lies within the plain threshold: search that far
             held_edited = np.minimum(self.edited_distance(calibration, self.threshold_), held_out)
             self.edited_threshold_ = self._quantile(held_edited, f"DCR over all but {self.free_cells} cell(s)")
         return self
@@ -97,7 +96,7 @@ class ClosestPatient:
     def edited_distance(self, records: np.ndarray, radius: float) -> np.ndarray:
         """DCR_t per record where it is <= radius, +inf elsewhere (module docstring: the block search)."""
         out = np.full(len(records), np.inf)
-        reference, t = self.reference_z_, self.free_cells
+        reference, t = self.knn_.reference, self.free_cells
         q = reference.shape[1]
         blocks = [np.arange(b, q, t + 1) for b in range(t + 1)]
         block_sq = [np.einsum("ij,ij->i", reference[:, cols], reference[:, cols]) for cols in blocks]
@@ -125,7 +124,7 @@ class ClosestPatient:
         dcr, index = self.nearest(records)
         ratio = dcr / self.threshold_
         edited = np.full(len(records), np.inf)
-        if self.edits_:
+        if self.edited_threshold_ is not None:
             edited = self.edited_distance(records, self.edited_threshold_)
             ratio = np.minimum(ratio, edited / self.edited_threshold_)
         return {"ratio": ratio, "dcr": dcr, "edited": edited, "nearest": index}
