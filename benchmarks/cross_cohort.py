@@ -1,7 +1,7 @@
 """Another cohort without retraining: issue 15's test of whether the trained judge travels to another schema.
 
     python benchmarks/cross_cohort.py [--judge runs/default/judge] [--default-run runs/default] [--country JP]
-        [--seed 7] [--patients 500] [--size 1500] [--out benchmarks/results/cross_cohort.json]
+        [--seed 7] [--patients 500] [--size 1500] [--dataset-seed N] [--out benchmarks/results/cross_cohort.json]
 
 1. A second reference cohort: clinosim with another country and seed (cohort/clinosim.simulate_patients), exported
    as FHIR R4 and loaded with the project's `--source fhir` loader (cohort/build.build_cohort, what `ehrjudge cohort
@@ -12,7 +12,9 @@
 3. Its test split scored WITHOUT retraining by
    - the default run's trained judge, given the new cohort's schema and reference statistics (Judge.load's
      `reference=`): its prompt (the `deviations` or `findings` text it was trained with) shows each value's z
-     against the NEW reference, and findings also what the hardened checks find against it;
+     against the NEW reference, and findings also what the hardened checks find against it; its score is the
+     judge's score (judge.scoring.judge_score: capped_score where it reads a cap line), its expected score alone
+     beside it (`judge_expected`);
    - the diagonal-z formula on the new reference statistics, its 1..10 map fitted on the new val split;
    - the regressor cannot run: it was fitted on the default cohort's columns.
    The same scorers on the default cohort's own test split are shown for comparison (the judge's figures read from
@@ -44,6 +46,7 @@ from ehrjudge.io import write_json
 from ehrjudge.judge.agreement import agreement
 from ehrjudge.judge.baseline_scorers import BaselineScorers, FormulaScorer, load_split, records_per_second
 from ehrjudge.judge.reference import dataset_reference
+from ehrjudge.judge.scoring import judge_score
 from ehrjudge.synth.dataset import DatasetConfig, build_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,10 +70,11 @@ def second_cohort(out: Path, patients: int, seed: int, country: str) -> Path:
     return out
 
 
-def judge_dataset(cohort: Path, out: Path, default_run: Path, size: int) -> Path:
-    """The default run's dataset settings with `size` records, built on `cohort`."""
+def judge_dataset(cohort: Path, out: Path, default_run: Path, size: int, seed: int | None = None) -> Path:
+    """The default run's dataset settings with `size` records (and `seed`, when given), built on `cohort`."""
     if not (out / "test.parquet").exists():
-        config = load_config(DatasetConfig, default_run / "dataset" / "config.yaml", {"size": size})
+        overrides = {"size": size} | ({} if seed is None else {"seed": seed})
+        config = load_config(DatasetConfig, default_run / "dataset" / "config.yaml", overrides)
         build_dataset(cohort, out, config)
     return out
 
@@ -88,9 +92,14 @@ def cross_cohort_scores(judge: Judge, dataset: Path, split: str = "test", seed: 
     formula = FormulaScorer.fit(reference, val_records[schema.names].to_numpy(dtype=np.float64), val_scores)
     formula_scores, formula_speed = records_per_second(formula.score, records[schema.names].to_numpy(np.float64))
     judged, judge_speed = records_per_second(judge.score, records)
+    # The judge's score: capped_score where it reads a cap line (judge_score); no calibration, which was fitted on
+    # the default cohort's val split. Its expected score alone beside it.
     return {
-        "judge": {**agreement(judged["expected_score"].to_numpy(), true_scores, seed, n_bootstrap),
-                  "records_per_second": judge_speed},
+        "judge": {**agreement(judge_score(judged), true_scores, seed, n_bootstrap),
+                  "records_per_second": judge_speed, "score": "capped_score" if "capped_score" in judged
+                  else "expected_score"},
+        "judge_expected": {**agreement(judged["expected_score"].to_numpy(), true_scores, seed, n_bootstrap),
+                           "records_per_second": judge_speed},
         "formula": {**agreement(formula_scores, true_scores, seed, n_bootstrap), "records_per_second": formula_speed},
     }
 
@@ -103,7 +112,8 @@ def default_cohort_scores(default_run: Path, seed: int = 0, n_bootstrap: int = 1
     cheap = BaselineScorers.fit(dataset, schema, reference, seed=seed)
     records, true_scores = load_split(dataset, "test", schema)
     table, speed = cheap.score(records)
-    summary = json.loads((default_run / "summary.json").read_text())["splits"]["test"]["trained"]
+    splits = json.loads((default_run / "summary.json").read_text())["splits"]["test"]
+    summary = splits.get("trained_capped", splits["trained"])  # the judge's score (judge_score)
     keep = ("pearson", "pearson_ci", "spearman", "spearman_ci", "mae", "n", "records_per_second")
     return {
         "judge": {**{k: summary[k] for k in keep}, "from": str(default_run / "summary.json")},
@@ -124,15 +134,17 @@ def print_table(result: dict) -> None:
     print(f"default cohort {schemas['default_columns']} columns, second cohort ({result['second_cohort']['country']}, "
           f"seed {result['second_cohort']['seed']}, FHIR) {schemas['second_columns']} columns, "
           f"{schemas['shared_columns']} shared")
-    print(f"{'cohort':8s} {'scorer':10s} {'n':>4s}  {'Spearman [95% CI]':26s} {'Pearson [95% CI]':26s} "
+    print(f"{'cohort':8s} {'scorer':14s} {'n':>4s}  {'Spearman [95% CI]':26s} {'Pearson [95% CI]':26s} "
           f"{'records/s':>10s}")
     for cohort, rows in (("default", result["default_test"]), ("second", result["second_test"])):
-        for name in ("judge", "formula", "regressor"):
+        for name in ("judge", "judge_expected", "formula", "regressor"):
+            if name not in rows:
+                continue
             row = rows[name]
             if isinstance(row, str):
-                print(f"{cohort:8s} {name:10s} {'':>4s}  {row}")
+                print(f"{cohort:8s} {name:14s} {'':>4s}  {row}")
                 continue
-            print(f"{cohort:8s} {name:10s} {row['n']:4d}  {interval(row, 'spearman'):26s} "
+            print(f"{cohort:8s} {name:14s} {row['n']:4d}  {interval(row, 'spearman'):26s} "
                   f"{interval(row, 'pearson'):26s} {row['records_per_second']:10.1f}")
 
 
@@ -144,6 +156,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--patients", type=int, default=500)
     parser.add_argument("--size", type=int, default=1500, help="second dataset's records (test ~ 1/6 of them)")
+    parser.add_argument("--dataset-seed", type=int, default=None,
+                        help="seed of the second dataset's generators, selection and splits (default: the run's)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "cross-cohort")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -151,14 +165,15 @@ def main() -> None:
 
     start = time.perf_counter()
     cohort = second_cohort(args.work / "cohort", args.patients, args.seed, args.country)
-    dataset = judge_dataset(cohort, args.work / "dataset", args.default_run, args.size)
+    dataset = judge_dataset(cohort, args.work / "dataset", args.default_run, args.size, args.dataset_seed)
     default_names = set(Schema.load(args.default_run / "dataset" / "reference" / "schema.json").names)
     second_names = set(Schema.load(dataset / "reference" / "schema.json").names)
     second = cross_cohort_scores(Judge.load(args.judge, precision="float32"), dataset)
     result = {
         "machine": platform.processor() or platform.machine(), "judge": str(args.judge),
         "second_cohort": {"country": args.country, "seed": args.seed, "patients": args.patients,
-                          "source": "clinosim FHIR R4 -> --source fhir", "dataset_size": args.size},
+                          "source": "clinosim FHIR R4 -> --source fhir", "dataset_size": args.size,
+                          "dataset_seed": args.dataset_seed},
         "schemas": {"default_columns": len(default_names), "second_columns": len(second_names),
                     "shared_columns": len(default_names & second_names)},
         "default_test": default_cohort_scores(args.default_run),

@@ -12,9 +12,9 @@ Builds (or reads) a clinosim cohort, splits it as `ehrjudge dataset` does (20 % 
   defects the seed score cannot see, so disagreeing there is the point);
 - the noisy-copy spread: mean hardened score at the first strength whose records are not copies minus at strength 1,
   target >= 5 points (strength 0 of noisy_copy is an exact copy, capped by design);
-- copies edited in k cells (k codes the patient lacks added once; k = 1, 2, 3, 5), near copies (noise of 1 % of an SD
-  on the continuous cells, as the near_copy probe) with one code added, and copies with the age moved by 10 years,
-  at near_copy_free_cells 0 (the plain distance) and at the default: mean score and the share <= 3; beside them the
+- copies edited in k cells (k codes the patient lacks added once; k = 1, 2, 3, 5, 8), near copies (noise of 1 % of an
+  SD on the continuous cells, as the near_copy probe) with one code added, and copies with the age moved by 10 years,
+  at near_copy_free_cells 0 (the plain distance), 1 (the default of 2026-12-07 evening) and at the default: mean score and the share <= 3; beside them the
   share of held-out real patients the privacy cap lowers (cross-fitted, from the probe records), the
   price of counting edited copies as copies (scoring/hardened/privacy.py);
 - scoring speed, records/s, hardened vs seed on the same records.
@@ -75,7 +75,7 @@ def edited_copies(reference: Cohort, holdout: Cohort, config: ScoreConfig, probe
     codes = np.array([f.code is not None and f.kind != "continuous" for f in schema.features])
     copies = matrix[rng.choice(len(matrix), size=min(200, len(matrix)), replace=False)]
     attacks = {}
-    for k in (1, 2, 3, 5):
+    for k in (1, 2, 3, 5, 8):
         edited = copies.copy()
         for record in edited:
             absent = np.flatnonzero(codes & (record == 0) & (matrix.max(axis=0) > 0))
@@ -96,7 +96,7 @@ def edited_copies(reference: Cohort, holdout: Cohort, config: ScoreConfig, probe
         aged[:, schema.names.index("age")] += 10.0
         attacks["age_plus_10_years"] = aged
     result = {}
-    for free_cells in sorted({0, config.near_copy_free_cells}):
+    for free_cells in sorted({0, 1, config.near_copy_free_cells}):
         cfg = dataclasses.replace(config, near_copy_free_cells=free_cells)
         scorer = RealismScorer(cfg, schema).fit(matrix, holdout.matrix())
         row = {name: {"mean": float(scored["realism_continuous"].mean()),

@@ -14,6 +14,8 @@ Target (issue 15): judge >= regressor on the mean Spearman.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import sys
 import time
@@ -23,27 +25,37 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASET_NAME = "lofo-clinosim-n500-s42-6000"  # every family in the pool, no unseen-only family (+ "-<families>f")
 
 
-def all_family_dataset(cohort: Path | None, out: Path) -> Path:
-    """The judge dataset over every generator family (built once)."""
+def cache_name(config) -> str:
+    """The cached dataset's folder name: the family count and a hash of the whole DatasetConfig, score included."""
+    from ehrjudge.config import to_dict
+
+    key = hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{DATASET_NAME}-{len(config.generators)}f-{key}"
+
+
+def all_family_dataset(cohort: Path | None) -> Path:
+    """The judge dataset over every generator family, built once per dataset configuration: the cache name holds the
+    family count and a hash of the whole configuration (the score's included), so a dataset labelled under other
+    score defaults is never reused (the one built before `near_copy_free_cells` existed was, until 2026-12-07)."""
     from ehrjudge.cohort.build import build_cohort
     from ehrjudge.paths import cache_dir
     from ehrjudge.synth.dataset import DatasetConfig, build_dataset
     from ehrjudge.synth.generators import GENERATORS
 
+    config = DatasetConfig(size=6000, generators=list(GENERATORS), unseen_generators=[], unseen_fraction=0.0)
+    out = cache_dir("datasets") / cache_name(config)
     if (out / "train.parquet").exists():
         return out
     if cohort is None:
         cohort = cache_dir("cohorts") / "clinosim-n500-s42"
         if not (cohort / "vectors.parquet").exists():
             build_cohort("clinosim", cohort, None, 500, 42)
-    config = DatasetConfig(size=6000, generators=list(GENERATORS), unseen_generators=[], unseen_fraction=0.0)
     return build_dataset(cohort, out, config)
 
 
 def main(argv: list[str]) -> dict:
     from ehrjudge.config import load_config
     from ehrjudge.io import write_json
-    from ehrjudge.paths import cache_dir
     from ehrjudge.train.lofo import LofoConfig, run_lofo, table_text
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,11 +67,8 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "lofo.json"))
     args, flags = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ehrjudge.synth.generators import GENERATORS
 
-    # the family count in the cache name: a dataset built before a family existed is not reused for it
-    dataset = Path(args.dataset) if args.dataset else all_family_dataset(
-        Path(args.cohort) if args.cohort else None, cache_dir("datasets") / f"{DATASET_NAME}-{len(GENERATORS)}f")
+    dataset = Path(args.dataset) if args.dataset else all_family_dataset(Path(args.cohort) if args.cohort else None)
     config = load_config(LofoConfig, None, flags + ["--dataset", str(dataset), "--output-dir", args.out,
                                                     "--scorers", args.scorers,
                                                     "--judge.max-steps", str(args.judge_steps),

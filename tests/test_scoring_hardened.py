@@ -104,6 +104,14 @@ def test_copies_are_capped_and_held_out_real_records_are_not_penalized(cohort, s
     one_cell = scorer.score(edited)  # a copy with one cell moved far: a near copy all the same (privacy.py)
     assert (one_cell["copy_ratio"] == 0).all() and (one_cell["nn_distance"] > scorer.fitted_.dcr_threshold_).all()
     assert (one_cell["realism_continuous"] <= 1.0).all() and one_cell["caps"].str.contains("near_copy").all()
+    t = ScoreConfig().near_copy_free_cells
+    varying = np.flatnonzero(reference.matrix().std(axis=0) > 0)  # the cells the distances see
+    for cells, copy in ((t, True), (t + 1, False)):  # edited in t cells: a copy; in t + 1 cells 50 SD apart: not
+        moved = copies.copy()
+        for row in range(10):
+            moved[row, varying[(row + np.arange(cells)) % len(varying)]] += 50.0 * reference.matrix().std(axis=0).max()
+        ratio = scorer.score(moved)["copy_ratio"]
+        assert ((ratio == 0) if copy else (ratio > 1)).all(), cells
     clean = real[(real.n_invalid == 0) & ~real.near_copy & (real.rule_violations == "") & (real.n_unusual == 0)]
     assert len(clean) >= 10
     assert (clean["s_sparsity"] == 10).mean() > 0.9 and (clean["privacy_cap"] == 10).all()

@@ -245,7 +245,9 @@ def test_isolated_defects_change_a_real_patient_where_the_checks_see_it(referenc
 
 def test_memorized_copy_is_a_reference_patient_at_a_graded_distance(reference, holdout):
     """Strength 0: exact copies; counts and binaries always the patient's own; the distance to the patient grows as
-    MEMORIZED_REACH x strength near-copy distances, so the hardened privacy cap climbs from 1 with strength."""
+    MEMORIZED_REACH x strength near-copy distances, so the plain-distance privacy cap (near_copy_free_cells 0)
+    climbs from 1 with strength. This fixture has 2 continuous columns, so every such record differs from its patient
+    in at most 2 cells: the default hardened score (free_cells 3) calls each one a copy."""
     from ehrjudge.scoring.hardened.privacy import ClosestPatient
     from ehrjudge.synth.generators import MEMORIZED_REACH, NEAR_COPY_PERCENTILE, Reference
 
@@ -253,7 +255,11 @@ def test_memorized_copy_is_a_reference_patient_at_a_graded_distance(reference, h
     names = reference.schema.names
     ref = Reference(reference.matrix(), reference.schema, holdout.matrix())
     closest = ClosestPatient(NEAR_COPY_PERCENTILE).fit(ref.matrix, ref.holdout)
-    scorer = RealismScorer(ScoreConfig(), reference.schema).fit(reference.matrix(), holdout.matrix())
+    scorer = RealismScorer(ScoreConfig(near_copy_free_cells=0), reference.schema).fit(reference.matrix(),
+                                                                                      holdout.matrix())
+    default = RealismScorer(ScoreConfig(), reference.schema).fit(reference.matrix(), holdout.matrix())
+    movable = int((~(ref.is_count | ref.is_binary)).sum())  # the cells memorized_copy may move
+    assert movable <= ScoreConfig().near_copy_free_cells
     caps = []
     for strength in (0.0, 0.25, 1.0):
         # Run
@@ -270,6 +276,7 @@ def test_memorized_copy_is_a_reference_patient_at_a_graded_distance(reference, h
         else:  # moved records sit at the graded distance from their own patient (or closer to another)
             assert moved.mean() >= 0.8, strength
         caps.append(scorer.score(records)["privacy_cap"].mean())
+        assert (default.score(records)["privacy_cap"] == 1.0).all(), strength
     assert caps[0] == 1.0 and caps[0] < caps[1] < caps[2]
     with pytest.raises(InputError, match="holdout"):
         generate("memorized_copy", reference, 5, 0.5, seed=1)

@@ -44,9 +44,10 @@ class ScoreConfig:
     calibration_seed: int = option(0, "seed of that calibration split")
     near_copy_percentile: float = option(5.0, "near copy: nn_distance <= this percentile of held-out "
                                               "real-to-reference nearest distances")
-    near_copy_free_cells: int = option(1, "hardened: a record within the near-copy distance of a reference patient "
+    near_copy_free_cells: int = option(3, "hardened: a record within the near-copy distance of a reference patient "
                                           "in all but this many cells is a near copy too (a copy with edits; "
-                                          "0 = the plain distance only, as before 2026-12-07 evening)")
+                                          "0 = the plain distance only, as before 2026-12-07 evening; 1 until "
+                                          "2026-12-07 night)")
     typicality_ratio_at_one: float = option(
         100.0, "hardened: Mahalanobis distance on normal scores, as a multiple of the held-out real median, "
                "that scores 1 (the median and closer score 10; linear in log distance between)")
