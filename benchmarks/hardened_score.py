@@ -14,9 +14,9 @@ Builds (or reads) a clinosim cohort, splits it as `ehrjudge dataset` does (20 % 
   target >= 5 points (strength 0 of noisy_copy is an exact copy, capped by design);
 - copies edited in k cells (k codes the patient lacks added once; k = 1, 2, 3, 5, 8), near copies (noise of 1 % of an
   SD on the continuous cells, as the near_copy probe) with one code added, and copies with the age moved by 10 years,
-  at near_copy_free_cells 0 (the plain distance), 1 (the default of 2026-12-07 evening) and at the default: mean score and the share <= 3; beside them the
-  share of held-out real patients the privacy cap lowers (cross-fitted, from the probe records), the
-  price of counting edited copies as copies (scoring/hardened/privacy.py);
+  at near_copy_free_cells 0 (the plain distance), 1 (the default of 2026-12-07 evening) and at the default: mean
+  score and the share <= 3; beside them the share of held-out real patients the privacy cap lowers (cross-fitted,
+  from the probe records), the price of counting edited copies as copies (scoring/hardened/privacy.py);
 - scoring speed, records/s, hardened vs seed on the same records.
 """
 

@@ -22,28 +22,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASET_NAME = "lofo-clinosim-n500-s42-6000"  # every family in the pool, no unseen-only family (+ "-<families>f")
+DATASET_NAME = "lofo-clinosim-n500-s42-6000"  # every family in the pool, no unseen-only family (+ cache_name's)
 
 
-def cache_name(config) -> str:
-    """The cached dataset's folder name: the family count and a hash of the whole DatasetConfig, score included."""
+def cache_name(config, cohort: Path | None = None) -> str:
+    """The cached dataset's folder name: the family count and a hash of the whole DatasetConfig (score included) and
+    of the cohort folder it is built from (None: the default clinosim cohort)."""
     from ehrjudge.config import to_dict
 
-    key = hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    inputs = {"config": to_dict(config), "cohort": None if cohort is None else str(Path(cohort).resolve())}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{DATASET_NAME}-{len(config.generators)}f-{key}"
 
 
 def all_family_dataset(cohort: Path | None) -> Path:
-    """The judge dataset over every generator family, built once per dataset configuration: the cache name holds the
-    family count and a hash of the whole configuration (the score's included), so a dataset labelled under other
-    score defaults is never reused (the one built before `near_copy_free_cells` existed was, until 2026-12-07)."""
+    """The judge dataset over every generator family, built once per dataset configuration and cohort (cache_name):
+    a dataset labelled under other score defaults, or built from another cohort, is never reused (until 2026-12-07
+    the name held only the family count)."""
     from ehrjudge.cohort.build import build_cohort
     from ehrjudge.paths import cache_dir
     from ehrjudge.synth.dataset import DatasetConfig, build_dataset
     from ehrjudge.synth.generators import GENERATORS
 
     config = DatasetConfig(size=6000, generators=list(GENERATORS), unseen_generators=[], unseen_fraction=0.0)
-    out = cache_dir("datasets") / cache_name(config)
+    out = cache_dir("datasets") / cache_name(config, cohort)
     if (out / "train.parquet").exists():
         return out
     if cohort is None:

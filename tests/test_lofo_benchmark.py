@@ -1,5 +1,5 @@
 """benchmarks/lofo.py's dataset cache: a dataset labelled under other settings (the score's included) is never
-reused."""
+reused; nor is one built from another cohort."""
 
 import dataclasses
 import importlib.util
@@ -28,3 +28,4 @@ def test_cache_name_follows_every_setting_the_labels_depend_on():
     other_score = dataclasses.replace(config, score=ScoreConfig(near_copy_free_cells=0))
     assert lofo.cache_name(other_score) != name
     assert lofo.cache_name(dataclasses.replace(config, size=5000)) != name
+    assert lofo.cache_name(config, Path("some/other/cohort")) != name  # another cohort: another dataset
