@@ -14,8 +14,8 @@ that differ most, so a copy edited in at most t cells has DCR_t = 0. Each distan
 patients by itself: a record counts as a copy when it is closer than nearly all new real patients are, in either
 sense. t = 0 is the plain DCR alone (the hardened definition before 2026-12-07 evening); the default t = 3 flags no
 more held-out patients than t = 1 on the default cohort, nor does t = 4 (measured after the default's runs), while at
-t = 5, 13 % of them sit at DCR_5 = 0 from a reference patient (docs/scoring.md). What stays open: copies edited in more than t cells, and copies with
-noise on every cell plus an edit (benchmarks/hardened_score.py).
+t = 5, 13 % of them sit at DCR_5 = 0 from a reference patient (docs/scoring.md). What stays open: copies edited in
+more than t cells, and copies with noise on every cell plus an edit (benchmarks/hardened_score.py).
 
 Search, exact: if ||v||_(t) <= R, then splitting the columns into t + 1 blocks, one block holds none of the t
 skipped cells (pigeonhole), so the reference patient is within R of the record on that block alone. Blocks are
@@ -101,15 +101,16 @@ class ClosestPatient:
         reference, t = self.knn_.reference, self.free_cells
         q = reference.shape[1]
         blocks = [np.arange(b, q, t + 1) for b in range(t + 1)]
-        block_sq = [np.einsum("ij,ij->i", reference[:, cols], reference[:, cols]) for cols in blocks]
+        ref_blocks = [reference[:, cols] for cols in blocks]  # sliced once per call, not once per chunk
+        block_sq = [np.einsum("ij,ij->i", part, part) for part in ref_blocks]
         step = max(1, min(self.chunk_size, 2 ** 22 // max(1, len(reference))))  # bounds the (c, n_ref) Gram block
         for start in range(0, len(records), step):
             z = self.standardize(records[start:start + step])
             near = np.zeros((len(z), len(reference)), dtype=bool)
-            for cols, r_sq in zip(blocks, block_sq):
+            for cols, part, r_sq in zip(blocks, ref_blocks, block_sq):
                 x = z[:, cols]
                 x_sq = np.einsum("ij,ij->i", x, x)
-                gram = x_sq[:, None] + r_sq[None, :] - 2.0 * (x @ reference[:, cols].T)
+                gram = x_sq[:, None] + r_sq[None, :] - 2.0 * (x @ part.T)
                 near |= gram <= radius ** 2 + 1e-9 * (x_sq[:, None] + r_sq[None, :]) + 1e-12
             rows, refs = np.nonzero(near)
             for pair in range(0, len(rows), 4096):
