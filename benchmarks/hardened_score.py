@@ -11,12 +11,14 @@ Builds (or reads) a clinosim cohort, splits it as `ehrjudge dataset` does (20 % 
   records), target >= 0.9; on the dataset's default pool of families and on all families (the newer ones have
   defects the seed score cannot see, so disagreeing there is the point);
 - the noisy-copy spread: mean hardened score at the first strength whose records are not copies minus at strength 1,
-  target >= 5 points (strength 0 of noisy_copy is an exact copy, capped by design);
-- copies edited in k cells (k codes the patient lacks added once; k = 1, 2, 3, 5, 8), near copies (noise of 1 % of an
-  SD on the continuous cells, as the near_copy probe) with one code added, and copies with the age moved by 10 years,
-  at near_copy_free_cells 0 (the plain distance), 1 (the default of 2026-12-07 evening) and at the default: mean
+  target >= 5 points (strength 0 of noisy_copy is an exact copy, capped by design); beside it the same over the
+  records that are not near copies (at strength 0.1 some keep nearly all their patient's codes and link to it);
+- copies edited in k cells (k codes the patient lacks added once; k = 1, 2, 3, 5, 8, 16), copies with 3 codes
+  removed, near copies (noise of 1 % of an SD on the continuous cells, as the near_copy probe) with one or five codes
+  added, and copies with the age moved by 10 years, at near_copy_free_cells 0 (the plain distance), 1 (the default of
+  2026-12-07 evening) and at the default's, each without record linkage, and at the default (record linkage on): mean
   score and the share <= 3; beside them the share of held-out real patients the privacy cap lowers (cross-fitted,
-  from the probe records), the price of counting edited copies as copies (scoring/hardened/privacy.py);
+  from the probe records), the price of counting edited copies as copies (scoring/hardened/privacy.py, linkage.py);
 - scoring speed, records/s, hardened vs seed on the same records.
 """
 
@@ -75,7 +77,7 @@ def edited_copies(reference: Cohort, holdout: Cohort, config: ScoreConfig, probe
     codes = np.array([f.code is not None and f.kind != "continuous" for f in schema.features])
     copies = matrix[rng.choice(len(matrix), size=min(200, len(matrix)), replace=False)]
     attacks = {}
-    for k in (1, 2, 3, 5, 8):
+    for k in (1, 2, 3, 5, 8, 16):
         edited = copies.copy()
         for record in edited:
             absent = np.flatnonzero(codes & (record == 0) & (matrix.max(axis=0) > 0))
@@ -91,13 +93,25 @@ def edited_copies(reference: Cohort, holdout: Cohort, config: ScoreConfig, probe
         absent = np.flatnonzero(codes & (record == 0) & (matrix.max(axis=0) > 0))
         record[rng.choice(absent)] += 1.0
     attacks["noise_plus_1_code_added"] = noisy_edited
+    noisy_five = noisy.copy()
+    for record in noisy_five:
+        absent = np.flatnonzero(codes & (record == 0) & (matrix.max(axis=0) > 0))
+        record[rng.choice(absent, size=min(5, len(absent)), replace=False)] += 1.0
+    attacks["noise_plus_5_codes_added"] = noisy_five
+    removed = copies.copy()
+    for record in removed:
+        present = np.flatnonzero(codes & (record > 0))
+        record[rng.choice(present, size=min(3, len(present)), replace=False)] = 0.0
+    attacks["3_codes_removed"] = removed
     if "age" in schema.names:
         aged = copies.copy()
         aged[:, schema.names.index("age")] += 10.0
         attacks["age_plus_10_years"] = aged
     result = {}
-    for free_cells in sorted({0, 1, config.near_copy_free_cells}):
-        cfg = dataclasses.replace(config, near_copy_free_cells=free_cells)
+    variants = [(free_cells, 0.0) for free_cells in sorted({0, 1, config.near_copy_free_cells})]
+    variants.append((config.near_copy_free_cells, config.near_copy_linkage_percentile))  # the default
+    for free_cells, linkage in variants:
+        cfg = dataclasses.replace(config, near_copy_free_cells=free_cells, near_copy_linkage_percentile=linkage)
         scorer = RealismScorer(cfg, schema).fit(matrix, holdout.matrix())
         row = {name: {"mean": float(scored["realism_continuous"].mean()),
                       "share_le_3": float((scored["realism_continuous"] <= 3).mean())}
@@ -106,7 +120,7 @@ def edited_copies(reference: Cohort, holdout: Cohort, config: ScoreConfig, probe
         real = probes[probes.probe == "holdout_real"]
         row["holdout_real_privacy_capped_share"] = float(real["caps"].str.contains("near_copy").mean())
         row["holdout_real_median"] = float(real["hardened"].median())
-        result[f"free_cells_{free_cells}"] = row
+        result[f"free_cells_{free_cells}_linkage_{linkage:g}"] = row
     return result
 
 
@@ -152,6 +166,9 @@ def main() -> None:
     noisy = cells[(cells.generator == "noisy_copy")].set_index("strength")
     first_non_copy = float(noisy[noisy.near_copy < 0.5].index.min())
     spread = float(noisy.loc[first_non_copy, "hardened"] - noisy.loc[1.0, "hardened"])
+    noisy_records = scores[(scores.generator == "noisy_copy") & ~scores.near_copy]  # the same, copies left out
+    spread_non_copies = float(noisy_records[noisy_records.strength == first_non_copy].realism_continuous.mean()
+                              - noisy_records[noisy_records.strength == 1.0].realism_continuous.mean())
 
     edits = edited_copies(reference, holdout, config, args.probe_records, args.seed)
     for name, row in edits.items():
@@ -177,6 +194,7 @@ def main() -> None:
         "spearman_vs_seed_clean_per_cell_all_families": agreement["all_families"]["per_cell"],
         "clean_share": float(len(clean) / len(scores)),
         "noisy_copy_first_non_copy_strength": first_non_copy, "noisy_copy_spread": spread,
+        "noisy_copy_spread_non_copies": spread_non_copies,
     }
     result = {"machine": platform.processor() or platform.machine(), "n_reference": len(reference),
               "n_holdout": len(holdout), "features": len(reference.schema.names), "config": config.__dict__ | {

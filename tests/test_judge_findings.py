@@ -248,10 +248,11 @@ def test_scorer_privacy_cap_is_the_texts_ratio(cohort):
 
 
 def test_findings_dcr_lines_name_copies(cohort):
-    """An exact copy reads 'identical', a tiny move 'near copy', a held-out patient 'times the near-copy distance'."""
+    """An exact copy reads 'identical', a tiny move 'near copy', a held-out patient 'times the near-copy distance'
+    (the distances' lines: record linkage off here, its line in tests/test_scoring_linkage.py)."""
     # Setup: one copy, one copy moved by 1e-3 of a SD, one held-out patient beyond the threshold
     reference, holdout = cohort
-    stats = cohort_reference(reference, holdout, ScoreConfig(near_copy_percentile=5.0))
+    stats = cohort_reference(reference, holdout, ScoreConfig(near_copy_percentile=5.0, near_copy_linkage_percentile=0))
     ratios = stats.patients.ratio(holdout.matrix())
     far = holdout.matrix()[int(np.argmax(ratios))]
     moved = reference.matrix()[1] + 1e-3 * stats.std

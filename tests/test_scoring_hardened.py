@@ -106,11 +106,13 @@ def test_copies_are_capped_and_held_out_real_records_are_not_penalized(cohort, s
     assert (one_cell["realism_continuous"] <= 1.0).all() and one_cell["caps"].str.contains("near_copy").all()
     t = ScoreConfig().near_copy_free_cells
     varying = np.flatnonzero(reference.matrix().std(axis=0) > 0)  # the cells the distances see
+    distances = RealismScorer(ScoreConfig(near_copy_linkage_percentile=0), reference.schema).fit(
+        reference.matrix(), holdout.matrix())  # the distances alone; record linkage: tests/test_scoring_linkage.py
     for cells, copy in ((t, True), (t + 1, False)):  # edited in t cells: a copy; in t + 1 cells 50 SD apart: not
         moved = copies.copy()
         for row in range(10):
             moved[row, varying[(row + np.arange(cells)) % len(varying)]] += 50.0 * reference.matrix().std(axis=0).max()
-        ratio = scorer.score(moved)["copy_ratio"]
+        ratio = distances.score(moved)["copy_ratio"]
         assert ((ratio == 0) if copy else (ratio > 1)).all(), cells
     clean = real[(real.n_invalid == 0) & ~real.near_copy & (real.rule_violations == "") & (real.n_unusual == 0)]
     assert len(clean) >= 10
@@ -174,7 +176,7 @@ def test_probe_command_writes_the_table_and_scores_hacks_low(tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.DataFrame(json.loads((out / "probes.json").read_text())["probes"]).set_index("probe")
     hacks = table[table.kind == "hack"]
-    assert len(hacks) == 8 and (hacks["hardened_mean"] <= 3.5).all(), hacks["hardened_mean"]
+    assert len(hacks) == 9 and (hacks["hardened_mean"] <= 3.5).all(), hacks["hardened_mean"]
     assert table.loc["edited_copy", "hardened_max"] <= 2, "a copy with one code added is still a copy"
     assert (hacks["seed_mean"] > hacks["hardened_mean"]).all()
     assert table.loc["holdout_real", "hardened_median"] >= 8

@@ -179,11 +179,10 @@ def recorded_datasets(folder: str | Path) -> list[tuple[Path, str]]:
 
 def training_score(folder: str | Path):
     """The ScoreConfig the judge's training labels were made with (ehrjudge.json's training_data.score), or None."""
-    from ehrjudge.config import config_from_dict
-    from ehrjudge.scoring.config import ScoreConfig
+    from ehrjudge.scoring.config import saved_score_config
 
     section = (read_info(folder).get("training_data") or {}).get("score")
-    return config_from_dict(ScoreConfig, section, prefix="score.") if section else None
+    return saved_score_config(section, prefix="score.") if section else None
 
 
 def present_reference(dataset: Path) -> bool:

@@ -133,8 +133,9 @@ def _check(records: pd.DataFrame, schema: Schema, reference: ReferenceStats | No
             "near copy": (np.full(len(matrix), np.nan) if ratios is None
                           else np.where(ratios < 1.0, 1.0 + 9.0 * ratios, np.nan))}
     return {**found, "matrix": matrix, "checks": checks, "counts": counts, "scores": scores, "ratios": ratios,
-            "copy_kind": None if copy is None else np.where(copy["dcr"] <= EXACT_COPY, "identical",
-                                                             np.where(copy["edited"] <= EXACT_COPY, "edited", "")),
+            "copy_kind": None if copy is None else np.where(
+                copy["dcr"] <= EXACT_COPY, "identical", np.where(copy["edited"] <= EXACT_COPY, "edited", np.where(
+                    copy["linked"] <= copy["ratio"], "linked", ""))),
             "typical": reference.typicality.ratio(matrix) if typicality else None, "caps": caps}
 
 
@@ -163,12 +164,15 @@ def _cap_line(caps: dict[str, float | None]) -> str:
 
 def _closest_line(ratio: float, copy_kind: str, free_cells: int) -> str:
     """The privacy ratio in words (scoring/hardened/privacy.py): identical, identical but for at most free_cells
-    values (copy_kind "identical", "edited"), closer than the near-copy distance, or how many times further."""
+    values, linked to a reference patient (copy_kind "identical", "edited", "linked"), closer than the near-copy
+    distance, or how many times further."""
     if copy_kind == "identical":
         return "Closest reference patient: identical (a copy)"
     if copy_kind == "edited":
         cells = "one value" if free_cells == 1 else f"at most {free_cells} values"
         return f"Closest reference patient: identical but for {cells} (a copy)"
+    if copy_kind == "linked":
+        return "Closest reference patient: the same patient by record linkage (a near copy)"
     if ratio < 1.0:
         return f"Closest reference patient: {ratio:.2f} of the near-copy distance (a near copy)"
     return f"Closest reference patient: {min(ratio, 999.0):.{1 if ratio < 10 else 0}f} times the near-copy distance"

@@ -40,8 +40,8 @@ def cohort_reference(reference: Cohort, holdout: Cohort, score: ScoreConfig) -> 
     median distance of `holdout`, as s_typicality)."""
     reference.schema.check_same(holdout.schema)
     matrix, held = reference.matrix(), holdout.matrix()
-    patients = ClosestPatient(score.near_copy_percentile, score.chunk_size, score.near_copy_free_cells).fit(
-        matrix, held)
+    patients = ClosestPatient(score.near_copy_percentile, score.chunk_size, score.near_copy_free_cells,
+                              score.near_copy_linkage_percentile).fit(matrix, held)
     typicality = Typicality(score.covariance, score.chunk_size, score.mahalanobis_precision).fit(matrix, held)
     return dataclasses.replace(ReferenceStats.from_cohort(reference), patients=patients, typicality=typicality)
 

@@ -48,6 +48,10 @@ class ScoreConfig:
                                           "in all but this many cells is a near copy too (a copy with edits; "
                                           "0 = the plain distance only, as before 2026-12-07 evening; 1 until "
                                           "2026-12-07 night)")
+    near_copy_linkage_percentile: float = option(
+        1.0, "hardened: a record that links to a reference patient (Fellegi-Sunter record linkage: it reproduces "
+             "more of one patient's values than all but this percent of held-out real patients do) is a near copy "
+             "too, whatever it added (scoring/hardened/linkage.py; 0 = off, as before 2026-12-08)")
     typicality_ratio_at_one: float = option(
         100.0, "hardened: Mahalanobis distance on normal scores, as a multiple of the held-out real median, "
                "that scores 1 (the median and closer score 10; linear in log distance between)")
@@ -86,6 +90,7 @@ class ScoreConfig:
             (0 < self.calibration_fraction < 1, "calibration_fraction must lie in (0, 1)"),
             (0 <= self.near_copy_percentile <= 100, "near_copy_percentile must lie in [0, 100]"),
             (self.near_copy_free_cells >= 0, "near_copy_free_cells must be >= 0"),
+            (0 <= self.near_copy_linkage_percentile < 100, "near_copy_linkage_percentile must lie in [0, 100)"),
             (self.chunk_size >= 1, "chunk_size must be >= 1"),
             (self.typicality_ratio_at_one > 1, "typicality_ratio_at_one must be > 1"),
             (self.w_typicality >= 0 and self.w_sparsity >= 0 and self.w_typicality + self.w_sparsity > 0,
@@ -122,14 +127,27 @@ class SuiteConfig:
             raise ConfigError("SuiteConfig: attribute_k must be >= 1")
 
 
+# Hardened-score settings added after datasets and judges were first saved, with the value that reproduces the score
+# from before each existed: a saved score section (written whole) that lacks one was labelled without it.
+ADDED_LATER = {"near_copy_free_cells": 0, "near_copy_linkage_percentile": 0.0}
+
+
+def saved_score_config(section: dict, prefix: str = "") -> ScoreConfig:
+    """The ScoreConfig of a saved score section (a dataset's config.yaml, a judge's ehrjudge.json): fields it lacks
+    take their defaults, except those in ADDED_LATER, which take the value they had before they existed."""
+    from ehrjudge.config import config_from_dict
+
+    keys = {str(key).replace("-", "_") for key in section}
+    older = {key: value for key, value in ADDED_LATER.items() if key not in keys}
+    return config_from_dict(ScoreConfig, {**section, **older}, prefix=prefix)
+
+
 def dataset_score_config(reference_dir: Path) -> "ScoreConfig | None":
     """The ScoreConfig a judge dataset was labelled with (the config.yaml beside its reference/), when there is one."""
     import yaml
-
-    from ehrjudge.config import config_from_dict
 
     saved = Path(reference_dir).parent / "config.yaml"
     if Path(reference_dir).name != "reference" or not saved.exists():
         return None
     section = (yaml.safe_load(saved.read_text()) or {}).get("score")
-    return config_from_dict(ScoreConfig, section) if section else None
+    return saved_score_config(section) if section else None

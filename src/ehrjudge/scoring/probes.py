@@ -2,9 +2,10 @@
 
 Hack probes (a sound realism score gives each <= 3): exact copies of reference patients, near copies (continuous
 columns moved by 1 % of their SD, counts kept), edited copies (one code the patient lacks added once: one cell far
-from the source, which the plain distance to the closest patient took for a new patient), the reference's mean
-patient, an all-zero record, a real record with every code present, one column at 10x the reference maximum (at
-least 10), and count columns tripled.
+from the source, which the plain distance to the closest patient took for a new patient), heavily edited copies
+(eight codes the patient lacks added: beyond the edited-copy distance, caught by record linkage or not at all), the
+reference's mean patient, an all-zero record, a real record with every code present, one column at 10x the reference
+maximum (at least 10), and count columns tripled.
 Reported beside them: the mean patient rounded onto the column kinds, two patients spliced (demographics of one,
 everything else of another), rule violators next to their clean originals (a sex-specific code given to the other
 sex), and real held-out patients (scored by a scorer calibrated on the other half of the holdout: cross-fitted, so
@@ -24,8 +25,8 @@ from ehrjudge.errors import InputError
 from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
 from ehrjudge.scoring.single_table.rules import load_rules, select_columns
 
-HACK_PROBES = ("exact_copy", "near_copy", "edited_copy", "mean_patient", "all_zero", "every_code_present",
-               "column_10x_max", "counts_x3")
+HACK_PROBES = ("exact_copy", "near_copy", "edited_copy", "heavily_edited_copy", "mean_patient", "all_zero",
+               "every_code_present", "column_10x_max", "counts_x3")
 CONTEXT_PROBES = ("rounded_mean_patient", "spliced_patients", "rule_violator", "clean_original", "holdout_real")
 
 
@@ -50,6 +51,10 @@ def build_probes(reference: np.ndarray, rows: np.ndarray, schema: Schema, seed: 
         absent = np.flatnonzero(codes & (record == 0) & (high > 0))
         if len(absent):
             record[edits.choice(absent)] = 1.0
+    heavy, heavy_edits = copies.copy(), np.random.default_rng([seed, 5])  # own stream, as the edited copies'
+    for record in heavy:
+        absent = np.flatnonzero(codes & (record == 0) & (high > 0))
+        record[heavy_edits.choice(absent, size=min(8, len(absent)), replace=False)] = 1.0
     every_code = rows.copy()
     every_code[:, codes] = np.maximum(every_code[:, codes], 1.0)
     ten_x = rows.copy()
@@ -62,9 +67,9 @@ def build_probes(reference: np.ndarray, rows: np.ndarray, schema: Schema, seed: 
     donors = rows[rng.permutation(len(rows))]
     spliced = np.where(demographics[None, :], rows, donors)
     violators, originals = rule_violators(rows, schema, rng)
-    return {"exact_copy": copies, "near_copy": near, "edited_copy": edited, "mean_patient": mean,
-            "all_zero": np.zeros_like(mean), "every_code_present": every_code, "column_10x_max": ten_x,
-            "counts_x3": tripled, "rounded_mean_patient": rounded, "spliced_patients": spliced,
+    return {"exact_copy": copies, "near_copy": near, "edited_copy": edited, "heavily_edited_copy": heavy,
+            "mean_patient": mean, "all_zero": np.zeros_like(mean), "every_code_present": every_code,
+            "column_10x_max": ten_x, "counts_x3": tripled, "rounded_mean_patient": rounded, "spliced_patients": spliced,
             "rule_violator": violators, "clean_original": originals, "holdout_real": rows.copy()}
 
 

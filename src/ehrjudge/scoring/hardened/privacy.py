@@ -4,7 +4,8 @@ distance at which held-out real patients sit from the reference, with copies edi
     DCR(x)    = min_r ||z(x) - z(r)||_2        z: reference z-scores on the reference's varying columns
     DCR_t(x)  = min_r ||z(x) - z(r)||_(t)      ||v||_(t): the 2-norm of v without its t largest |v_j| (t = free_cells)
     DCR_q, DCR_t,q = the `percentile`-th percentile of each over held-out real patients (the near-copy distances)
-    ratio     = DCR / DCR_q, lowered to DCR_t / DCR_t,q where that is below 1
+    ratio     = DCR / DCR_q, lowered to DCR_t / DCR_t,q where that is below 1, and to the record-linkage ratio
+                where the record links to a reference patient (linkage.py; linkage_percentile > 0)
     near copy: ratio <= 1;   privacy_cap = 1 + 9 min(1, ratio)   (scorer.py)
 
 Why DCR_t: the plain DCR sums every cell, so one edited cell hides a copy. A reference patient with one code added or
@@ -15,7 +16,8 @@ patients by itself: a record counts as a copy when it is closer than nearly all 
 sense. t = 0 is the plain DCR alone (the hardened definition before 2026-12-07 evening); the default t = 3 flags no
 more held-out patients than t = 1 on the default cohort, nor does t = 4 (measured after the default's runs), while at
 t = 5, 13 % of them sit at DCR_5 = 0 from a reference patient (docs/scoring.md). What stays open: copies edited in
-more than t cells, and copies with noise on every cell plus an edit (benchmarks/hardened_score.py).
+more than t cells, and copies with noise on every cell plus an edit (benchmarks/hardened_score.py): record linkage
+(linkage.py) catches most of those, since it counts what a record reproduces of a patient rather than how far it is.
 
 Search, exact: if ||v||_(t) <= R, then splitting the columns into t + 1 blocks, one block holds none of the t
 skipped cells (pigeonhole), so the reference patient is within R of the record on that block alone. Blocks are
@@ -35,6 +37,7 @@ import logging
 import numpy as np
 
 from ehrjudge.errors import InputError
+from ehrjudge.scoring.hardened.linkage import RecordLinkage
 from ehrjudge.scoring.knn import ExactKNN
 
 log = logging.getLogger(__name__)
@@ -43,13 +46,15 @@ EXACT_COPY = 1e-9  # DCR at or below this (reference z-scores) is an exact copy 
 
 
 class ClosestPatient:
-    """`ClosestPatient(percentile, chunk_size, free_cells).fit(reference, calibration)`; then `nearest(records)`,
-    `copy_ratio(records)`, `ratio(records)`."""
+    """`ClosestPatient(percentile, chunk_size, free_cells, linkage_percentile).fit(reference, calibration)`; then
+    `nearest(records)`, `copy_ratio(records)`, `ratio(records)`. linkage_percentile 0: no record linkage."""
 
-    def __init__(self, percentile: float = 5.0, chunk_size: int = 2048, free_cells: int = 0):
+    def __init__(self, percentile: float = 5.0, chunk_size: int = 2048, free_cells: int = 0,
+                 linkage_percentile: float = 0.0):
         if free_cells < 0:
             raise InputError(f"free_cells must be >= 0, got {free_cells}")
         self.percentile, self.chunk_size, self.free_cells = percentile, chunk_size, int(free_cells)
+        self.linkage_percentile = float(linkage_percentile)
 
     def fit(self, reference: np.ndarray, calibration: np.ndarray) -> "ClosestPatient":
         std = reference.std(axis=0)
@@ -68,6 +73,8 @@ class ClosestPatient:
             # DCR_t <= DCR, so its lower tail lies within the plain threshold: search that far
             held_edited = np.minimum(self.edited_distance(calibration, self.threshold_), held_out)
             self.edited_threshold_ = self._quantile(held_edited, f"DCR over all but {self.free_cells} cell(s)")
+        self.linkage_ = None if self.linkage_percentile <= 0 else RecordLinkage(
+            self.linkage_percentile, self.chunk_size).fit(reference, calibration)
         return self
 
     def _quantile(self, held_out: np.ndarray, what: str) -> float:
@@ -122,15 +129,17 @@ class ClosestPatient:
         return out
 
     def copy_ratio(self, records: np.ndarray) -> dict[str, np.ndarray]:
-        """Per record: ratio (module docstring), dcr, edited (DCR_t within its threshold, else +inf) and nearest
-        (the closest reference patient by DCR)."""
+        """Per record: ratio (module docstring), dcr, edited (DCR_t within its threshold, else +inf), linked (the
+        linkage ratio, +inf where the record links to no patient or linkage is off) and nearest (the closest
+        reference patient by DCR)."""
         dcr, index = self.nearest(records)
         ratio = dcr / self.threshold_
         edited = np.full(len(records), np.inf)
         if self.edited_threshold_ is not None:
             edited = self.edited_distance(records, self.edited_threshold_)
             ratio = np.minimum(ratio, edited / self.edited_threshold_)
-        return {"ratio": ratio, "dcr": dcr, "edited": edited, "nearest": index}
+        linked = np.full(len(records), np.inf) if self.linkage_ is None else self.linkage_.ratio(records)
+        return {"ratio": np.minimum(ratio, linked), "dcr": dcr, "edited": edited, "linked": linked, "nearest": index}
 
     def ratio(self, records: np.ndarray) -> np.ndarray:
         """The privacy ratio per record (module docstring)."""

@@ -9,7 +9,9 @@
                                                                  reference record in reference z-scores (tiny moves
                                                                  stay tiny there) over the held-out quantile; lowered
                                                                  to the same over all but near_copy_free_cells cells
-                                                                 where that is below 1 (an edited copy; privacy.py)
+                                                                 where that is below 1 (an edited copy; privacy.py),
+                                                                 and to the record-linkage ratio where the record
+                                                                 links to a reference patient (linkage.py)
                    invalid_cap    when any hard validity violation (validity.py)
                    essential_cap  when any essential clinical rule is broken (rubric.py)
     realism_continuous = clip(min(quality, caps), 1, 10);   realism_score = round-half-up(realism_continuous)
@@ -38,8 +40,9 @@ from ehrjudge.scoring.mapping import linear_score
 log = logging.getLogger(__name__)
 
 COLUMNS = ["mahalanobis", "typicality_ratio", "nn_distance", "copy_ratio", "dcr_quantile", "authentic", "near_copy",
-           "exact_copy", "n_invalid", "invalid_columns", "n_unusual", "sparsity_z", "rubric_pass", "rule_violations",
-           "s_typicality", "s_sparsity", "privacy_cap", "caps", "realism_continuous", "realism_score"]
+           "exact_copy", "linked", "n_invalid", "invalid_columns", "n_unusual", "sparsity_z", "rubric_pass",
+           "rule_violations", "s_typicality", "s_sparsity", "privacy_cap", "caps", "realism_continuous",
+           "realism_score"]
 
 
 class HardenedScorer:
@@ -58,8 +61,8 @@ class HardenedScorer:
         self.typicality_ = Typicality(cfg.covariance, cfg.chunk_size, cfg.mahalanobis_precision).fit(reference,
                                                                                                    calibration)
         self.median_distance_ = self.typicality_.median_distance_
-        self.closest_ = ClosestPatient(cfg.near_copy_percentile, cfg.chunk_size, cfg.near_copy_free_cells).fit(
-            reference, calibration)
+        self.closest_ = ClosestPatient(cfg.near_copy_percentile, cfg.chunk_size, cfg.near_copy_free_cells,
+                                       cfg.near_copy_linkage_percentile).fit(reference, calibration)
         self.dcr_threshold_ = self.closest_.threshold_
         self.checks_ = RecordChecks(cfg, self.schema, ReferenceStats.from_matrix(self.schema, reference))
         if not self.checks_.groups:
@@ -70,6 +73,7 @@ class HardenedScorer:
             "shrinkage": self.typicality_.mahalanobis_.shrinkage_, "holdout_mahalanobis_median": self.median_distance_,
             "near_copy_threshold": self.dcr_threshold_, "near_copy_free_cells": cfg.near_copy_free_cells,
             "edited_copy_threshold": self.closest_.edited_threshold_,
+            "linkage_threshold_bits": None if self.closest_.linkage_ is None else self.closest_.linkage_.threshold_,
             "sparsity_groups": list(self.checks_.groups),
             "rubric_rules": [rule["id"] for rule in self.checks_.rubric.rules],
         }
@@ -79,7 +83,7 @@ class HardenedScorer:
     def _distances(self, records: np.ndarray) -> dict[str, np.ndarray]:
         copy = self.closest_.copy_ratio(records)
         return {"mahalanobis": self.typicality_.distance(records), "nn_distance": copy["dcr"],
-                "copy_ratio": copy["ratio"], "nearest": copy["nearest"]}
+                "copy_ratio": copy["ratio"], "linked": np.isfinite(copy["linked"]), "nearest": copy["nearest"]}
 
     def score(self, records: np.ndarray) -> pd.DataFrame:
         """One row per record with COLUMNS: every component, the caps that lowered it, realism_score."""
