@@ -36,7 +36,7 @@ from scipy.stats import spearmanr
 
 from ehrjudge.cohort.schema import Cohort
 from ehrjudge.io import write_json
-from ehrjudge.scoring.probes import markdown_table, run_probes
+from ehrjudge.scoring.probes import add_codes, markdown_table, run_probes
 from ehrjudge.scoring.realism import RealismScorer, ScoreConfig
 from ehrjudge.synth.dataset import split_reference
 from ehrjudge.synth.config import DEFAULT_POOL
@@ -77,12 +77,9 @@ def edited_copies(reference: Cohort, holdout: Cohort, config: ScoreConfig, probe
     codes = np.array([f.code is not None and f.kind != "continuous" for f in schema.features])
     copies = matrix[rng.choice(len(matrix), size=min(200, len(matrix)), replace=False)]
     attacks = {}
+    present = codes & (matrix.max(axis=0) > 0)  # codes some reference patient has
     for k in (1, 2, 3, 5, 8, 16):
-        edited = copies.copy()
-        for record in edited:
-            absent = np.flatnonzero(codes & (record == 0) & (matrix.max(axis=0) > 0))
-            record[rng.choice(absent, size=min(k, len(absent)), replace=False)] += 1.0
-        attacks[f"{k}_codes_added"] = edited
+        attacks[f"{k}_codes_added"] = add_codes(copies, present, k, rng)
     continuous = np.array([f.kind == "continuous" for f in schema.features]) & (matrix.std(axis=0) > 0)
     noisy = copies.copy()  # the near_copy probe's noise (1 % of an SD, continuous cells), then one code added
     noisy[:, continuous] += rng.normal(0.0, 0.01, size=(len(noisy), int(continuous.sum()))) * matrix.std(axis=0)[
@@ -93,11 +90,7 @@ def edited_copies(reference: Cohort, holdout: Cohort, config: ScoreConfig, probe
         absent = np.flatnonzero(codes & (record == 0) & (matrix.max(axis=0) > 0))
         record[rng.choice(absent)] += 1.0
     attacks["noise_plus_1_code_added"] = noisy_edited
-    noisy_five = noisy.copy()
-    for record in noisy_five:
-        absent = np.flatnonzero(codes & (record == 0) & (matrix.max(axis=0) > 0))
-        record[rng.choice(absent, size=min(5, len(absent)), replace=False)] += 1.0
-    attacks["noise_plus_5_codes_added"] = noisy_five
+    attacks["noise_plus_5_codes_added"] = add_codes(noisy, present, 5, rng)
     removed = copies.copy()
     for record in removed:
         present = np.flatnonzero(codes & (record > 0))

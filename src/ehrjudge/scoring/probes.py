@@ -30,6 +30,16 @@ HACK_PROBES = ("exact_copy", "near_copy", "edited_copy", "heavily_edited_copy", 
 CONTEXT_PROBES = ("rounded_mean_patient", "spliced_patients", "rule_violator", "clean_original", "holdout_real")
 
 
+def add_codes(records: np.ndarray, codes: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """A copy of `records` with k of the `codes` columns each record lacks (value 0) set to 1 (all of them where it
+    lacks fewer): a copy edited in k cells."""
+    edited = records.copy()
+    for record in edited:
+        absent = np.flatnonzero(codes & (record == 0))
+        record[rng.choice(absent, size=min(k, len(absent)), replace=False)] = 1.0
+    return edited
+
+
 def build_probes(reference: np.ndarray, rows: np.ndarray, schema: Schema, seed: int) -> dict[str, np.ndarray]:
     """Probe name -> (m, p) records. Copies come from `reference`; every other probe starts from `rows`, real
     patients outside the reference, so that no probe scores low merely for copying."""
@@ -51,10 +61,7 @@ def build_probes(reference: np.ndarray, rows: np.ndarray, schema: Schema, seed: 
         absent = np.flatnonzero(codes & (record == 0) & (high > 0))
         if len(absent):
             record[edits.choice(absent)] = 1.0
-    heavy, heavy_edits = copies.copy(), np.random.default_rng([seed, 5])  # own stream, as the edited copies'
-    for record in heavy:
-        absent = np.flatnonzero(codes & (record == 0) & (high > 0))
-        record[heavy_edits.choice(absent, size=min(8, len(absent)), replace=False)] = 1.0
+    heavy = add_codes(copies, codes & (high > 0), 8, np.random.default_rng([seed, 5]))  # own stream, as edited's
     every_code = rows.copy()
     every_code[:, codes] = np.maximum(every_code[:, codes], 1.0)
     ten_x = rows.copy()

@@ -84,9 +84,7 @@ class RecordLinkage:
         self.gain_ = np.zeros((n_bins, len(reference)), dtype=np.float32)
         self.gain_[bins, np.arange(len(reference))[:, None]] = (agree - disagree)[bins]
         self.base_ = disagree[bins].sum(axis=1)  # (n_ref,)
-        self.n_bins_ = n_bins
-        self.holdout_weight_ = self.weight(calibration)[0]
-        self.threshold_ = float(np.percentile(self.holdout_weight_, 100.0 - self.percentile))
+        self.threshold_ = float(np.percentile(self.weight(calibration)[0], 100.0 - self.percentile))
         return self
 
     def _bins(self, records: np.ndarray) -> np.ndarray:
@@ -102,7 +100,7 @@ class RecordLinkage:
             bins = self._bins(records[start:start + step])
             rows = np.repeat(np.arange(len(bins)), bins.shape[1])
             onehot = sp.csr_matrix((np.ones(bins.size, dtype=np.float32), (rows, bins.ravel())),
-                                   shape=(len(bins), self.n_bins_))
+                                   shape=(len(bins), self.gain_.shape[0]))
             total = np.asarray(onehot @ self.gain_, dtype=np.float64) + self.base_[None, :]  # (chunk, n_ref)
             index[start:start + len(bins)] = total.argmax(axis=1)
             weights[start:start + len(bins)] = total[np.arange(len(bins)), index[start:start + len(bins)]]
